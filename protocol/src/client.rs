@@ -1,0 +1,117 @@
+//! Events a client sends to the server.
+
+use serde::{Deserialize, Serialize};
+
+/// A connection's role in a session. Clients may ask for `Leader` or `Follower`; the server
+/// gives SSE connections `Listener`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Leader,
+    Follower,
+    Listener,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Listener => "listener",
+        }
+    }
+}
+
+/// Every client-to-server event. Serialized as `{"type": "<snake_case>", "data": {..}}`;
+/// the server decodes with [`crate::decode_client_frame`], which also validates values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ClientEvent {
+    JoinSession(JoinSession),
+    LeaveSession,
+    SetRole(SetRole),
+    SetTempo(SetTempo),
+    Play(Play),
+    Pause,
+    Seek(Seek),
+    SyncRequest,
+    UpdateMessage(UpdateMessage),
+    Heartbeat(Heartbeat),
+}
+
+impl ClientEvent {
+    /// The wire `type` of this event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientEvent::JoinSession(_) => "join_session",
+            ClientEvent::LeaveSession => "leave_session",
+            ClientEvent::SetRole(_) => "set_role",
+            ClientEvent::SetTempo(_) => "set_tempo",
+            ClientEvent::Play(_) => "play",
+            ClientEvent::Pause => "pause",
+            ClientEvent::Seek(_) => "seek",
+            ClientEvent::SyncRequest => "sync_request",
+            ClientEvent::UpdateMessage(_) => "update_message",
+            ClientEvent::Heartbeat(_) => "heartbeat",
+        }
+    }
+
+    /// Whether only the session's leader may send this event.
+    pub fn leader_only(&self) -> bool {
+        matches!(
+            self,
+            ClientEvent::SetTempo(_)
+                | ClientEvent::Play(_)
+                | ClientEvent::Pause
+                | ClientEvent::Seek(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinSession {
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `leader` or `follower` (default). Asking for `leader` when the seat is taken joins
+    /// as follower; the snapshot says which role was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// From an earlier `snapshot`: reclaims that client's id and role within the recovery
+    /// window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetRole {
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetTempo {
+    pub tempo: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Play {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beat: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seek {
+    pub beat: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateMessage {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The client's clock when it sent the heartbeat, in ms.
+    pub t0: f64,
+}

@@ -1,0 +1,41 @@
+//! WebSocket close codes the server uses, and whether a client should reconnect.
+
+/// Normal closure: the client or server ended the connection on purpose.
+pub const NORMAL: u16 = 1000;
+/// The server is shutting down. Reconnect (with backoff) and resume.
+pub const GOING_AWAY: u16 = 1001;
+/// Policy violation: the socket kept sending past its rate limit. Reconnect only after
+/// slowing down.
+pub const POLICY_VIOLATION: u16 = 1008;
+/// A frame exceeded the hard frame-size cap (`MAX_FRAME_BYTES`). Do not resend it.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// No pong (or any frame) within `SOCKET_PING_TIMEOUT`. Reconnect and resume.
+pub const PING_TIMEOUT: u16 = 4000;
+/// The client could not keep up with state events (its outbound queue overflowed).
+/// Reconnect and resume: the `snapshot` brings it back in step.
+pub const SLOW_CONSUMER: u16 = 4001;
+/// Another connection resumed this client's identity with its resume token.
+pub const REPLACED: u16 = 4002;
+
+/// Whether a client seeing `code` should reconnect automatically.
+pub fn should_reconnect(code: u16) -> bool {
+    matches!(
+        code,
+        GOING_AWAY | PING_TIMEOUT | SLOW_CONSUMER | 1006 | 1011 | 1012 | 1013
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_advice_matches_the_documented_codes() {
+        assert!(should_reconnect(GOING_AWAY));
+        assert!(should_reconnect(SLOW_CONSUMER));
+        assert!(should_reconnect(PING_TIMEOUT));
+        assert!(!should_reconnect(NORMAL));
+        assert!(!should_reconnect(POLICY_VIOLATION));
+        assert!(!should_reconnect(REPLACED));
+    }
+}

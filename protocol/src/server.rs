@@ -1,0 +1,140 @@
+//! Events the server sends. Field names are camelCase on the wire.
+
+use crate::client::Role;
+use crate::error::ErrorCode;
+use crate::timeline::Transport;
+use serde::{Deserialize, Serialize};
+
+/// Every server-to-client event, tagged like client events: `{"type", "data"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum ServerEvent {
+    Snapshot(Snapshot),
+    StateUpdate(SessionState),
+    ScrollTick(ScrollTick),
+    SyncResponse(SessionState),
+    RoomStats(RoomStats),
+    HeartbeatResponse(HeartbeatResponse),
+    Error(ErrorEvent),
+    RateLimitExceeded(RateLimitExceeded),
+    Shutdown(Shutdown),
+}
+
+impl ServerEvent {
+    /// The wire `type` of this event.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerEvent::Snapshot(_) => "snapshot",
+            ServerEvent::StateUpdate(_) => "state_update",
+            ServerEvent::ScrollTick(_) => "scroll_tick",
+            ServerEvent::SyncResponse(_) => "sync_response",
+            ServerEvent::RoomStats(_) => "room_stats",
+            ServerEvent::HeartbeatResponse(_) => "heartbeat_response",
+            ServerEvent::Error(_) => "error",
+            ServerEvent::RateLimitExceeded(_) => "rate_limit_exceeded",
+            ServerEvent::Shutdown(_) => "shutdown",
+        }
+    }
+}
+
+/// One member as listed in a `snapshot`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Member {
+    pub client_id: String,
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+/// The whole session as one connection sees it: the reply to `join_session`, and the first
+/// event of every SSE stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub session_id: String,
+    pub client_id: String,
+    pub role: Role,
+    /// Secret that reclaims this identity after a drop (empty for SSE listeners, which
+    /// resume with `Last-Event-ID` instead).
+    pub resume_token: String,
+    pub leader_id: Option<String>,
+    /// Connected members, capped at `SNAPSHOT_MEMBER_LIMIT` (see `members_truncated`).
+    pub members: Vec<Member>,
+    pub transport: Transport,
+    pub message: String,
+    pub version: u64,
+    pub server_time: f64,
+    /// Extension: whether `resume_token` restored an earlier identity.
+    #[serde(default)]
+    pub resumed: bool,
+    /// Extension: true when `members` was cut to the cap; `room_stats` has exact counts.
+    #[serde(default)]
+    pub members_truncated: bool,
+}
+
+/// Body of `state_update` and `sync_response`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionState {
+    pub session_id: String,
+    pub transport: Transport,
+    pub message: String,
+    pub leader_id: Option<String>,
+    pub version: u64,
+    pub server_time: f64,
+}
+
+/// The position every `SCROLL_TICK_INTERVAL` ms while playing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScrollTick {
+    pub session_id: String,
+    /// Per session, +1 each tick; a gap means ticks were dropped for this client.
+    pub seq: u64,
+    pub beat: f64,
+    pub tempo: f64,
+    pub playing: bool,
+    pub version: u64,
+    pub server_time: f64,
+}
+
+/// Exact counts of a session's audience.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomStats {
+    pub session_id: String,
+    /// Connected WebSocket members (leader and followers).
+    pub members: u64,
+    pub followers: u64,
+    /// SSE listeners.
+    pub listeners: u64,
+    pub leader_id: Option<String>,
+}
+
+/// Reply to `heartbeat`: `t0` echoed, `t1` server receive time, `t2` server send time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub t0: f64,
+    pub t1: f64,
+    pub t2: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEvent {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitExceeded {
+    /// How long until the next event would be accepted.
+    pub retry_after_ms: u64,
+}
+
+/// Extension: the server is going away; sent to SSE listeners (WebSockets get close 1001).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Shutdown {
+    pub reason: String,
+}

@@ -1,0 +1,1 @@
+//! bandsync server library.
