@@ -1,0 +1,183 @@
+//! `bandsync-cli`: lead, follow or listen to a bandsync session from a terminal.
+//!
+//! Exit codes: 0 when the run ended as asked (`--duration` elapsed, `quit`, Ctrl-C),
+//! 1 on a connection or protocol error (message on stderr), 2 on bad arguments (clap).
+
+mod follow;
+mod lead;
+mod listen;
+mod monitor;
+mod output;
+
+use anyhow::Context as _;
+use bandsync_client::WsClient;
+use clap::{Args, Parser, Subcommand};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long connecting (TCP + WebSocket handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "bandsync-cli",
+    version,
+    about = "Lead, follow or listen to a bandsync session"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join as leader, set the tempo, then take commands from stdin
+    /// (tempo N, play, play BEAT, pause, seek BEAT, msg TEXT, sync, help, quit).
+    Lead(lead::LeadArgs),
+    /// Join as follower over WebSocket; print events, the clock offset and tick statistics.
+    Follow(follow::FollowArgs),
+    /// Listen over Server-Sent Events; print events and tick statistics.
+    Listen(listen::ListenArgs),
+}
+
+/// Options shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Session id (1-128 characters of A-Z a-z 0-9 . _ - /).
+    #[arg(long)]
+    pub session: String,
+    /// Stop after this many seconds (fractions allowed); without it, run until Ctrl-C.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
+}
+
+/// Options of the subcommands that watch ticks.
+#[derive(Debug, Clone, Args)]
+pub struct Watch {
+    /// Print each frame as its JSON envelope (and the clock and summary as JSON objects).
+    #[arg(long)]
+    pub json: bool,
+    /// Do not print scroll_tick lines (they still count in the summary).
+    #[arg(long)]
+    pub no_ticks: bool,
+    /// The server's SCROLL_TICK_INTERVAL in ms, the expected gap between ticks.
+    #[arg(long, value_name = "MS", default_value_t = 16.0)]
+    pub tick_interval: f64,
+}
+
+impl Watch {
+    pub fn view(&self) -> monitor::View {
+        monitor::View {
+            json: self.json,
+            hide_ticks: self.no_ticks,
+        }
+    }
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|e| format!("not a number of seconds: {e}"))?;
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s} is not a positive number of seconds"))
+}
+
+/// Resolves when the run's `--duration` is over; never without one.
+pub async fn run_out(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connects a WebSocket client, bounded by [`CONNECT_TIMEOUT`].
+pub async fn connect_ws(url: &str) -> anyhow::Result<WsClient> {
+    tokio::time::timeout(CONNECT_TIMEOUT, WsClient::connect(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to {url}: timed out after {CONNECT_TIMEOUT:?}"))?
+        .with_context(|| format!("connecting to {url}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Lead(args) => lead::run(args).await,
+        Command::Follow(args) => follow::run(args).await,
+        Command::Listen(args) => listen::run(args).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    // One thread is plenty for one connection, and keeps tick arrival times free of
+    // cross-thread wake-ups.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bandsync-cli: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // `lead` may leave a blocking stdin read behind that nothing can cancel; do not wait
+    // for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bandsync-cli: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_must_be_positive_seconds() {
+        assert_eq!(parse_secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_secs("0").is_err());
+        assert!(parse_secs("-3").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
+
+    #[test]
+    fn follow_parses_its_flags() {
+        let cli = Cli::try_parse_from([
+            "bandsync-cli",
+            "follow",
+            "--url",
+            "ws://127.0.0.1:3001/ws",
+            "--session",
+            "band",
+            "--duration",
+            "2",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Follow(args) = cli.command else {
+            panic!("expected follow")
+        };
+        assert_eq!(args.common.duration, Some(Duration::from_secs(2)));
+        assert!(args.watch.json);
+    }
+}
