@@ -1,1 +1,27 @@
-//! bandsync server library.
+//! bandsync: a realtime sync server for bands.
+//!
+//! Where a message enters, is decided, and leaves:
+//! - `server`: accept loop, routing, CORS and security headers, graceful shutdown.
+//! - `ws`: the WebSocket upgrade and each socket's reader and writer; `sse`: listeners.
+//! - `http`: health, metrics, session info and the browser page (warp).
+//! - `engine`: the one thread that owns every session and decides every event; it
+//!   encodes each broadcast once and produces the 16 ms ticks.
+//! - `outbox`: each connection's bounded queue and the slow-consumer policy.
+//! - `store`: where session state outlives its connections (memory now, Redis later).
+//! - `config`, `clock`, `metrics`, `frames`, `context`: the shared pieces.
+
+pub mod clock;
+pub mod config;
+pub mod context;
+pub mod engine;
+pub mod frames;
+pub mod http;
+pub mod metrics;
+pub mod outbox;
+pub mod server;
+pub mod sse;
+pub mod store;
+pub mod ws;
+
+pub use config::Config;
+pub use server::run;

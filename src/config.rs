@@ -1,0 +1,196 @@
+//! Server configuration: every option is an environment variable and a command-line flag.
+//!
+//! The names and defaults of the contract's variables (`PORT`, `SCROLL_TICK_INTERVAL`, ...)
+//! are fixed by `../shared/CONTRACT.md`; the rest are bandsync's explicit limits.
+
+use clap::Parser;
+use std::time::Duration;
+
+/// bandsync: realtime sync server for bands.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "bandsync", version, about)]
+pub struct Config {
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value_t = 3001)]
+    pub port: u16,
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `bandsync=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Allowed CORS origin(s), comma-separated, or `*`.
+    #[arg(long, env = "CORS_ORIGIN", default_value = "*")]
+    pub cors_origin: String,
+    /// Milliseconds between `scroll_tick`s of a playing session.
+    #[arg(long, env = "SCROLL_TICK_INTERVAL", default_value_t = 16)]
+    pub scroll_tick_interval: u64,
+    /// Batching window for incoming events, ms (0: process every event at once).
+    #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 5)]
+    pub batch_interval_ms: u64,
+    /// Most events processed in one batch.
+    #[arg(long, env = "MAX_EVENT_BATCH_SIZE", default_value_t = 100)]
+    pub max_event_batch_size: usize,
+    /// Rate-limit window per socket, ms.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_MS", default_value_t = 1000)]
+    pub rate_limit_window_ms: u64,
+    /// Events allowed per socket per window.
+    #[arg(long, env = "RATE_LIMIT_MAX_REQUESTS", default_value_t = 100)]
+    pub rate_limit_max_requests: u32,
+    /// Rate-limited events a socket may send, with no quiet window between them, before it
+    /// is closed with 1008.
+    #[arg(long, env = "RATE_LIMIT_CLOSE_AFTER", default_value_t = 50)]
+    pub rate_limit_close_after: u32,
+    /// WebSocket ping interval, ms.
+    #[arg(long, env = "SOCKET_PING_INTERVAL", default_value_t = 2500)]
+    pub socket_ping_interval: u64,
+    /// Close a WebSocket that sent nothing (no pong, no frame) for this long, ms.
+    #[arg(long, env = "SOCKET_PING_TIMEOUT", default_value_t = 5000)]
+    pub socket_ping_timeout: u64,
+    /// Redis URL for sessions shared across instances (unset: in-memory).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// How long a dropped client may resume its identity and role, ms.
+    #[arg(long, env = "RECOVERY_WINDOW_MS", default_value_t = 30_000)]
+    pub recovery_window_ms: u64,
+    /// How long a session outlives its last member or listener, ms.
+    #[arg(long, env = "SESSION_RETENTION_MS", default_value_t = 300_000)]
+    pub session_retention_ms: u64,
+    /// Most WebSocket + SSE connections at once; more get HTTP 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+    /// Most sessions at once; joining a new one beyond it gets `SESSION_LIMIT`.
+    #[arg(long, env = "MAX_SESSIONS", default_value_t = 10_000)]
+    pub max_sessions: usize,
+    /// Most members (WebSocket) plus listeners (SSE) in one session.
+    #[arg(long, env = "MAX_SESSION_MEMBERS", default_value_t = 20_000)]
+    pub max_session_members: usize,
+    /// Largest text frame handled as an event, bytes; larger ones get `INVALID_MESSAGE`.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 16 * 1024)]
+    pub max_message_bytes: usize,
+    /// Hard cap on any incoming WebSocket frame or message, bytes; larger closes with 1009.
+    #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    pub max_frame_bytes: usize,
+    /// Frames a client's outbound queue may hold before it is disconnected as slow.
+    #[arg(long, env = "OUTBOX_MAX_FRAMES", default_value_t = 1024)]
+    pub outbox_max_frames: usize,
+    /// Bytes a client's outbound queue may hold before it is disconnected as slow.
+    #[arg(long, env = "OUTBOX_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub outbox_max_bytes: usize,
+    /// Capacity of the queue from connections to the session engine, events.
+    #[arg(long, env = "ENGINE_QUEUE_CAPACITY", default_value_t = 16_384)]
+    pub engine_queue_capacity: usize,
+    /// Members listed in a `snapshot` at most (counts in `room_stats` stay exact).
+    #[arg(long, env = "SNAPSHOT_MEMBER_LIMIT", default_value_t = 1000)]
+    pub snapshot_member_limit: usize,
+    /// Minimum spacing of `room_stats` per session, ms.
+    #[arg(long, env = "ROOM_STATS_INTERVAL_MS", default_value_t = 250)]
+    pub room_stats_interval_ms: u64,
+    /// State events per session kept for SSE `Last-Event-ID` resume.
+    #[arg(long, env = "SSE_HISTORY", default_value_t = 512)]
+    pub sse_history: usize,
+    /// SSE keep-alive comment interval, ms.
+    #[arg(long, env = "SSE_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub sse_keepalive_ms: u64,
+    /// How long shutdown waits for connections to close, ms.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_MS", default_value_t = 5_000)]
+    pub shutdown_timeout_ms: u64,
+    /// Largest HTTP request body accepted, bytes.
+    #[arg(long, env = "MAX_HTTP_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_http_body_bytes: u64,
+}
+
+impl Config {
+    /// The defaults, as if started with no flags and no environment.
+    pub fn defaults() -> Self {
+        Self::parse_from(["bandsync"])
+    }
+
+    /// Checks values clap cannot: ranges that would make the server misbehave.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("SCROLL_TICK_INTERVAL", self.scroll_tick_interval),
+            ("RATE_LIMIT_WINDOW_MS", self.rate_limit_window_ms),
+            (
+                "RATE_LIMIT_MAX_REQUESTS",
+                u64::from(self.rate_limit_max_requests),
+            ),
+            ("SOCKET_PING_INTERVAL", self.socket_ping_interval),
+            ("SOCKET_PING_TIMEOUT", self.socket_ping_timeout),
+            ("MAX_EVENT_BATCH_SIZE", self.max_event_batch_size as u64),
+            ("OUTBOX_MAX_FRAMES", self.outbox_max_frames as u64),
+            ("ENGINE_QUEUE_CAPACITY", self.engine_queue_capacity as u64),
+            ("MAX_CONNECTIONS", self.max_connections as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.max_message_bytes > self.max_frame_bytes {
+            return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());
+        }
+        Ok(())
+    }
+
+    pub fn tick_interval(&self) -> Duration {
+        Duration::from_millis(self.scroll_tick_interval)
+    }
+    pub fn batch_interval(&self) -> Duration {
+        Duration::from_millis(self.batch_interval_ms)
+    }
+    pub fn rate_limit_window(&self) -> Duration {
+        Duration::from_millis(self.rate_limit_window_ms)
+    }
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.socket_ping_interval)
+    }
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.socket_ping_timeout)
+    }
+    pub fn recovery_window(&self) -> Duration {
+        Duration::from_millis(self.recovery_window_ms)
+    }
+    pub fn session_retention(&self) -> Duration {
+        Duration::from_millis(self.session_retention_ms)
+    }
+    pub fn room_stats_interval(&self) -> Duration {
+        Duration::from_millis(self.room_stats_interval_ms)
+    }
+    pub fn sse_keepalive(&self) -> Duration {
+        Duration::from_millis(self.sse_keepalive_ms)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = Config::defaults();
+        assert_eq!(c.port, 3001);
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.scroll_tick_interval, 16);
+        assert_eq!(c.batch_interval_ms, 5);
+        assert_eq!(c.max_event_batch_size, 100);
+        assert_eq!(c.rate_limit_window_ms, 1000);
+        assert_eq!(c.rate_limit_max_requests, 100);
+        assert_eq!(c.socket_ping_interval, 2500);
+        assert_eq!(c.socket_ping_timeout, 5000);
+        assert!(c.redis_url.is_none());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn flags_override_and_bad_values_are_refused() {
+        let c = Config::parse_from(["bandsync", "--port", "0", "--scroll-tick-interval", "10"]);
+        assert_eq!(c.port, 0);
+        assert_eq!(c.scroll_tick_interval, 10);
+        let c = Config::parse_from(["bandsync", "--scroll-tick-interval", "0"]);
+        assert!(c.validate().unwrap_err().contains("SCROLL_TICK_INTERVAL"));
+    }
+}

@@ -1,0 +1,210 @@
+//! Encoding once and queueing the shared bytes for every recipient; ticks.
+
+use super::session::Session;
+use super::{ConnKey, Engine, Peer};
+use crate::frames::{sse_event, WsFrame};
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, PushError};
+use bandsync_protocol::server::{RoomStats, ScrollTick};
+use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Writers to wake once the current batch or tick is fully queued.
+#[derive(Default)]
+pub(super) struct Wakes {
+    ws: Vec<Arc<Outbox<WsFrame>>>,
+    sse: Vec<Arc<Outbox<Bytes>>>,
+}
+
+impl Wakes {
+    pub(super) fn flush(&mut self) {
+        for outbox in self.ws.drain(..) {
+            outbox.wake();
+        }
+        for outbox in self.sse.drain(..) {
+            outbox.wake();
+        }
+    }
+}
+
+/// Records the outcome of one push: a writer to wake, or a slow client to count.
+fn after_push<F>(
+    result: Result<bool, PushError>,
+    outbox: &Arc<Outbox<F>>,
+    wakes: &mut Vec<Arc<Outbox<F>>>,
+    metrics: &Metrics,
+    session: &str,
+) {
+    match result {
+        Ok(true) => wakes.push(outbox.clone()),
+        Ok(false) | Err(PushError::Closed) => {}
+        Err(PushError::SlowConsumer) => {
+            metrics.slow_client_disconnects.inc();
+            tracing::warn!(
+                session,
+                "client fell behind on state events; disconnecting as slow (4001)"
+            );
+            // The push closed the outbox; wake the writer so it sends the close now.
+            wakes.push(outbox.clone());
+        }
+    }
+}
+
+/// Encodes `event` once and queues it for every member (except `except`) and listener.
+pub(super) fn broadcast(
+    session: &mut Session,
+    wakes: &mut Wakes,
+    metrics: &Metrics,
+    event: &ServerEvent,
+    now_ms: f64,
+    except: Option<ConnKey>,
+) {
+    let json = encode_server_frame(event, None, now_ms);
+    let id = session.next_event_id();
+    let sse = sse_event(id, &json);
+    let text = Utf8Bytes::from(json);
+    for (key, outbox) in &session.members {
+        if Some(*key) != except {
+            let result = outbox.push(WsFrame::Text(text.clone()));
+            after_push(result, outbox, &mut wakes.ws, metrics, &session.id);
+        }
+    }
+    for outbox in session.listeners.values() {
+        let result = outbox.push(sse.clone());
+        after_push(result, outbox, &mut wakes.sse, metrics, &session.id);
+    }
+    session.remember(id, sse);
+}
+
+/// Queues the session's next `scroll_tick` for everyone, if it is playing.
+fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64) {
+    if !session.transport.playing || session.audience() == 0 {
+        return;
+    }
+    session.tick_seq += 1;
+    let id = session.next_event_id();
+    let event = ServerEvent::ScrollTick(ScrollTick {
+        session_id: session.id.to_string(),
+        seq: session.tick_seq,
+        beat: session.transport.position_at(now_ms),
+        tempo: session.transport.tempo,
+        playing: true,
+        version: session.version,
+        server_time: now_ms,
+    });
+    let json = encode_server_frame(&event, None, now_ms);
+    if !session.listeners.is_empty() {
+        let sse = sse_event(id, &json);
+        for outbox in session.listeners.values() {
+            let result = outbox.push_tick(sse.clone());
+            after_push(result, outbox, &mut wakes.sse, metrics, &session.id);
+        }
+    }
+    let text = Utf8Bytes::from(json);
+    for outbox in session.members.values() {
+        let result = outbox.push_tick(WsFrame::Text(text.clone()));
+        after_push(result, outbox, &mut wakes.ws, metrics, &session.id);
+    }
+    metrics.ticks_sent.inc();
+}
+
+impl Engine {
+    pub(super) fn tick_all(&mut self) {
+        let now_ms = self.clock.now_ms();
+        for session in self.sessions.values_mut() {
+            tick(session, &mut self.wakes, &self.metrics, now_ms);
+        }
+    }
+
+    /// Broadcasts to the whole session (or all but `except`).
+    pub(super) fn broadcast(
+        &mut self,
+        session_id: &str,
+        event: &ServerEvent,
+        except: Option<ConnKey>,
+    ) {
+        let now_ms = self.clock.now_ms();
+        if let Some(session) = self.sessions.get_mut(session_id) {
+            broadcast(
+                session,
+                &mut self.wakes,
+                &self.metrics,
+                event,
+                now_ms,
+                except,
+            );
+        }
+    }
+
+    /// Sends one event to one connection, with the request id echoed.
+    pub(super) fn send_to(&mut self, key: ConnKey, event: &ServerEvent, id: Option<&RequestId>) {
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        let json = encode_server_frame(event, id, self.clock.now_ms());
+        let session = conn.session.as_deref().unwrap_or("");
+        match &conn.peer {
+            Peer::Ws(outbox) => {
+                let result = outbox.push(WsFrame::Text(Utf8Bytes::from(json)));
+                after_push(result, outbox, &mut self.wakes.ws, &self.metrics, session);
+            }
+            Peer::Sse(outbox) => {
+                // Direct SSE events (the opening snapshot) carry the session's current
+                // event id: resuming after it replays what came next.
+                let id = self.sessions.get(session).map_or(0, |s| s.event_seq);
+                let result = outbox.push(sse_event(id, &json));
+                after_push(result, outbox, &mut self.wakes.sse, &self.metrics, session);
+            }
+        }
+    }
+
+    /// Marks a session's audience as changed; `room_stats` follows, coalesced.
+    pub(super) fn stats_changed(&mut self, session_id: &Arc<str>) {
+        self.stats_dirty.insert(session_id.clone());
+    }
+
+    /// Sends `room_stats` for changed sessions whose last one is at least
+    /// `ROOM_STATS_INTERVAL_MS` old; the others wait for a later pass (every tick).
+    pub(super) fn flush_room_stats(&mut self, force: bool) {
+        if self.stats_dirty.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let interval = self.settings.room_stats_interval;
+        let now_ms = self.clock.now_ms();
+        let mut still_dirty = Vec::new();
+        for session_id in std::mem::take(&mut self.stats_dirty) {
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                continue;
+            };
+            let due = force
+                || session
+                    .stats_sent_at
+                    .is_none_or(|t| now.duration_since(t) >= interval);
+            if !due {
+                still_dirty.push(session_id);
+                continue;
+            }
+            session.stats_sent_at = Some(now);
+            let event = ServerEvent::RoomStats(RoomStats {
+                session_id: session.id.to_string(),
+                members: session.members.len() as u64,
+                followers: session.followers() as u64,
+                listeners: session.listeners.len() as u64,
+                leader_id: session.leader.as_deref().map(str::to_owned),
+            });
+            broadcast(
+                session,
+                &mut self.wakes,
+                &self.metrics,
+                &event,
+                now_ms,
+                None,
+            );
+        }
+        self.stats_dirty.extend(still_dirty);
+    }
+}

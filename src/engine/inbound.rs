@@ -1,0 +1,167 @@
+//! The queue from connections into the engine, with async backpressure.
+//!
+//! A bounded crossbeam channel: lock-free for the many connection tasks that push, and the
+//! engine thread can wait on it with a precise deadline (`recv_deadline`), which is what
+//! keeps ticks on time. Connection tasks are async and must not block a runtime thread, so
+//! a full queue makes them wait on a [`Notify`] that the engine signals after each drain:
+//! backpressure flows to the socket (we stop reading it) instead of growing a queue.
+
+use crate::frames::WsFrame;
+use crate::outbox::Outbox;
+use bandsync_protocol::{ClientEvent, ProtocolError, RequestId};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{oneshot, Notify};
+
+/// Server-side key of one connection. Never sent to clients (they see `clientId`).
+pub type ConnKey = u64;
+
+/// Everything the engine is told.
+pub enum Inbound {
+    /// A WebSocket finished its upgrade.
+    OpenWs {
+        key: ConnKey,
+        outbox: Arc<Outbox<WsFrame>>,
+    },
+    /// A decoded, validated event from a WebSocket.
+    Command {
+        key: ConnKey,
+        id: Option<RequestId>,
+        event: ClientEvent,
+        /// When the frame was read off the socket (for the fan-out latency metric).
+        received: Instant,
+    },
+    /// A WebSocket ended, for whatever reason.
+    ClosedWs { key: ConnKey },
+    /// An SSE listener wants to follow a session. The reply tells the HTTP handler whether
+    /// to start streaming or refuse.
+    OpenSse {
+        key: ConnKey,
+        session_id: String,
+        last_event_id: Option<u64>,
+        outbox: Arc<Outbox<Bytes>>,
+        reply: oneshot::Sender<Result<(), ProtocolError>>,
+    },
+    /// An SSE stream ended.
+    ClosedSse { key: ConnKey },
+    /// `GET /sessions/{id}`.
+    Query {
+        session_id: String,
+        reply: oneshot::Sender<Option<super::SessionInfo>>,
+    },
+    /// Close every connection (1001 / final SSE event) and stop.
+    Shutdown,
+}
+
+/// The connections' side of the queue. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: Sender<Inbound>,
+    room: Arc<Notify>,
+    on_full: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The engine's side of the queue.
+pub struct EngineInbox {
+    pub rx: Receiver<Inbound>,
+    room: Arc<Notify>,
+}
+
+/// The engine has stopped; nothing more will be processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session engine has stopped")]
+pub struct EngineStopped;
+
+pub fn channel(
+    capacity: usize,
+    on_full: Arc<dyn Fn() + Send + Sync>,
+) -> (EngineHandle, EngineInbox) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let room = Arc::new(Notify::new());
+    (
+        EngineHandle {
+            tx,
+            room: room.clone(),
+            on_full,
+        },
+        EngineInbox { rx, room },
+    )
+}
+
+impl EngineHandle {
+    /// Sends to the engine, waiting (asynchronously) while its queue is full.
+    pub async fn send(&self, mut msg: Inbound) -> Result<(), EngineStopped> {
+        loop {
+            // Register interest before trying, so a drain between the try and the wait
+            // still wakes us.
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.tx.try_send(msg) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(_)) => return Err(EngineStopped),
+                Err(TrySendError::Full(back)) => {
+                    (self.on_full)();
+                    msg = back;
+                    room.await;
+                }
+            }
+        }
+    }
+
+    /// Sends without waiting; for `Drop` paths that cannot await. Fails when full.
+    pub fn try_send(&self, msg: Inbound) -> Result<(), Box<Inbound>> {
+        self.tx.try_send(msg).map_err(|e| Box::new(e.into_inner()))
+    }
+}
+
+impl EngineInbox {
+    /// Tells waiting senders there is room again. Called after every drain.
+    pub fn signal_room(&self) {
+        self.room.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_full_queue_waits_instead_of_dropping() {
+        let (handle, inbox) = channel(1, Arc::new(|| {}));
+        handle.send(Inbound::ClosedWs { key: 1 }).await.unwrap();
+        let second = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.send(Inbound::ClosedWs { key: 2 }).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !second.is_finished(),
+            "sender must wait while the queue is full"
+        );
+        assert!(matches!(
+            inbox.rx.try_recv(),
+            Ok(Inbound::ClosedWs { key: 1 })
+        ));
+        inbox.signal_room();
+        tokio::time::timeout(Duration::from_secs(1), second)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            inbox.rx.try_recv(),
+            Ok(Inbound::ClosedWs { key: 2 })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stopped_engine_is_reported() {
+        let (handle, inbox) = channel(4, Arc::new(|| {}));
+        drop(inbox);
+        assert_eq!(handle.send(Inbound::Shutdown).await, Err(EngineStopped));
+    }
+}

@@ -1,0 +1,364 @@
+//! Who is in which session: joining, resuming, leaving, dropping, listening over SSE.
+
+use super::resume::{new_token, ResumeEntry};
+use super::session::Session;
+use super::{Conn, ConnKey, Engine, Peer, SessionInfo};
+use crate::frames::WsFrame;
+use crate::outbox::{CloseReason, Outbox};
+use bandsync_protocol::server::{Member, Snapshot};
+use bandsync_protocol::{ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How a member stops being one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Departure {
+    /// `leave_session`, or joining another session: identity and leadership released.
+    Left,
+    /// The socket dropped: identity (and a leader's seat) held for the recovery window.
+    Dropped,
+    /// Another connection resumed this identity.
+    Replaced,
+}
+
+fn new_client_id() -> Arc<str> {
+    format!("c{}", &new_token()[..16]).into()
+}
+
+impl Engine {
+    pub(super) fn open_ws(&mut self, key: ConnKey, outbox: Arc<Outbox<WsFrame>>) {
+        self.conns.insert(
+            key,
+            Conn {
+                client_id: new_client_id(),
+                name: None,
+                role: Role::Follower,
+                session: None,
+                peer: Peer::Ws(outbox),
+                resume_token: None,
+            },
+        );
+    }
+
+    /// The live session, revived from the store, or new (within `MAX_SESSIONS`).
+    fn session_for_join(&mut self, session_id: &str) -> Result<Arc<str>, ProtocolError> {
+        if let Some((id, _)) = self.sessions.get_key_value(session_id) {
+            return Ok(id.clone());
+        }
+        if self.sessions.len() >= self.settings.max_sessions {
+            return Err(ProtocolError::new(
+                ErrorCode::SessionLimit,
+                "the server holds its maximum number of sessions",
+            ));
+        }
+        let cap = self.settings.sse_history;
+        let session = match self.store.load(session_id) {
+            Some(record) => Session::from_record(record, cap),
+            None => Session::new(session_id.into(), self.clock.now_ms(), cap),
+        };
+        let id = session.id.clone();
+        self.sessions.insert(id.clone(), session);
+        self.metrics.sessions.set(self.sessions.len() as i64);
+        Ok(id)
+    }
+
+    fn check_capacity(&mut self, session_id: &Arc<str>) -> Result<(), ProtocolError> {
+        if self.sessions[session_id].audience() >= self.settings.max_session_members {
+            self.retire_if_abandoned(session_id);
+            return Err(ProtocolError::new(
+                ErrorCode::SessionFull,
+                "the session is full",
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) fn join(&mut self, key: ConnKey, id: Option<RequestId>, join: JoinSession) {
+        if self.conns.get(&key).is_some_and(|c| c.session.is_some()) {
+            self.leave(key, Departure::Left);
+        }
+        let session_id = match self
+            .session_for_join(&join.session_id)
+            .and_then(|s| self.check_capacity(&s).map(|()| s))
+        {
+            Ok(s) => s,
+            Err(e) => return self.reply_error(key, id.as_ref(), e),
+        };
+        let now = Instant::now();
+        let claim = join.resume_token.as_deref().and_then(|token| {
+            let entry = self.resume.claimable(token, &session_id, now)?.clone();
+            Some((token.to_owned(), entry))
+        });
+        let resumed = claim.is_some();
+        let (client_id, mut role, name) = match claim {
+            Some((token, entry)) => {
+                self.resume.revoke(&token);
+                match entry.live {
+                    Some(old_key) if old_key != key => self.replace(old_key),
+                    Some(_) => {}
+                    None => {
+                        let session = self.sessions.get_mut(&session_id).unwrap();
+                        session.ghosts = session.ghosts.saturating_sub(1);
+                    }
+                }
+                let session = &self.sessions[&session_id];
+                let held_seat = entry.role == Role::Leader
+                    && session.leader.as_deref() == Some(&*entry.client_id);
+                let role = if held_seat {
+                    Role::Leader
+                } else {
+                    Role::Follower
+                };
+                (entry.client_id, role, join.name.or(entry.name))
+            }
+            None => (
+                self.conns[&key].client_id.clone(),
+                Role::Follower,
+                join.name,
+            ),
+        };
+        let session = self.sessions.get_mut(&session_id).unwrap();
+        if role == Role::Follower && join.role == Some(Role::Leader) && session.leader.is_none() {
+            role = Role::Leader;
+        }
+        let leader_changed = role == Role::Leader && session.leader.as_deref() != Some(&*client_id);
+        let Some(Peer::Ws(outbox)) = self.conns.get(&key).map(|c| &c.peer) else {
+            return;
+        };
+        session.members.insert(key, outbox.clone());
+        if role == Role::Leader {
+            session.leader = Some(client_id.clone());
+            session.leader_key = Some(key);
+        }
+        if leader_changed {
+            session.version += 1;
+        }
+        let token = self.resume.issue(ResumeEntry {
+            client_id: client_id.clone(),
+            session_id: session_id.clone(),
+            name: name.clone(),
+            role,
+            live: Some(key),
+            expires: None,
+        });
+        let conn = self.conns.get_mut(&key).unwrap();
+        conn.client_id = client_id;
+        conn.name = name;
+        conn.role = role;
+        conn.session = Some(session_id.clone());
+        conn.resume_token = Some(token.clone());
+        let snapshot = self.snapshot(key, &session_id, token, resumed);
+        self.send_to(key, &ServerEvent::Snapshot(snapshot), id.as_ref());
+        if leader_changed {
+            self.state_changed(&session_id, Some(key));
+        }
+        self.stats_changed(&session_id);
+        tracing::debug!(session = %session_id, resumed, ?role, "joined");
+    }
+
+    /// Detaches a connection whose identity another connection just resumed.
+    fn replace(&mut self, old_key: ConnKey) {
+        self.leave(old_key, Departure::Replaced);
+        if let Some(Peer::Ws(outbox)) = self.conns.get(&old_key).map(|c| &c.peer) {
+            outbox.close(CloseReason::Replaced);
+        }
+    }
+
+    pub(super) fn leave(&mut self, key: ConnKey, departure: Departure) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let Some(session_id) = conn.session.take() else {
+            return;
+        };
+        let token = conn.resume_token.take();
+        let was_leader = std::mem::replace(&mut conn.role, Role::Follower) == Role::Leader;
+        let Some(session) = self.sessions.get_mut(&session_id) else {
+            return;
+        };
+        session.members.swap_remove(&key);
+        if was_leader {
+            session.leader_key = None;
+        }
+        let mut leader_vacated = false;
+        match (departure, token) {
+            (Departure::Dropped, Some(token)) => {
+                self.resume
+                    .mark_dropped(&token, Instant::now() + self.settings.recovery_window);
+                session.ghosts += 1;
+            }
+            (Departure::Replaced, _) => {}
+            (_, token) => {
+                if let Some(token) = token {
+                    self.resume.revoke(&token);
+                }
+                if was_leader {
+                    session.leader = None;
+                    session.version += 1;
+                    leader_vacated = true;
+                }
+            }
+        }
+        if leader_vacated {
+            self.state_changed(&session_id, None);
+        }
+        self.stats_changed(&session_id);
+        self.retire_if_abandoned(&session_id);
+    }
+
+    /// A dropped member's recovery window closed: release its seat for good.
+    pub(super) fn lapse_dropped_member(&mut self, entry: ResumeEntry) {
+        let Some(session) = self.sessions.get_mut(&entry.session_id) else {
+            return;
+        };
+        session.ghosts = session.ghosts.saturating_sub(1);
+        if session.leader_key.is_none() && session.leader.as_deref() == Some(&*entry.client_id) {
+            session.leader = None;
+            session.version += 1;
+            self.state_changed(&entry.session_id, None);
+            self.stats_changed(&entry.session_id);
+        }
+        self.retire_if_abandoned(&entry.session_id);
+    }
+
+    /// A socket or stream ended.
+    pub(super) fn closed(&mut self, key: ConnKey) {
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        if let Peer::Sse(_) = conn.peer {
+            if let Some(session_id) = conn.session.clone() {
+                if let Some(session) = self.sessions.get_mut(&session_id) {
+                    session.listeners.swap_remove(&key);
+                }
+                self.stats_changed(&session_id);
+                self.retire_if_abandoned(&session_id);
+            }
+        } else {
+            self.leave(key, Departure::Dropped);
+        }
+        self.conns.remove(&key);
+    }
+
+    /// Saves an abandoned session to the store (for the retention window) and drops it.
+    fn retire_if_abandoned(&mut self, session_id: &Arc<str>) {
+        if !self
+            .sessions
+            .get(session_id)
+            .is_some_and(Session::is_abandoned)
+        {
+            return;
+        }
+        if let Some(session) = self.sessions.remove(session_id) {
+            self.store.save(&session.record(), self.settings.retention);
+            self.stats_dirty.remove(session_id);
+            self.metrics.sessions.set(self.sessions.len() as i64);
+        }
+    }
+
+    pub(super) fn open_sse(
+        &mut self,
+        key: ConnKey,
+        session_id: &str,
+        last_event_id: Option<u64>,
+        outbox: Arc<Outbox<Bytes>>,
+    ) -> Result<(), ProtocolError> {
+        bandsync_protocol::validate::session_id(session_id)?;
+        let session_id = self.session_for_join(session_id)?;
+        self.check_capacity(&session_id)?;
+        self.conns.insert(
+            key,
+            Conn {
+                client_id: new_client_id(),
+                name: None,
+                role: Role::Listener,
+                session: Some(session_id.clone()),
+                peer: Peer::Sse(outbox.clone()),
+                resume_token: None,
+            },
+        );
+        let replay = last_event_id.and_then(|last| self.sessions[&session_id].replay_after(last));
+        match replay {
+            Some(events) => {
+                for sse in events {
+                    let _ = outbox.push(sse);
+                }
+                outbox.wake();
+            }
+            None => {
+                let snapshot = self.snapshot(key, &session_id, String::new(), false);
+                self.send_to(key, &ServerEvent::Snapshot(snapshot), None);
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            session.listeners.insert(key, outbox);
+        }
+        self.stats_changed(&session_id);
+        Ok(())
+    }
+
+    fn members(&self, session: &Session, limit: usize) -> Vec<Member> {
+        session
+            .members
+            .keys()
+            .take(limit)
+            .filter_map(|key| self.conns.get(key))
+            .map(|c| Member {
+                client_id: c.client_id.to_string(),
+                name: c.name.clone(),
+                role: c.role,
+            })
+            .collect()
+    }
+
+    fn snapshot(
+        &self,
+        key: ConnKey,
+        session_id: &str,
+        resume_token: String,
+        resumed: bool,
+    ) -> Snapshot {
+        let session = &self.sessions[session_id];
+        let conn = &self.conns[&key];
+        let limit = self.settings.snapshot_member_limit;
+        let state = self.session_state(session);
+        Snapshot {
+            session_id: state.session_id,
+            client_id: conn.client_id.to_string(),
+            role: conn.role,
+            resume_token,
+            leader_id: state.leader_id,
+            members: self.members(session, limit),
+            transport: state.transport,
+            message: state.message,
+            version: state.version,
+            server_time: state.server_time,
+            resumed,
+            members_truncated: session.members.len() > limit,
+        }
+    }
+
+    pub(super) fn session_info(&self, session_id: &str) -> Option<SessionInfo> {
+        if let Some(session) = self.sessions.get(session_id) {
+            return Some(SessionInfo {
+                state: self.session_state(session),
+                members: self.members(session, self.settings.snapshot_member_limit),
+                member_count: session.members.len(),
+                followers: session.followers(),
+                listeners: session.listeners.len(),
+                live: true,
+            });
+        }
+        let record = self.store.load(session_id)?;
+        let session = Session::from_record(record, 0);
+        Some(SessionInfo {
+            state: self.session_state(&session),
+            members: Vec::new(),
+            member_count: 0,
+            followers: 0,
+            listeners: 0,
+            live: false,
+        })
+    }
+}

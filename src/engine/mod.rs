@@ -1,0 +1,309 @@
+//! The session engine: one thread that owns every session and decides every event.
+//!
+//! Connections decode and validate frames on the async runtime, then queue them here
+//! (`inbound`). This thread takes them in batches, applies them to the sessions
+//! (`commands`, `membership`), encodes each resulting broadcast once and queues the shared
+//! bytes in every recipient's outbox (`fanout`), then wakes each touched writer once, so a
+//! writer feeds all its frames and flushes once per batch. The same thread produces the
+//! 16 ms ticks against absolute deadlines.
+//!
+//! Why a dedicated thread: session state needs no lock at all (one owner), and the thread
+//! can sleep until a tick deadline with sub-millisecond precision (`recv_deadline`), which
+//! the runtime's 1 ms timer wheel cannot. It never awaits and never blocks on a socket:
+//! outboxes are bounded and non-blocking.
+//!
+//! Batching (`BATCH_INTERVAL_MS`, `MAX_EVENT_BATCH_SIZE`): an event that arrives while the
+//! engine is idle is processed at once, with whatever else is already queued. Only events
+//! arriving within the window after a batch started are held until the window ends, so
+//! bursts are coalesced without adding latency to a lone event.
+
+mod commands;
+mod fanout;
+pub mod inbound;
+mod membership;
+pub mod resume;
+mod session;
+
+pub use inbound::{ConnKey, EngineHandle, Inbound};
+
+use crate::clock::ServerClock;
+use crate::config::Config;
+use crate::frames::WsFrame;
+use crate::metrics::Metrics;
+use crate::outbox::Outbox;
+use crate::store::SessionStore;
+use bandsync_protocol::server::{Member, SessionState};
+use bandsync_protocol::Role;
+use bytes::Bytes;
+use crossbeam_channel::RecvTimeoutError;
+use fanout::Wakes;
+use inbound::EngineInbox;
+use resume::ResumeRegistry;
+use serde::Serialize;
+use session::Session;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often expired resume tokens and stored sessions are swept.
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `GET /sessions/{id}`: the session's state plus its audience.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionInfo {
+    #[serde(flatten)]
+    pub state: SessionState,
+    pub members: Vec<Member>,
+    pub member_count: usize,
+    pub followers: usize,
+    pub listeners: usize,
+    /// False when no one is connected and the session is only retained.
+    pub live: bool,
+}
+
+/// Which transport a connection writes to.
+enum Peer {
+    Ws(Arc<Outbox<WsFrame>>),
+    Sse(Arc<Outbox<Bytes>>),
+}
+
+/// What the engine knows of one connection.
+struct Conn {
+    client_id: Arc<str>,
+    name: Option<String>,
+    role: Role,
+    session: Option<Arc<str>>,
+    peer: Peer,
+    resume_token: Option<String>,
+}
+
+/// Engine settings, copied out of [`Config`] once.
+#[derive(Debug, Clone)]
+struct Settings {
+    tick_interval: Duration,
+    batch_interval: Duration,
+    max_batch: usize,
+    recovery_window: Duration,
+    retention: Duration,
+    max_sessions: usize,
+    max_session_members: usize,
+    snapshot_member_limit: usize,
+    room_stats_interval: Duration,
+    sse_history: usize,
+}
+
+pub struct Engine {
+    settings: Settings,
+    clock: ServerClock,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn SessionStore>,
+    conns: HashMap<ConnKey, Conn>,
+    sessions: HashMap<Arc<str>, Session>,
+    resume: ResumeRegistry,
+    stats_dirty: HashSet<Arc<str>>,
+    wakes: Wakes,
+}
+
+/// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
+/// [`EngineHandle`] is dropped.
+pub fn spawn(
+    config: &Config,
+    clock: ServerClock,
+    metrics: Arc<Metrics>,
+    store: Arc<dyn SessionStore>,
+) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
+    let on_full = {
+        let metrics = metrics.clone();
+        Arc::new(move || metrics.engine_queue_full.inc())
+    };
+    let (handle, inbox) = inbound::channel(config.engine_queue_capacity, on_full);
+    let engine = Engine {
+        settings: Settings {
+            tick_interval: config.tick_interval(),
+            batch_interval: config.batch_interval(),
+            max_batch: config.max_event_batch_size,
+            recovery_window: config.recovery_window(),
+            retention: config.session_retention(),
+            max_sessions: config.max_sessions,
+            max_session_members: config.max_session_members,
+            snapshot_member_limit: config.snapshot_member_limit,
+            room_stats_interval: config.room_stats_interval(),
+            sse_history: config.sse_history,
+        },
+        clock,
+        metrics,
+        store,
+        conns: HashMap::new(),
+        sessions: HashMap::new(),
+        resume: ResumeRegistry::default(),
+        stats_dirty: HashSet::new(),
+        wakes: Wakes::default(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("bandsync-engine".into())
+        .spawn(move || engine.run(inbox))?;
+    Ok((handle, thread))
+}
+
+impl Engine {
+    fn run(mut self, inbox: EngineInbox) {
+        let tick = self.settings.tick_interval;
+        let mut next_tick = Instant::now() + tick;
+        let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
+        // When the last batch started, and whether it was cut at the size cap (a backlog).
+        let mut last_batch: Option<(Instant, bool)> = None;
+        let mut batch: Vec<Inbound> = Vec::with_capacity(self.settings.max_batch);
+        loop {
+            let wake_at = next_tick.min(next_housekeeping);
+            match inbox.rx.recv_deadline(wake_at) {
+                Ok(first) => {
+                    batch.push(first);
+                    let started = Instant::now();
+                    self.collect_batch(&inbox, &mut batch, last_batch, next_tick);
+                    last_batch = Some((started, batch.len() >= self.settings.max_batch));
+                    inbox.signal_room();
+                    let stop = self.process_batch(&mut batch);
+                    self.flush_room_stats(false);
+                    self.wakes.flush();
+                    if stop {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.metrics
+                    .tick_lag
+                    .observe(now.duration_since(next_tick).as_secs_f64());
+                self.tick_all();
+                self.flush_room_stats(false);
+                self.wakes.flush();
+                // Absolute deadlines: the schedule never drifts; ticks missed while the
+                // thread was busy are skipped, not bunched.
+                next_tick += tick;
+                if next_tick <= now {
+                    let behind = now.duration_since(next_tick).as_nanos() / tick.as_nanos() + 1;
+                    next_tick += tick * behind as u32;
+                }
+            }
+            if now >= next_housekeeping {
+                self.housekeeping(now);
+                self.wakes.flush();
+                next_housekeeping = now + HOUSEKEEPING_INTERVAL;
+            }
+        }
+    }
+
+    /// Adds to `batch` what is already queued, and, when the previous batch started less
+    /// than the batching window ago, what arrives before the window closes (but never past
+    /// the next tick). A backlog (the previous batch was full) is never held: its events
+    /// have already waited.
+    fn collect_batch(
+        &self,
+        inbox: &EngineInbox,
+        batch: &mut Vec<Inbound>,
+        last_batch: Option<(Instant, bool)>,
+        next_tick: Instant,
+    ) {
+        let max = self.settings.max_batch;
+        let window_end = last_batch
+            .filter(|(_, was_full)| !was_full)
+            .map(|(t, _)| t + self.settings.batch_interval);
+        if let Some(window_end) = window_end.filter(|end| *end > Instant::now()) {
+            let hold_until = window_end.min(next_tick);
+            while batch.len() < max {
+                match inbox.rx.recv_deadline(hold_until) {
+                    Ok(msg) => batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+        }
+        while batch.len() < max {
+            match inbox.rx.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Applies a batch. Returns true when the engine must stop.
+    fn process_batch(&mut self, batch: &mut Vec<Inbound>) -> bool {
+        self.metrics.batch_size.observe(batch.len() as f64);
+        let mut stop = false;
+        for msg in batch.drain(..) {
+            match msg {
+                Inbound::OpenWs { key, outbox } => self.open_ws(key, outbox),
+                Inbound::Command {
+                    key,
+                    id,
+                    event,
+                    received,
+                } => {
+                    let started = Instant::now();
+                    self.command(key, id, event);
+                    let done = Instant::now();
+                    self.metrics
+                        .event_processing
+                        .observe(done.duration_since(started).as_secs_f64());
+                    self.metrics
+                        .fanout_latency
+                        .observe(done.duration_since(received).as_secs_f64());
+                }
+                Inbound::ClosedWs { key } | Inbound::ClosedSse { key } => self.closed(key),
+                Inbound::OpenSse {
+                    key,
+                    session_id,
+                    last_event_id,
+                    outbox,
+                    reply,
+                } => {
+                    let result = self.open_sse(key, &session_id, last_event_id, outbox);
+                    let _ = reply.send(result);
+                }
+                Inbound::Query { session_id, reply } => {
+                    let _ = reply.send(self.session_info(&session_id));
+                }
+                Inbound::Shutdown => {
+                    self.shutdown();
+                    stop = true;
+                }
+            }
+        }
+        stop
+    }
+
+    fn housekeeping(&mut self, now: Instant) {
+        for entry in self.resume.take_expired(now) {
+            self.lapse_dropped_member(entry);
+        }
+        self.store.purge_expired();
+        self.metrics.sessions.set(self.sessions.len() as i64);
+    }
+
+    /// Every connection closes: WebSockets with 1001, SSE streams after a final event.
+    fn shutdown(&mut self) {
+        let event = bandsync_protocol::ServerEvent::Shutdown(bandsync_protocol::server::Shutdown {
+            reason: "server shutting down".into(),
+        });
+        let json = bandsync_protocol::encode_server_frame(&event, None, self.clock.now_ms());
+        for session in self.sessions.values_mut() {
+            if !session.listeners.is_empty() {
+                let sse = crate::frames::sse_event(session.next_event_id(), &json);
+                for outbox in session.listeners.values() {
+                    let _ = outbox.push(sse.clone());
+                }
+            }
+            self.store.save(&session.record(), self.settings.retention);
+        }
+        for (_, conn) in self.conns.drain() {
+            match conn.peer {
+                Peer::Ws(outbox) => outbox.close(crate::outbox::CloseReason::Shutdown),
+                Peer::Sse(outbox) => outbox.close(crate::outbox::CloseReason::Shutdown),
+            }
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! One live session: its state, its audience, and its SSE history.
+
+use super::inbound::ConnKey;
+use crate::frames::WsFrame;
+use crate::outbox::Outbox;
+use crate::store::SessionRecord;
+use bandsync_protocol::Transport;
+use bytes::Bytes;
+use indexmap::IndexMap;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A live session. Members and listeners are kept with their outboxes in insertion-ordered
+/// maps: fan-out walks a contiguous vector, and removal is O(1) (`swap_remove`).
+pub struct Session {
+    pub id: Arc<str>,
+    pub transport: Transport,
+    pub message: String,
+    pub version: u64,
+    /// The leader's `clientId`. During a leader's recovery window it stays set while
+    /// `leader_key` is `None`, so the seat is held for them.
+    pub leader: Option<Arc<str>>,
+    pub leader_key: Option<ConnKey>,
+    pub members: IndexMap<ConnKey, Arc<Outbox<WsFrame>>>,
+    pub listeners: IndexMap<ConnKey, Arc<Outbox<Bytes>>>,
+    /// Dropped members whose resume window is still open.
+    pub ghosts: usize,
+    pub tick_seq: u64,
+    /// Last SSE event id used (every broadcast and tick takes the next one).
+    pub event_seq: u64,
+    /// Recent state events as SSE bytes, for `Last-Event-ID` resume. Ticks are not kept:
+    /// they are latest-value-wins and stale on arrival.
+    history: VecDeque<(u64, Bytes)>,
+    history_cap: usize,
+    /// Highest event id no longer in `history` (0: nothing evicted yet).
+    history_floor: u64,
+    pub stats_sent_at: Option<Instant>,
+}
+
+impl Session {
+    pub fn new(id: Arc<str>, now_ms: f64, history_cap: usize) -> Self {
+        Self {
+            id,
+            transport: Transport::new(now_ms),
+            message: String::new(),
+            version: 0,
+            leader: None,
+            leader_key: None,
+            members: IndexMap::new(),
+            listeners: IndexMap::new(),
+            ghosts: 0,
+            tick_seq: 0,
+            event_seq: 0,
+            history: VecDeque::new(),
+            history_cap,
+            history_floor: 0,
+            stats_sent_at: None,
+        }
+    }
+
+    /// Revives a session from its stored record. The SSE history starts empty, so a
+    /// `Last-Event-ID` from before gets a fresh snapshot.
+    pub fn from_record(record: SessionRecord, history_cap: usize) -> Self {
+        let mut session = Self::new(
+            record.session_id.into(),
+            record.transport.anchor_time,
+            history_cap,
+        );
+        session.transport = record.transport;
+        session.message = record.message;
+        session.version = record.version;
+        session.event_seq = record.event_seq;
+        session.tick_seq = record.tick_seq;
+        session.history_floor = record.event_seq;
+        session
+    }
+
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord {
+            session_id: self.id.to_string(),
+            transport: self.transport,
+            message: self.message.clone(),
+            version: self.version,
+            event_seq: self.event_seq,
+            tick_seq: self.tick_seq,
+        }
+    }
+
+    /// No one connected and no one entitled to come back: the session can be retired.
+    pub fn is_abandoned(&self) -> bool {
+        self.members.is_empty() && self.listeners.is_empty() && self.ghosts == 0
+    }
+
+    pub fn audience(&self) -> usize {
+        self.members.len() + self.listeners.len()
+    }
+
+    /// Connected followers: members other than a connected leader.
+    pub fn followers(&self) -> usize {
+        self.members.len() - usize::from(self.leader_key.is_some())
+    }
+
+    /// Takes the next SSE event id.
+    pub fn next_event_id(&mut self) -> u64 {
+        self.event_seq += 1;
+        self.event_seq
+    }
+
+    /// Keeps a state event for SSE resume, evicting the oldest beyond the cap.
+    pub fn remember(&mut self, id: u64, sse: Bytes) {
+        if self.history_cap == 0 {
+            self.history_floor = id;
+            return;
+        }
+        if self.history.len() == self.history_cap {
+            if let Some((evicted, _)) = self.history.pop_front() {
+                self.history_floor = evicted;
+            }
+        }
+        self.history.push_back((id, sse));
+    }
+
+    /// The state events after `last_id`, if every one of them is still held; `None` means
+    /// the listener must start over with a snapshot.
+    pub fn replay_after(&self, last_id: u64) -> Option<Vec<Bytes>> {
+        if last_id < self.history_floor || last_id > self.event_seq {
+            return None;
+        }
+        Some(
+            self.history
+                .iter()
+                .filter(|(id, _)| *id > last_id)
+                .map(|(_, sse)| sse.clone())
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(cap: usize) -> Session {
+        Session::new("s".into(), 0.0, cap)
+    }
+
+    fn push(s: &mut Session, n: usize) {
+        for _ in 0..n {
+            let id = s.next_event_id();
+            s.remember(id, Bytes::from(id.to_string()));
+        }
+    }
+
+    #[test]
+    fn replays_what_followed_a_held_id() {
+        let mut s = session(8);
+        push(&mut s, 5);
+        let replay = s.replay_after(3).unwrap();
+        assert_eq!(replay, vec![Bytes::from("4"), Bytes::from("5")]);
+        assert_eq!(s.replay_after(5).unwrap(), Vec::<Bytes>::new());
+        assert_eq!(s.replay_after(0).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn ids_skipped_by_ticks_still_resume() {
+        let mut s = session(8);
+        push(&mut s, 2);
+        s.next_event_id(); // a tick: id 3, not kept
+        push(&mut s, 1);
+        assert_eq!(s.replay_after(3).unwrap(), vec![Bytes::from("4")]);
+    }
+
+    #[test]
+    fn an_evicted_or_unknown_id_needs_a_snapshot() {
+        let mut s = session(3);
+        push(&mut s, 6);
+        assert!(s.replay_after(2).is_none(), "event 3 was evicted");
+        assert_eq!(s.replay_after(3).unwrap().len(), 3);
+        assert!(
+            s.replay_after(99).is_none(),
+            "an id from the future is not ours"
+        );
+    }
+
+    #[test]
+    fn a_revived_session_keeps_its_counters_but_not_its_history() {
+        let mut s = session(8);
+        push(&mut s, 4);
+        s.version = 9;
+        let revived = Session::from_record(s.record(), 8);
+        assert_eq!(revived.version, 9);
+        assert_eq!(revived.event_seq, 4);
+        assert!(revived.replay_after(2).is_none());
+        assert_eq!(revived.replay_after(4).unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,61 @@
+//! Pre-encoded frames: what the engine hands to transports.
+//!
+//! A broadcast is encoded once into a [`Utf8Bytes`] (a reference-counted buffer); every
+//! WebSocket recipient gets a clone of the handle, not of the bytes. SSE recipients get
+//! the same JSON wrapped once per session in `id:`/`data:` lines.
+
+use crate::outbox::Frame;
+use bandsync_protocol::RequestId;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// One frame queued for a WebSocket.
+#[derive(Debug, Clone)]
+pub enum WsFrame {
+    /// An encoded envelope, possibly shared with other recipients.
+    Text(Utf8Bytes),
+    /// A `heartbeat_response` whose `t2` is stamped by the writer at send time, so it is as
+    /// close to the real send instant as the server can make it.
+    Heartbeat {
+        id: Option<RequestId>,
+        t0: f64,
+        t1: f64,
+    },
+}
+
+impl Frame for WsFrame {
+    fn byte_len(&self) -> usize {
+        match self {
+            WsFrame::Text(text) => text.len(),
+            WsFrame::Heartbeat { .. } => 96,
+        }
+    }
+}
+
+/// Wraps an encoded envelope as one SSE event: `id: <n>\ndata: <json>\n\n`.
+///
+/// The JSON never contains a raw newline (serde_json escapes them), so one `data:` line
+/// always carries the whole envelope.
+pub fn sse_event(id: u64, json: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(json.len() + 32);
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.to_string().as_bytes());
+    buf.put_slice(b"\ndata: ");
+    buf.put_slice(json.as_bytes());
+    buf.put_slice(b"\n\n");
+    buf.freeze()
+}
+
+/// The SSE keep-alive: a comment line, ignored by `EventSource`.
+pub const SSE_KEEPALIVE: &[u8] = b": keep-alive\n\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_have_an_id_and_one_data_line() {
+        let e = sse_event(42, r#"{"type":"room_stats"}"#);
+        assert_eq!(&e[..], b"id: 42\ndata: {\"type\":\"room_stats\"}\n\n");
+    }
+}

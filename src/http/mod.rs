@@ -1,0 +1,137 @@
+//! Plain HTTP routes, served by warp: the page, health, metrics, session info.
+
+pub mod errors;
+mod health;
+
+use crate::context::AppContext;
+use crate::engine::Inbound;
+use bandsync_protocol::validate;
+use errors::error_json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+const INDEX_HTML: &str = include_str!("../../static/index.html");
+const APP_JS: &str = include_str!("../../static/app.js");
+const STYLE_CSS: &str = include_str!("../../static/style.css");
+
+fn with_type(body: &'static str, content_type: &'static str) -> Response {
+    warp::reply::with_header(body, "content-type", content_type).into_response()
+}
+
+fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let reply = warp::reply::with_header(
+        error_json(code, message),
+        "content-type",
+        "application/json",
+    );
+    warp::reply::with_status(reply, status).into_response()
+}
+
+/// Every warp route, with rejections turned into the contract's JSON errors.
+pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
+    let with_ctx = warp::any().map(move || ctx.clone());
+    let index = warp::path::end().map(|| with_type(INDEX_HTML, "text/html; charset=utf-8"));
+    let app_js = warp::path!("app.js").map(|| with_type(APP_JS, "text/javascript; charset=utf-8"));
+    let style = warp::path!("style.css").map(|| with_type(STYLE_CSS, "text/css; charset=utf-8"));
+    let health = warp::path!("health")
+        .and(with_ctx.clone())
+        .map(|ctx: Arc<AppContext>| warp::reply::json(&health::report(&ctx)).into_response());
+    let metrics = warp::path!("metrics")
+        .and(with_ctx.clone())
+        .map(|ctx: Arc<AppContext>| {
+            warp::reply::with_header(
+                ctx.metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+    let sessions = warp::path("sessions")
+        .and(warp::path::tail())
+        .and(with_ctx)
+        .and_then(session_info);
+    warp::get()
+        .or(warp::head())
+        .unify()
+        .and(
+            index
+                .or(app_js)
+                .unify()
+                .or(style)
+                .unify()
+                .or(health)
+                .unify()
+                .or(metrics)
+                .unify()
+                .or(sessions)
+                .unify(),
+        )
+        .recover(rejection_to_json)
+        .unify()
+        .boxed()
+}
+
+async fn session_info(tail: warp::path::Tail, ctx: Arc<AppContext>) -> Result<Response, Rejection> {
+    let session_id = tail.as_str();
+    if let Err(e) = validate::session_id(session_id) {
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            e.code.as_str(),
+            &e.message,
+        ));
+    }
+    let (reply, answer) = oneshot::channel();
+    let query = Inbound::Query {
+        session_id: session_id.to_owned(),
+        reply,
+    };
+    if ctx.engine.send(query).await.is_err() {
+        return Ok(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "the server is shutting down",
+        ));
+    }
+    Ok(match answer.await {
+        Ok(Some(info)) => warp::reply::json(&info).into_response(),
+        Ok(None) => json_error(
+            StatusCode::NOT_FOUND,
+            "SESSION_NOT_FOUND",
+            "session not found",
+        ),
+        Err(_) => json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "the server is shutting down",
+        ),
+    })
+}
+
+async fn rejection_to_json(rejection: Rejection) -> Result<Response, Infallible> {
+    Ok(if rejection.is_not_found() {
+        json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed on this route",
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "request body too large",
+        )
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        json_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "the request could not be handled",
+        )
+    })
+}

@@ -1,0 +1,310 @@
+//! The bounded outbound queue of one connection, and its slow-consumer policy.
+//!
+//! The engine pushes pre-encoded frames; the connection's writer task drains everything
+//! queued at once, writes it, and flushes once. Two classes of frames:
+//!
+//! - **state** frames (`snapshot`, `state_update`, `room_stats`, replies, errors) must all
+//!   arrive, in order. When a client lets more than `max_frames` or `max_bytes` pile up,
+//!   it is not keeping up; the queue is closed as [`CloseReason::SlowConsumer`] and the
+//!   writer ends the connection with close code 4001 (reconnect and resume: the new
+//!   snapshot brings the client back in step). Nothing is silently lost.
+//! - **tick** frames are latest-value-wins: at most one is queued; a newer tick replaces
+//!   an unsent older one (counted in `dropped_ticks`), and moves to the back so that a tick
+//!   never overtakes the state event that preceded it.
+//!
+//! A std `Mutex` guards the queue: it is held only for a push or a `mem::swap`, never
+//! across an `.await`, and the engine thread that pushes is not async.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+use tokio::sync::Notify;
+
+/// Something that can sit in an outbox and knows its size on the wire.
+pub trait Frame {
+    fn byte_len(&self) -> usize;
+}
+
+impl Frame for bytes::Bytes {
+    fn byte_len(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Why an outbox stopped taking frames. The writer turns it into a close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client fell `max_frames`/`max_bytes` behind on state frames.
+    SlowConsumer,
+    /// The server is shutting down.
+    Shutdown,
+    /// Another connection resumed this identity.
+    Replaced,
+    /// The connection broke its rate limit repeatedly.
+    RateLimited,
+    /// The connection stopped answering pings.
+    PingTimeout,
+    /// A frame was over the hard size cap.
+    FrameTooBig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The outbox was already closed; the frame was discarded.
+    Closed,
+    /// This push overflowed the bounds: the outbox is now closed as slow.
+    SlowConsumer,
+}
+
+/// Bounds of one outbox.
+#[derive(Debug, Clone, Copy)]
+pub struct OutboxLimits {
+    pub max_frames: usize,
+    pub max_bytes: usize,
+}
+
+/// What a drain found besides frames.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Drained {
+    pub closed: Option<CloseReason>,
+    /// Ticks replaced before they were sent, since the last drain.
+    pub dropped_ticks: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    State,
+    Tick,
+}
+
+struct Inner<F> {
+    queue: VecDeque<(Class, F)>,
+    bytes: usize,
+    tick_queued: bool,
+    closed: Option<CloseReason>,
+    dropped_ticks: u64,
+}
+
+pub struct Outbox<F> {
+    inner: Mutex<Inner<F>>,
+    notify: Notify,
+    limits: OutboxLimits,
+}
+
+impl<F: Frame> Outbox<F> {
+    pub fn new(limits: OutboxLimits) -> Self {
+        Self {
+            inner: Mutex::new(Inner {
+                queue: VecDeque::with_capacity(8),
+                bytes: 0,
+                tick_queued: false,
+                closed: None,
+                dropped_ticks: 0,
+            }),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner<F>> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every
+        // critical section is a single push/pop/swap), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a state frame. Returns whether the queue was empty before (the caller then
+    /// owes the writer a [`Outbox::wake`]).
+    pub fn push(&self, frame: F) -> Result<bool, PushError> {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return Err(PushError::Closed);
+        }
+        let state_frames = inner.queue.len() - usize::from(inner.tick_queued);
+        if state_frames >= self.limits.max_frames
+            || inner.bytes + frame.byte_len() > self.limits.max_bytes
+        {
+            inner.closed = Some(CloseReason::SlowConsumer);
+            inner.queue.clear();
+            inner.bytes = 0;
+            inner.tick_queued = false;
+            drop(inner);
+            self.notify.notify_one();
+            return Err(PushError::SlowConsumer);
+        }
+        let was_empty = inner.queue.is_empty();
+        inner.bytes += frame.byte_len();
+        inner.queue.push_back((Class::State, frame));
+        Ok(was_empty)
+    }
+
+    /// Queues a tick, replacing an unsent older tick. Returns whether the queue was empty.
+    pub fn push_tick(&self, frame: F) -> Result<bool, PushError> {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return Err(PushError::Closed);
+        }
+        if inner.tick_queued {
+            // The unsent tick is almost always the last entry; search from the back.
+            if let Some(pos) = inner.queue.iter().rposition(|(c, _)| *c == Class::Tick) {
+                if let Some((_, old)) = inner.queue.remove(pos) {
+                    inner.bytes -= old.byte_len();
+                }
+                inner.dropped_ticks += 1;
+            }
+        }
+        let was_empty = inner.queue.is_empty();
+        inner.bytes += frame.byte_len();
+        inner.queue.push_back((Class::Tick, frame));
+        inner.tick_queued = true;
+        Ok(was_empty)
+    }
+
+    /// Closes the outbox: queued frames are discarded and the writer is woken to end the
+    /// connection with `reason`. The first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut inner = self.lock();
+        if inner.closed.is_none() {
+            inner.closed = Some(reason);
+            if reason != CloseReason::Shutdown {
+                inner.queue.clear();
+                inner.bytes = 0;
+                inner.tick_queued = false;
+            }
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    /// Wakes the writer. Cheap; a wake with nothing queued is harmless.
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Waits until there is something to drain (or the outbox closed). A wake that came
+    /// while the writer was busy is remembered, so none is lost.
+    pub async fn ready(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Moves every queued frame into `out` (in order) and reports closure and drops. On a
+    /// shutdown close, frames queued before it are still delivered, then the close.
+    pub fn drain_into(&self, out: &mut Vec<F>) -> Drained {
+        let mut inner = self.lock();
+        out.extend(inner.queue.drain(..).map(|(_, f)| f));
+        inner.bytes = 0;
+        inner.tick_queued = false;
+        Drained {
+            closed: inner.closed,
+            dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    fn outbox(max_frames: usize, max_bytes: usize) -> Outbox<Bytes> {
+        Outbox::new(OutboxLimits {
+            max_frames,
+            max_bytes,
+        })
+    }
+
+    fn drain(o: &Outbox<Bytes>) -> (Vec<Bytes>, Drained) {
+        let mut out = Vec::new();
+        let d = o.drain_into(&mut out);
+        (out, d)
+    }
+
+    #[test]
+    fn state_frames_arrive_in_order() {
+        let o = outbox(10, 1000);
+        assert_eq!(o.push(Bytes::from_static(b"a")), Ok(true));
+        assert_eq!(o.push(Bytes::from_static(b"b")), Ok(false));
+        let (frames, d) = drain(&o);
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
+        );
+        assert_eq!(d, Drained::default());
+    }
+
+    #[test]
+    fn a_newer_tick_replaces_an_unsent_one_and_stays_behind_state() {
+        let o = outbox(10, 1000);
+        o.push_tick(Bytes::from_static(b"t1")).unwrap();
+        o.push(Bytes::from_static(b"s1")).unwrap();
+        o.push_tick(Bytes::from_static(b"t2")).unwrap();
+        let (frames, d) = drain(&o);
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"s1"), Bytes::from_static(b"t2")]
+        );
+        assert_eq!(d.dropped_ticks, 1);
+    }
+
+    #[test]
+    fn ticks_never_count_against_the_state_bound() {
+        let o = outbox(2, 1000);
+        for _ in 0..100 {
+            o.push_tick(Bytes::from_static(b"t")).unwrap();
+        }
+        o.push(Bytes::from_static(b"s1")).unwrap();
+        o.push(Bytes::from_static(b"s2")).unwrap();
+        let (frames, d) = drain(&o);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(d.dropped_ticks, 99);
+    }
+
+    #[test]
+    fn overflowing_state_frames_closes_as_slow_consumer() {
+        let o = outbox(2, 1000);
+        o.push(Bytes::from_static(b"1")).unwrap();
+        o.push(Bytes::from_static(b"2")).unwrap();
+        assert_eq!(
+            o.push(Bytes::from_static(b"3")),
+            Err(PushError::SlowConsumer)
+        );
+        assert_eq!(o.push(Bytes::from_static(b"4")), Err(PushError::Closed));
+        let (frames, d) = drain(&o);
+        assert!(frames.is_empty(), "a slow client's backlog is discarded");
+        assert_eq!(d.closed, Some(CloseReason::SlowConsumer));
+    }
+
+    #[test]
+    fn the_byte_bound_also_applies() {
+        let o = outbox(100, 10);
+        o.push(Bytes::from(vec![0u8; 8])).unwrap();
+        assert_eq!(
+            o.push(Bytes::from(vec![0u8; 3])),
+            Err(PushError::SlowConsumer)
+        );
+    }
+
+    #[test]
+    fn shutdown_delivers_what_was_queued_first() {
+        let o = outbox(10, 1000);
+        o.push(Bytes::from_static(b"last words")).unwrap();
+        o.close(CloseReason::Shutdown);
+        o.close(CloseReason::SlowConsumer);
+        let (frames, d) = drain(&o);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(d.closed, Some(CloseReason::Shutdown));
+    }
+
+    #[tokio::test]
+    async fn a_wake_before_waiting_is_not_lost() {
+        let o = outbox(10, 1000);
+        o.push(Bytes::from_static(b"x")).unwrap();
+        o.wake();
+        tokio::time::timeout(Duration::from_secs(1), o.ready())
+            .await
+            .unwrap();
+    }
+}

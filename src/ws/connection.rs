@@ -1,0 +1,307 @@
+//! One WebSocket connection: a reader that decodes, rate-limits and forwards events, and a
+//! writer that drains the outbox, feeds every frame and flushes once.
+//!
+//! The reader answers what needs no session state on the spot (decode errors, rate-limit
+//! replies, heartbeats, so `t1` is stamped at the read), and queues the rest for the
+//! engine. The writer is the only task that writes to the socket.
+
+use super::ratelimit::{SocketRateLimit, Verdict};
+use crate::context::{AppContext, ConnectionPermit};
+use crate::engine::{ConnKey, Inbound};
+use crate::frames::WsFrame;
+use crate::outbox::{CloseReason, Outbox};
+use bandsync_protocol::client::ClientEvent;
+use bandsync_protocol::server::{ErrorEvent, HeartbeatResponse, RateLimitExceeded};
+use bandsync_protocol::{
+    close, decode_client_frame, encode_server_frame, ErrorCode, RequestId, ServerEvent,
+};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// How long we wait for the peer's half of the close handshake after sending ours.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Milliseconds since the server started, for the liveness check.
+fn elapsed_ms(ctx: &AppContext) -> u64 {
+    (ctx.clock.uptime_secs() * 1000.0) as u64
+}
+
+pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermit) {
+    let key = ctx.next_key();
+    let span = tracing::debug_span!("ws", conn = key);
+    async move {
+        let _permit = permit;
+        let outbox = Arc::new(Outbox::new(ctx.outbox_limits()));
+        let open = Inbound::OpenWs {
+            key,
+            outbox: outbox.clone(),
+        };
+        if ctx.engine.send(open).await.is_err() {
+            return;
+        }
+        let gauge = ctx.metrics.connections.with_label_values(&["ws"]);
+        gauge.inc();
+        ctx.metrics
+            .connections_total
+            .with_label_values(&["ws"])
+            .inc();
+        tracing::debug!("websocket open");
+
+        let last_seen = AtomicU64::new(elapsed_ms(&ctx));
+        let (sink, stream) = socket.split();
+        let writer = write_loop(sink, &outbox, &ctx, &last_seen);
+        let reader = read_loop(stream, key, &outbox, &ctx, &last_seen);
+        tokio::pin!(writer, reader);
+        tokio::select! {
+            () = &mut writer => {
+                // We sent a close (or the socket failed): give the peer a moment to answer.
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
+            }
+            () = &mut reader => {}
+        }
+        let _ = ctx.engine.send(Inbound::ClosedWs { key }).await;
+        gauge.dec();
+        tracing::debug!("websocket closed");
+    }
+    .instrument(span)
+    .await
+}
+
+fn close_frame(reason: CloseReason) -> CloseFrame {
+    let (code, text) = match reason {
+        CloseReason::SlowConsumer => (close::SLOW_CONSUMER, "slow consumer: reconnect and resume"),
+        CloseReason::Shutdown => (close::GOING_AWAY, "server shutting down"),
+        CloseReason::Replaced => (close::REPLACED, "resumed on another connection"),
+        CloseReason::RateLimited => (close::POLICY_VIOLATION, "rate limit exceeded repeatedly"),
+        CloseReason::PingTimeout => (close::PING_TIMEOUT, "no pong within SOCKET_PING_TIMEOUT"),
+        CloseReason::FrameTooBig => (close::MESSAGE_TOO_BIG, "frame exceeds MAX_FRAME_BYTES"),
+    };
+    CloseFrame {
+        code: CloseCode::from(code),
+        reason: Utf8Bytes::from_static(text),
+    }
+}
+
+async fn write_loop(
+    mut sink: SplitSink<Socket, Message>,
+    outbox: &Outbox<WsFrame>,
+    ctx: &AppContext,
+    last_seen: &AtomicU64,
+) {
+    let ping_every = ctx.config.ping_interval();
+    let ping_timeout = ctx.config.ping_timeout().as_millis() as u64;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let shutdown = ctx.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let mut frames: Vec<WsFrame> = Vec::with_capacity(16);
+    let sent = ctx.metrics.messages_out.with_label_values(&["ws"]);
+    let sent_bytes = ctx.metrics.bytes_out.with_label_values(&["ws"]);
+    loop {
+        tokio::select! {
+            () = outbox.ready() => {}
+            _ = ping.tick() => {
+                if elapsed_ms(ctx).saturating_sub(last_seen.load(Ordering::Relaxed)) > ping_timeout {
+                    tracing::debug!("ping timeout");
+                    outbox.close(CloseReason::PingTimeout);
+                } else if sink.feed(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                    return;
+                }
+            }
+            () = &mut shutdown, if !outbox.is_closed() => outbox.close(CloseReason::Shutdown),
+        }
+        let drained = outbox.drain_into(&mut frames);
+        let (mut count, mut bytes) = (0u64, 0u64);
+        for frame in frames.drain(..) {
+            let text = match frame {
+                WsFrame::Text(text) => text,
+                WsFrame::Heartbeat { id, t0, t1 } => {
+                    let t2 = ctx.clock.now_ms();
+                    let reply = ServerEvent::HeartbeatResponse(HeartbeatResponse { t0, t1, t2 });
+                    Utf8Bytes::from(encode_server_frame(&reply, id.as_ref(), t2))
+                }
+            };
+            count += 1;
+            bytes += text.len() as u64;
+            if sink.feed(Message::Text(text)).await.is_err() {
+                return;
+            }
+        }
+        sent.inc_by(count);
+        sent_bytes.inc_by(bytes);
+        if drained.dropped_ticks > 0 {
+            ctx.metrics.ticks_dropped.inc_by(drained.dropped_ticks);
+        }
+        if let Some(reason) = drained.closed {
+            let _ = sink.send(Message::Close(Some(close_frame(reason)))).await;
+            return;
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Queues a reply from the reader itself and wakes the writer at once.
+fn reply(outbox: &Outbox<WsFrame>, ctx: &AppContext, event: &ServerEvent, id: Option<&RequestId>) {
+    let json = encode_server_frame(event, id, ctx.clock.now_ms());
+    if outbox.push(WsFrame::Text(Utf8Bytes::from(json))).is_ok() {
+        outbox.wake();
+    }
+}
+
+fn reply_error(
+    outbox: &Outbox<WsFrame>,
+    ctx: &AppContext,
+    code: ErrorCode,
+    message: String,
+    id: Option<&RequestId>,
+) {
+    ctx.metrics
+        .errors_sent
+        .with_label_values(&[code.as_str()])
+        .inc();
+    reply(
+        outbox,
+        ctx,
+        &ServerEvent::Error(ErrorEvent { code, message }),
+        id,
+    );
+}
+
+/// Applies the rate limit to one incoming frame. Returns false when the socket must close.
+fn admit(
+    limit: &mut SocketRateLimit,
+    outbox: &Outbox<WsFrame>,
+    ctx: &AppContext,
+    id: Option<&RequestId>,
+) -> Option<bool> {
+    match limit.check() {
+        Verdict::Allowed => Some(true),
+        Verdict::Limited { retry_after_ms } => {
+            ctx.metrics.rate_limit_violations.inc();
+            let event = ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms });
+            reply(outbox, ctx, &event, id);
+            Some(false)
+        }
+        Verdict::Close => {
+            ctx.metrics.rate_limit_violations.inc();
+            ctx.metrics.rate_limit_disconnects.inc();
+            tracing::info!("closing socket for repeated rate-limit violations (1008)");
+            outbox.close(CloseReason::RateLimited);
+            None
+        }
+    }
+}
+
+async fn read_loop(
+    mut stream: SplitStream<Socket>,
+    key: ConnKey,
+    outbox: &Outbox<WsFrame>,
+    ctx: &AppContext,
+    last_seen: &AtomicU64,
+) {
+    let cfg = &ctx.config;
+    let mut limit = SocketRateLimit::new(
+        cfg.rate_limit_max_requests,
+        cfg.rate_limit_window(),
+        cfg.rate_limit_close_after,
+    );
+    while let Some(message) = stream.next().await {
+        let received = Instant::now();
+        last_seen.store(elapsed_ms(ctx), Ordering::Relaxed);
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Binary(data)) => {
+                ctx.metrics.messages_in.inc();
+                ctx.metrics.bytes_in.inc_by(data.len() as u64);
+                match admit(&mut limit, outbox, ctx, None) {
+                    None => return,
+                    Some(false) => continue,
+                    Some(true) => {}
+                }
+                let message =
+                    "binary frames are not accepted here; send JSON text frames".to_owned();
+                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+                continue;
+            }
+            // Pings are answered by tungstenite; a Close is answered on the next poll,
+            // after which the stream ends.
+            Ok(_) => continue,
+            Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                tracing::info!(size, max_size, "frame over MAX_FRAME_BYTES; closing (1009)");
+                outbox.close(CloseReason::FrameTooBig);
+                return;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "websocket read ended");
+                return;
+            }
+        };
+        ctx.metrics.messages_in.inc();
+        ctx.metrics.bytes_in.inc_by(text.len() as u64);
+        if text.len() > cfg.max_message_bytes {
+            if admit(&mut limit, outbox, ctx, None).is_none() {
+                return;
+            }
+            let message = format!(
+                "frame of {} bytes exceeds MAX_MESSAGE_BYTES ({})",
+                text.len(),
+                cfg.max_message_bytes
+            );
+            reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+            continue;
+        }
+        let decoded = decode_client_frame(&text);
+        let id = match &decoded {
+            Ok(frame) => frame.id.as_ref(),
+            Err(failure) => failure.id.as_ref(),
+        };
+        match admit(&mut limit, outbox, ctx, id) {
+            None => return,
+            Some(false) => continue,
+            Some(true) => {}
+        }
+        match decoded {
+            Err(failure) => {
+                let error = failure.error;
+                reply_error(outbox, ctx, error.code, error.message, failure.id.as_ref());
+            }
+            Ok(frame) => {
+                if let ClientEvent::Heartbeat(hb) = frame.event {
+                    let beat = WsFrame::Heartbeat {
+                        id: frame.id,
+                        t0: hb.t0,
+                        t1: ctx.clock.at(received),
+                    };
+                    if outbox.push(beat).is_ok() {
+                        outbox.wake();
+                    }
+                    continue;
+                }
+                let command = Inbound::Command {
+                    key,
+                    id: frame.id,
+                    event: frame.event,
+                    received,
+                };
+                if ctx.engine.send(command).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

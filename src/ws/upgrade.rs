@@ -1,0 +1,118 @@
+//! The HTTP/1.1 upgrade to WebSocket (RFC 6455 section 4.2), done here rather than by
+//! warp's `ws()` filter: warp cannot negotiate extensions, and permessage-deflate must be
+//! negotiated on this same handshake later.
+
+use super::connection;
+use crate::context::AppContext;
+use crate::http::errors::{error_response, full, Body};
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+/// Read buffer per socket. tungstenite allocates it eagerly (128 KiB by default), so it
+/// dominates idle memory per connection; events are small, so 4 KiB reads suffice.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Writes are fed, then flushed once per batch; this is the size at which tungstenite
+/// writes before the flush.
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers an upgrade request: 101 and a spawned connection task, or a JSON error.
+pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> Response<Body> {
+    if req.method() != Method::GET {
+        return error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "use GET to open a WebSocket",
+        );
+    }
+    let headers = req.headers();
+    if !header_has_token(headers, header::CONNECTION, "upgrade")
+        || !header_has_token(headers, header::UPGRADE, "websocket")
+    {
+        return error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "UPGRADE_REQUIRED",
+            "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
+        );
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut response = error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "UNSUPPORTED_WEBSOCKET_VERSION",
+            "only WebSocket version 13 is supported",
+        );
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            header::HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_UPGRADE",
+            "missing Sec-WebSocket-Key",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let Some(permit) = ctx.try_acquire_connection() else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_FULL",
+            "the server holds its maximum number of connections; retry later",
+        );
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(ctx.config.max_frame_bytes))
+        .max_frame_size(Some(ctx.config.max_frame_bytes));
+    let task_ctx = ctx.clone();
+    ctx.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                connection::serve(socket, task_ctx, permit).await;
+            }
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
+    let mut response = Response::new(full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
+    );
+    response
+}

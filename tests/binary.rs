@@ -1,0 +1,74 @@
+//! The real `bandsync` binary: configuration from the environment, and SIGTERM closing
+//! every WebSocket with 1001 before the process exits 0.
+
+use bandsync_client::{Incoming, WsClient};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Starts the binary on an ephemeral port and returns it with the address it logged.
+fn spawn_server() -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bandsync"))
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("LOG_LEVEL", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn bandsync");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("addr=").nth(1) {
+                let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the server logs its listening address");
+    (child, addr)
+}
+
+#[tokio::test]
+async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
+    let (mut child, addr) = spawn_server();
+    let mut clients = Vec::new();
+    for name in ["a", "b"] {
+        let mut client = WsClient::connect(&format!("ws://{addr}/ws")).await.unwrap();
+        client.join("signal-band", None, Some(name)).await.unwrap();
+        clients.push(client);
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for client in &mut clients {
+        let code = loop {
+            match client.next_timeout(Duration::from_secs(10)).await.unwrap() {
+                Incoming::Closed { code, .. } => break code,
+                Incoming::Frame { .. } => continue,
+            }
+        };
+        assert_eq!(code, Some(1001));
+    }
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_bandsync"))
+        .env("PORT", "0")
+        .env("SCROLL_TICK_INTERVAL", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SCROLL_TICK_INTERVAL"), "{stderr}");
+}

@@ -1,0 +1,212 @@
+//! The web page in a real browser: starts the server in-process on `127.0.0.1:0` and runs
+//! `tests/browser/two_pages.mjs` (playwright-core driving Debian's Chromium) against it.
+//! A leader page, a follower page and an SSE listener page must stay in step through tempo,
+//! play, pause, seek and message changes; a screenshot of the follower lands in
+//! `target/browser-follower.png`.
+//!
+//! Needs `/usr/bin/chromium` (`apt-get install -y chromium`) and node with npm. When either
+//! is missing the test fails with the install command, unless `BANDSYNC_SKIP_BROWSER=1`,
+//! which turns that failure into a printed skip. No browser is ever downloaded: the node
+//! project depends on `playwright-core` only and launches the system Chromium.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// The script bounds itself to 55 s; this is the backstop should node itself hang.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(90);
+/// `npm ci` of one package from the registry.
+const NPM_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_follower_and_sse_listener_stay_in_step_in_chromium() {
+    let project = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("browser");
+    let node_modules_ready = project
+        .join("node_modules")
+        .join("playwright-core")
+        .is_dir();
+
+    let missing = missing_tools(node_modules_ready);
+    if !missing.is_empty() {
+        let why = missing.join("\n  ");
+        if std::env::var("BANDSYNC_SKIP_BROWSER").as_deref() == Ok("1") {
+            println!("browser test skipped (BANDSYNC_SKIP_BROWSER=1):\n  {why}");
+            return;
+        }
+        panic!(
+            "the browser test cannot run:\n  {why}\n\
+             Install as root with `apt-get update && apt-get install -y chromium nodejs npm`, \
+             or set BANDSYNC_SKIP_BROWSER=1 to skip this test."
+        );
+    }
+
+    if !node_modules_ready {
+        let install = project.clone();
+        let out = tokio::task::spawn_blocking(move || npm_install(&install))
+            .await
+            .expect("npm install task panicked");
+        assert!(
+            out.success,
+            "installing tests/browser (npm) failed:\n{}",
+            out.describe()
+        );
+    }
+
+    let server = common::TestServer::start().await;
+    let base = server.http_url("/").trim_end_matches('/').to_owned();
+    let script = project.join("two_pages.mjs");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("node");
+        cmd.arg(&script)
+            .arg(&base)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        run_bounded(cmd, SCRIPT_TIMEOUT)
+    })
+    .await
+    .expect("browser script task panicked");
+    let stopped = server.shutdown().await;
+
+    assert!(
+        out.success,
+        "tests/browser/two_pages.mjs failed:\n{}",
+        out.describe()
+    );
+    println!("{}", out.stdout);
+    stopped.expect("server shut down cleanly after the browser test");
+}
+
+/// What is missing to run the browser test, one line each.
+fn missing_tools(node_modules_ready: bool) -> Vec<String> {
+    let mut missing = Vec::new();
+    if !Path::new(CHROMIUM).is_file() {
+        missing.push(format!(
+            "Chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+        ));
+    }
+    if !runs("node") {
+        missing.push("node not found on PATH (apt-get install -y nodejs)".to_owned());
+    }
+    if !node_modules_ready && !runs("npm") {
+        missing.push(
+            "npm not found on PATH, needed once to install tests/browser (apt-get install -y npm)"
+                .to_owned(),
+        );
+    }
+    missing
+}
+
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `npm ci` from the committed lock file (`npm install` if there is none). Playwright's
+/// browser download is switched off: the test uses the system Chromium.
+fn npm_install(project: &Path) -> Outcome {
+    let has_lock = project.join("package-lock.json").is_file();
+    let mut cmd = Command::new("npm");
+    cmd.arg(if has_lock { "ci" } else { "install" })
+        .args(["--no-audit", "--no-fund"])
+        .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+        .current_dir(project);
+    run_bounded(cmd, NPM_TIMEOUT)
+}
+
+struct Outcome {
+    success: bool,
+    stdout: String,
+    stderr: String,
+    note: String,
+}
+
+impl Outcome {
+    fn describe(&self) -> String {
+        format!(
+            "{}--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.note, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `cmd` to completion or until `timeout`, when it is killed. Both pipes are drained
+/// on their own threads so a chatty child cannot block on a full pipe.
+fn run_bounded(mut cmd: Command, timeout: Duration) -> Outcome {
+    let shown = format!("{cmd:?}");
+    let mut child = match cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            return Outcome {
+                success: false,
+                stdout: String::new(),
+                stderr: String::new(),
+                note: format!("could not start {shown}: {e}\n"),
+            }
+        }
+    };
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let started = Instant::now();
+    let (success, note) = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                break (status.success(), format!("{shown} exited with {status}\n"))
+            }
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break (false, format!("{shown} killed after {timeout:?}\n"));
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(100)),
+            Err(e) => break (false, format!("waiting for {shown} failed: {e}\n")),
+        }
+    };
+    Outcome {
+        success,
+        stdout: collect(stdout),
+        stderr: collect(stderr),
+        note,
+    }
+}
+
+/// A drained pipe's text. Waits at most a few seconds: a grandchild that inherited the pipe
+/// and outlived a killed child must not hang the test.
+fn collect(reader: thread::JoinHandle<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !reader.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    if reader.is_finished() {
+        reader.join().unwrap_or_default()
+    } else {
+        "(output not collected: the pipe was still open)".to_owned()
+    }
+}
+
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            text = String::from_utf8_lossy(&bytes).into_owned();
+        }
+        text
+    })
+}
