@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the Rust toolchain, only where it is missing:
+# Debian's chromium (for the browser test) and the browser test's npm packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ "${BANDSYNC_SKIP_BROWSER:-0}" != "1" ]]; then
+  if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "== installing chromium (Debian package)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "chromium is missing: run 'sudo apt-get install -y chromium' or set BANDSYNC_SKIP_BROWSER=1" >&2
+      exit 1
+    fi
+  fi
+  if ! command -v node >/dev/null; then
+    echo "node is missing: install Node.js 18+ or set BANDSYNC_SKIP_BROWSER=1" >&2
+    exit 1
+  fi
+  if [[ ! -d tests/browser/node_modules ]]; then
+    echo "== installing the browser test's npm packages"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

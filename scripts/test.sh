@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: formatting, lints, unit and black-box tests (including the
+# headless-Chromium page test). Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
