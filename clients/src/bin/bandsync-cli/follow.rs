@@ -5,7 +5,7 @@
 //! loop keeps reading ticks the whole time, so no arrival time is delayed by a request.
 
 use crate::monitor::Monitor;
-use crate::{connect_ws, run_out, Common, Watch};
+use crate::{connect_ws, until_stopped, Common, Watch};
 use anyhow::Context as _;
 use bandsync_client::protocol::client::Heartbeat;
 use bandsync_client::protocol::server::ServerEvent;
@@ -52,15 +52,13 @@ pub async fn run(args: FollowArgs) -> anyhow::Result<()> {
     let mut clock = ClockEstimator::default();
     let mut heartbeat = tokio::time::interval(HEARTBEAT_EVERY);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let run_out = run_out(args.common.duration);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(run_out, ctrl_c);
+    let stopped = until_stopped(args.common.duration);
+    tokio::pin!(stopped);
 
     // The snapshot was consumed by `join`; frames that arrived with it are in the buffer.
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
-            _ = &mut run_out => break Ok(()),
-            _ = &mut ctrl_c => break Ok(()),
+            () = &mut stopped => break Ok(()),
             _ = heartbeat.tick() => {
                 let event = ClientEvent::Heartbeat(Heartbeat { t0: wall_clock_ms() });
                 if let Err(e) = client.send(event).await {

@@ -6,7 +6,7 @@
 
 use crate::monitor::{Monitor, View};
 use crate::output::emit;
-use crate::{connect_ws, run_out, Common};
+use crate::{connect_ws, until_stopped, Common};
 use anyhow::Context as _;
 use bandsync_client::protocol::client::{Play, Seek, SetTempo, UpdateMessage};
 use bandsync_client::protocol::server::ServerEvent;
@@ -121,13 +121,11 @@ pub async fn run(args: LeadArgs) -> anyhow::Result<()> {
 
     let mut stdin = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
-    let run_out = run_out(args.common.duration);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(run_out, ctrl_c);
+    let stopped = until_stopped(args.common.duration);
+    tokio::pin!(stopped);
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
-            _ = &mut run_out => break Ok(()),
-            _ = &mut ctrl_c => break Ok(()),
+            () = &mut stopped => break Ok(()),
             line = stdin.next_line(), if stdin_open => match line {
                 Ok(Some(line)) => match parse_line(&line) {
                     Ok(None) => {}

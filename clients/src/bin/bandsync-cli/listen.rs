@@ -4,7 +4,7 @@
 //! (default 0, right when client and server share a host clock) and says so.
 
 use crate::monitor::Monitor;
-use crate::{run_out, Common, Watch};
+use crate::{until_stopped, Common, Watch};
 use anyhow::Context as _;
 use bandsync_client::{ClientError, SseClient};
 use clap::Args;
@@ -51,14 +51,12 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         sse.url(),
         args.clock_offset
     ));
-    let run_out = run_out(args.common.duration);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(run_out, ctrl_c);
+    let stopped = until_stopped(args.common.duration);
+    tokio::pin!(stopped);
 
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
-            _ = &mut run_out => break Ok(()),
-            _ = &mut ctrl_c => break Ok(()),
+            () = &mut stopped => break Ok(()),
             next = sse.next_event(POLL) => match next {
                 Ok(Some(event)) => monitor.on_frame(
                     &event.frame,

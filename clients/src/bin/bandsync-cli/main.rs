@@ -84,11 +84,17 @@ fn parse_secs(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{s} is not a positive number of seconds"))
 }
 
-/// Resolves when the run's `--duration` is over; never without one.
-pub async fn run_out(duration: Option<Duration>) {
-    match duration {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+/// Resolves when the run should end: `--duration` elapsed (never, without it) or Ctrl-C.
+pub async fn until_stopped(duration: Option<Duration>) {
+    let run_out = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = run_out => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }
 
