@@ -5,6 +5,7 @@
 //! comes from here. It reads the wall clock once at start and advances with the monotonic
 //! clock, so an NTP step on the host cannot make the shared timeline jump under a band.
 
+use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, Copy)]
@@ -14,6 +15,13 @@ pub struct ServerClock {
 }
 
 impl ServerClock {
+    /// The process's clock: every server in the process reads the same one, so HTTP error
+    /// bodies, events and ticks all share one timeline.
+    pub fn shared() -> Self {
+        static SHARED: OnceLock<ServerClock> = OnceLock::new();
+        *SHARED.get_or_init(ServerClock::new)
+    }
+
     pub fn new() -> Self {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub fanout_latency: Histogram,
     pub batch_size: Histogram,
     pub engine_queue_full: IntCounter,
+    pub engine_panics: IntCounter,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -131,6 +132,11 @@ impl Metrics {
                 "Times a connection waited because the engine queue was full",
             )
             .unwrap(),
+            engine_panics: IntCounter::new(
+                "engine_panics_total",
+                "Events whose handling panicked; the engine contained them and carried on",
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -158,6 +164,7 @@ impl Metrics {
             Box::new(self.fanout_latency.clone()),
             Box::new(self.batch_size.clone()),
             Box::new(self.engine_queue_full.clone()),
+            Box::new(self.engine_panics.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

@@ -45,6 +45,8 @@ pub enum CloseReason {
     PingTimeout,
     /// A frame was over the hard size cap.
     FrameTooBig,
+    /// The peer closed or the socket failed: nothing more can be written.
+    PeerGone,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,7 +40,7 @@ pub async fn run(
     if config.redis_url.is_some() {
         tracing::warn!("REDIS_URL is set, but this build keeps sessions in memory only");
     }
-    let clock = ServerClock::new();
+    let clock = ServerClock::shared();
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let (engine, engine_thread) = engine::spawn(&config, clock, metrics.clone(), store)

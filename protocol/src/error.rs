@@ -31,7 +31,8 @@ pub enum ErrorCode {
     MessageTooLong,
     /// The request lacks valid credentials.
     Unauthorized,
-    /// `name` longer than [`crate::validate::MAX_NAME_CHARS`] characters.
+    /// `name` longer than [`crate::validate::MAX_NAME_CHARS`] characters, or with control
+    /// characters.
     InvalidName,
     /// The server holds its configured maximum of sessions and cannot open another.
     SessionLimit,

@@ -11,6 +11,7 @@ use crate::outbox::Outbox;
 use bandsync_protocol::{ClientEvent, ProtocolError, RequestId};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{oneshot, Notify};
@@ -61,6 +62,8 @@ pub struct EngineHandle {
     tx: Sender<Inbound>,
     room: Arc<Notify>,
     on_full: Arc<dyn Fn() + Send + Sync>,
+    /// Cleared when the engine thread stops (shutdown, or a fault it could not contain).
+    alive: Arc<AtomicBool>,
 }
 
 /// The engine's side of the queue.
@@ -85,12 +88,22 @@ pub fn channel(
             tx,
             room: room.clone(),
             on_full,
+            alive: Arc::new(AtomicBool::new(true)),
         },
         EngineInbox { rx, room },
     )
 }
 
 impl EngineHandle {
+    /// Whether the engine thread is still running: `/health` reports on it.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    pub(super) fn alive_flag(&self) -> Arc<AtomicBool> {
+        self.alive.clone()
+    }
+
     /// Sends to the engine, waiting (asynchronously) while its queue is full.
     pub async fn send(&self, mut msg: Inbound) -> Result<(), EngineStopped> {
         loop {

@@ -204,7 +204,11 @@ impl Engine {
             self.state_changed(&session_id, None);
         }
         self.stats_changed(&session_id);
-        self.retire_if_abandoned(&session_id);
+        // A replaced member's identity lives on in the connection that resumed it, which is
+        // joining this very session right now: it must not be retired in between.
+        if departure != Departure::Replaced {
+            self.retire_if_abandoned(&session_id);
+        }
     }
 
     /// A dropped member's recovery window closed: release its seat for good.

@@ -141,9 +141,13 @@ pub fn spawn(
         stats_dirty: HashSet::new(),
         wakes: Wakes::default(),
     };
+    let alive = handle.alive_flag();
     let thread = std::thread::Builder::new()
         .name("bandsync-engine".into())
-        .spawn(move || engine.run(inbox))?;
+        .spawn(move || {
+            engine.run(inbox);
+            alive.store(false, std::sync::atomic::Ordering::Release);
+        })?;
     Ok((handle, thread))
 }
 
@@ -235,45 +239,69 @@ impl Engine {
         self.metrics.batch_size.observe(batch.len() as f64);
         let mut stop = false;
         for msg in batch.drain(..) {
-            match msg {
-                Inbound::OpenWs { key, outbox } => self.open_ws(key, outbox),
-                Inbound::Command {
-                    key,
-                    id,
-                    event,
-                    received,
-                } => {
-                    let started = Instant::now();
-                    self.command(key, id, event);
-                    let done = Instant::now();
-                    self.metrics
-                        .event_processing
-                        .observe(done.duration_since(started).as_secs_f64());
-                    self.metrics
-                        .fanout_latency
-                        .observe(done.duration_since(received).as_secs_f64());
-                }
-                Inbound::ClosedWs { key } | Inbound::ClosedSse { key } => self.closed(key),
-                Inbound::OpenSse {
-                    key,
-                    session_id,
-                    last_event_id,
-                    outbox,
-                    reply,
-                } => {
-                    let result = self.open_sse(key, &session_id, last_event_id, outbox);
-                    let _ = reply.send(result);
-                }
-                Inbound::Query { session_id, reply } => {
-                    let _ = reply.send(self.session_info(&session_id));
-                }
-                Inbound::Shutdown => {
-                    self.shutdown();
-                    stop = true;
-                }
-            }
+            stop |= matches!(msg, Inbound::Shutdown);
+            self.process_contained(msg);
         }
         stop
+    }
+
+    /// Applies one message, containing a panic to that message: a bug triggered by one
+    /// client must not stop the thread that serves every session. The sender of a command
+    /// that panicked gets `INTERNAL_ERROR`; the panic is logged and counted.
+    fn process_contained(&mut self, msg: Inbound) {
+        let culprit = match &msg {
+            Inbound::Command { key, id, .. } => Some((*key, id.clone())),
+            _ => None,
+        };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.process(msg)));
+        if outcome.is_err() {
+            self.metrics.engine_panics.inc();
+            tracing::error!("the engine caught a panic while handling an event; it carries on");
+            if let Some((key, id)) = culprit {
+                let error = bandsync_protocol::ProtocolError::new(
+                    bandsync_protocol::ErrorCode::InternalError,
+                    "the server failed to handle this event",
+                );
+                self.reply_error(key, id.as_ref(), error);
+            }
+        }
+    }
+
+    fn process(&mut self, msg: Inbound) {
+        match msg {
+            Inbound::OpenWs { key, outbox } => self.open_ws(key, outbox),
+            Inbound::Command {
+                key,
+                id,
+                event,
+                received,
+            } => {
+                let started = Instant::now();
+                self.command(key, id, event);
+                let done = Instant::now();
+                self.metrics
+                    .event_processing
+                    .observe(done.duration_since(started).as_secs_f64());
+                self.metrics
+                    .fanout_latency
+                    .observe(done.duration_since(received).as_secs_f64());
+            }
+            Inbound::ClosedWs { key } | Inbound::ClosedSse { key } => self.closed(key),
+            Inbound::OpenSse {
+                key,
+                session_id,
+                last_event_id,
+                outbox,
+                reply,
+            } => {
+                let result = self.open_sse(key, &session_id, last_event_id, outbox);
+                let _ = reply.send(result);
+            }
+            Inbound::Query { session_id, reply } => {
+                let _ = reply.send(self.session_info(&session_id));
+            }
+            Inbound::Shutdown => self.shutdown(),
+        }
     }
 
     fn housekeeping(&mut self, now: Instant) {

@@ -33,13 +33,19 @@ pub struct Session {
     /// they are latest-value-wins and stale on arrival.
     history: VecDeque<(u64, Bytes)>,
     history_cap: usize,
-    /// Highest event id no longer in `history` (0: nothing evicted yet).
+    /// Highest event id no longer in `history` (the id base while nothing is evicted).
     history_floor: u64,
     pub stats_sent_at: Option<Instant>,
 }
 
 impl Session {
     pub fn new(id: Arc<str>, now_ms: f64, history_cap: usize) -> Self {
+        // SSE ids of a new session life start at (creation ms x 1000): above any id an
+        // earlier life of the same session could have reached (62.5 ticks a second never
+        // come near 1000 ids a millisecond), so a stale `Last-Event-ID` from before a
+        // restart or a retention expiry is recognised and answered with a snapshot.
+        // Below 2^53 until the year 2255, so JavaScript reads the ids exactly.
+        let id_base = (now_ms.max(0.0) as u64).saturating_mul(1000);
         Self {
             id,
             transport: Transport::new(now_ms),
@@ -51,10 +57,10 @@ impl Session {
             listeners: IndexMap::new(),
             ghosts: 0,
             tick_seq: 0,
-            event_seq: 0,
+            event_seq: id_base,
             history: VecDeque::new(),
             history_cap,
-            history_floor: 0,
+            history_floor: id_base,
             stats_sent_at: None,
         }
     }
@@ -143,6 +149,23 @@ mod tests {
 
     fn session(cap: usize) -> Session {
         Session::new("s".into(), 0.0, cap)
+    }
+
+    #[test]
+    fn a_new_life_starts_above_the_ids_of_an_earlier_one() {
+        let mut first = Session::new("s".into(), 1_700_000_000_000.0, 8);
+        push(&mut first, 50);
+        let last_seen = first.event_seq;
+        let second = Session::new("s".into(), 1_700_000_000_001.0, 8);
+        assert!(second.event_seq > last_seen);
+        assert!(
+            second.replay_after(last_seen).is_none(),
+            "a stale id must get a snapshot"
+        );
+        assert!(
+            second.event_seq < (1u64 << 53),
+            "ids stay exact in JavaScript"
+        );
     }
 
     fn push(s: &mut Session, n: usize) {

@@ -4,7 +4,6 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use serde::Serialize;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The body type every route returns. Unsync: an SSE stream holds futures that are `Send`
 /// but not `Sync`, and hyper needs only `Send`.
@@ -20,11 +19,7 @@ pub struct ErrorBody<'a> {
 }
 
 pub fn now_ms() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
-        * 1000.0
+    crate::clock::ServerClock::shared().now_ms()
 }
 
 pub fn error_json(code: &str, message: &str) -> String {

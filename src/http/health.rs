@@ -23,9 +23,20 @@ pub struct MemoryUsage {
     total: f64,
 }
 
+impl Health {
+    pub fn is_healthy(&self) -> bool {
+        self.status == "healthy"
+    }
+}
+
+/// `healthy` while the engine thread runs; `unhealthy` (served with 503) once it stopped.
 pub fn report(ctx: &AppContext) -> Health {
     Health {
-        status: "healthy",
+        status: if ctx.engine.is_alive() {
+            "healthy"
+        } else {
+            "unhealthy"
+        },
         uptime: ctx.clock.uptime_secs(),
         active_sessions: ctx.metrics.sessions.get(),
         connections: ctx.metrics.open_connections(),

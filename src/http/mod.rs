@@ -39,7 +39,15 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
     let style = warp::path!("style.css").map(|| with_type(STYLE_CSS, "text/css; charset=utf-8"));
     let health = warp::path!("health")
         .and(with_ctx.clone())
-        .map(|ctx: Arc<AppContext>| warp::reply::json(&health::report(&ctx)).into_response());
+        .map(|ctx: Arc<AppContext>| {
+            let report = health::report(&ctx);
+            let status = if report.is_healthy() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            warp::reply::with_status(warp::reply::json(&report), status).into_response()
+        });
     let metrics = warp::path!("metrics")
         .and(with_ctx.clone())
         .map(|ctx: Arc<AppContext>| {

@@ -70,7 +70,13 @@ pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermi
                 // We sent a close (or the socket failed): give the peer a moment to answer.
                 let _ = tokio::time::timeout(CLOSE_GRACE, &mut reader).await;
             }
-            () = &mut reader => {}
+            () = &mut reader => {
+                // The reader ended: either it closed the outbox with a reason (rate limit,
+                // frame too big) that the writer must still send as a close frame, or the
+                // peer is gone and the writer just stops.
+                outbox.close(CloseReason::PeerGone);
+                let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
+            }
         }
         let _ = ctx.engine.send(Inbound::ClosedWs { key }).await;
         gauge.dec();
@@ -80,7 +86,8 @@ pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermi
     .await
 }
 
-fn close_frame(reason: CloseReason) -> CloseFrame {
+/// The close frame for `reason`; none when the peer is already gone.
+fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
     let (code, text) = match reason {
         CloseReason::SlowConsumer => (close::SLOW_CONSUMER, "slow consumer: reconnect and resume"),
         CloseReason::Shutdown => (close::GOING_AWAY, "server shutting down"),
@@ -88,11 +95,12 @@ fn close_frame(reason: CloseReason) -> CloseFrame {
         CloseReason::RateLimited => (close::POLICY_VIOLATION, "rate limit exceeded repeatedly"),
         CloseReason::PingTimeout => (close::PING_TIMEOUT, "no pong within SOCKET_PING_TIMEOUT"),
         CloseReason::FrameTooBig => (close::MESSAGE_TOO_BIG, "frame exceeds MAX_FRAME_BYTES"),
+        CloseReason::PeerGone => return None,
     };
-    CloseFrame {
+    Some(CloseFrame {
         code: CloseCode::from(code),
         reason: Utf8Bytes::from_static(text),
-    }
+    })
 }
 
 async fn write_loop(
@@ -146,7 +154,9 @@ async fn write_loop(
             ctx.metrics.ticks_dropped.inc_by(drained.dropped_ticks);
         }
         if let Some(reason) = drained.closed {
-            let _ = sink.send(Message::Close(Some(close_frame(reason)))).await;
+            if let Some(frame) = close_frame(reason) {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+            }
             return;
         }
         if sink.flush().await.is_err() {
@@ -254,8 +264,10 @@ async fn read_loop(
         ctx.metrics.messages_in.inc();
         ctx.metrics.bytes_in.inc_by(text.len() as u64);
         if text.len() > cfg.max_message_bytes {
-            if admit(&mut limit, outbox, ctx, None).is_none() {
-                return;
+            match admit(&mut limit, outbox, ctx, None) {
+                None => return,
+                Some(false) => continue,
+                Some(true) => {}
             }
             let message = format!(
                 "frame of {} bytes exceeds MAX_MESSAGE_BYTES ({})",
