@@ -45,6 +45,8 @@ pub enum CloseReason {
     PingTimeout,
     /// A frame was over the hard size cap.
     FrameTooBig,
+    /// A text frame was not UTF-8.
+    InvalidPayload,
     /// The peer closed or the socket failed: nothing more can be written.
     PeerGone,
 }
@@ -160,13 +162,14 @@ impl<F: Frame> Outbox<F> {
         Ok(was_empty)
     }
 
-    /// Closes the outbox: queued frames are discarded and the writer is woken to end the
-    /// connection with `reason`. The first reason wins.
+    /// Closes the outbox and wakes the writer to end the connection with `reason`; the
+    /// first reason wins. Frames already queued are still delivered before the close (so an
+    /// error event can say why), except when the client is too slow to take them or gone.
     pub fn close(&self, reason: CloseReason) {
         let mut inner = self.lock();
         if inner.closed.is_none() {
             inner.closed = Some(reason);
-            if reason != CloseReason::Shutdown {
+            if matches!(reason, CloseReason::SlowConsumer | CloseReason::PeerGone) {
                 inner.queue.clear();
                 inner.bytes = 0;
                 inner.tick_queued = false;
@@ -191,8 +194,7 @@ impl<F: Frame> Outbox<F> {
         self.notify.notified().await;
     }
 
-    /// Moves every queued frame into `out` (in order) and reports closure and drops. On a
-    /// shutdown close, frames queued before it are still delivered, then the close.
+    /// Moves every queued frame into `out` (in order) and reports closure and drops.
     pub fn drain_into(&self, out: &mut Vec<F>) -> Drained {
         let mut inner = self.lock();
         out.extend(inner.queue.drain(..).map(|(_, f)| f));
@@ -287,6 +289,18 @@ mod tests {
             o.push(Bytes::from(vec![0u8; 3])),
             Err(PushError::SlowConsumer)
         );
+    }
+
+    #[test]
+    fn a_slow_consumer_close_discards_but_others_deliver_first() {
+        let o = outbox(10, 1000);
+        o.push(Bytes::from_static(b"why")).unwrap();
+        o.close(CloseReason::RateLimited);
+        assert_eq!(drain(&o).0.len(), 1, "the error explaining the close is delivered");
+        let o = outbox(10, 1000);
+        o.push(Bytes::from_static(b"stale")).unwrap();
+        o.close(CloseReason::PeerGone);
+        assert!(drain(&o).0.is_empty());
     }
 
     #[test]

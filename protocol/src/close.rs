@@ -4,6 +4,8 @@
 pub const NORMAL: u16 = 1000;
 /// The server is shutting down. Reconnect (with backoff) and resume.
 pub const GOING_AWAY: u16 = 1001;
+/// Invalid payload: a text frame that is not UTF-8 (tungstenite cannot read on after one).
+pub const INVALID_PAYLOAD: u16 = 1007;
 /// Policy violation: the socket kept sending past its rate limit. Reconnect only after
 /// slowing down.
 pub const POLICY_VIOLATION: u16 = 1008;

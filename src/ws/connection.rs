@@ -95,6 +95,7 @@ fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::RateLimited => (close::POLICY_VIOLATION, "rate limit exceeded repeatedly"),
         CloseReason::PingTimeout => (close::PING_TIMEOUT, "no pong within SOCKET_PING_TIMEOUT"),
         CloseReason::FrameTooBig => (close::MESSAGE_TOO_BIG, "frame exceeds MAX_FRAME_BYTES"),
+        CloseReason::InvalidPayload => (close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
         CloseReason::PeerGone => return None,
     };
     Some(CloseFrame {
@@ -253,7 +254,16 @@ async fn read_loop(
             Ok(_) => continue,
             Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
                 tracing::info!(size, max_size, "frame over MAX_FRAME_BYTES; closing (1009)");
+                let message = format!("frame of {size} bytes exceeds MAX_FRAME_BYTES ({max_size}); closing (1009)");
+                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
                 outbox.close(CloseReason::FrameTooBig);
+                return;
+            }
+            Err(WsError::Utf8(_)) => {
+                // tungstenite cannot read past an invalid text frame: say why, then 1007.
+                let message = "text frame is not valid UTF-8; closing (1007)".to_owned();
+                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+                outbox.close(CloseReason::InvalidPayload);
                 return;
             }
             Err(error) => {
