@@ -296,7 +296,11 @@ mod tests {
         let o = outbox(10, 1000);
         o.push(Bytes::from_static(b"why")).unwrap();
         o.close(CloseReason::RateLimited);
-        assert_eq!(drain(&o).0.len(), 1, "the error explaining the close is delivered");
+        assert_eq!(
+            drain(&o).0.len(),
+            1,
+            "the error explaining the close is delivered"
+        );
         let o = outbox(10, 1000);
         o.push(Bytes::from_static(b"stale")).unwrap();
         o.close(CloseReason::PeerGone);

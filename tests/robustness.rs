@@ -304,11 +304,15 @@ async fn frames_over_max_frame_bytes_close_with_1009_and_only_that_socket() {
     }
     // First an error saying why, then the close.
     let ending = match raw_next(&mut raw).await {
-        RawNext::Json(error) if error["data"]["code"] == "INVALID_MESSAGE" => match raw_next(&mut raw).await {
-            RawNext::Closed(code) => Ok(code),
-            other => Err(format!("after the error: {other:?}")),
-        },
-        other => Err(format!("expected an INVALID_MESSAGE error first: {other:?}")),
+        RawNext::Json(error) if error["data"]["code"] == "INVALID_MESSAGE" => {
+            match raw_next(&mut raw).await {
+                RawNext::Closed(code) => Ok(code),
+                other => Err(format!("after the error: {other:?}")),
+            }
+        }
+        other => Err(format!(
+            "expected an INVALID_MESSAGE error first: {other:?}"
+        )),
     };
     endings.push(("fragmented message", ending));
 

@@ -254,7 +254,9 @@ async fn read_loop(
             Ok(_) => continue,
             Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
                 tracing::info!(size, max_size, "frame over MAX_FRAME_BYTES; closing (1009)");
-                let message = format!("frame of {size} bytes exceeds MAX_FRAME_BYTES ({max_size}); closing (1009)");
+                let message = format!(
+                    "frame of {size} bytes exceeds MAX_FRAME_BYTES ({max_size}); closing (1009)"
+                );
                 reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
                 outbox.close(CloseReason::FrameTooBig);
                 return;
