@@ -1,0 +1,232 @@
+//! `bandsync-bench`: load and latency benchmarks for a bandsync server.
+//!
+//! Each scenario (see `--help`) opens its connections with bounded concurrency, measures
+//! for a fixed window and prints one JSON line on stdout, a summary on stderr. Every run
+//! is bounded by `--timeout`; a cut-short run still prints what it measured.
+//!
+//! Module map: `cli` + `plan` (flags), `target` (the server: `--url` or `--spawn`), `fleet` +
+//! `wire` + `listener` (many cheap receiving connections), `leader` (the senders),
+//! `recorder` + `report` + `procfs` + `metrics` (measurements and output), one file per
+//! scenario.
+
+mod cli;
+mod connect;
+mod fanout;
+mod fleet;
+mod leader;
+mod listener;
+mod metrics;
+mod mixed;
+mod plan;
+mod procfs;
+mod progress;
+mod recorder;
+mod report;
+mod target;
+mod ticks;
+mod wire;
+
+use clap::{CommandFactory, Parser};
+use cli::{Cli, Scenario};
+pub use plan::Settings;
+use plan::{tempo_slots, Plan};
+use recorder::{lock, Recorder};
+use report::{Params, Sections};
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+use target::Endpoints;
+use tokio::time::Instant;
+
+/// How a scenario ended.
+enum Outcome {
+    Done,
+    Failed,
+    TimedOut,
+    Interrupted,
+}
+
+fn sections(scenario: Scenario) -> Sections {
+    Sections {
+        latency: matches!(scenario, Scenario::Fanout | Scenario::Mixed),
+        ticks: matches!(scenario, Scenario::Ticks | Scenario::Sse | Scenario::Mixed),
+        joins: scenario == Scenario::Connect,
+    }
+}
+
+async fn dispatch(
+    scenario: Scenario,
+    s: &Settings,
+    ep: &Endpoints,
+    rec: std::sync::Arc<Recorder>,
+) -> anyhow::Result<()> {
+    match scenario {
+        Scenario::Fanout => fanout::run(s, ep, rec).await,
+        Scenario::Ticks => ticks::run(s, ep, rec, false).await,
+        Scenario::Sse => ticks::run(s, ep, rec, true).await,
+        Scenario::Connect => connect::run(s, ep, rec).await,
+        Scenario::Mixed => mixed::run(s, ep, rec).await,
+        Scenario::All => unreachable!("expanded by the cli"),
+    }
+}
+
+/// Runs one scenario against its server (spawned for it with --spawn) and prints its
+/// report, complete or not.
+async fn run_one(plan: &Plan, scenario: Scenario, deadline: Instant) -> Outcome {
+    let s = plan.settings_for(scenario);
+    let mut params = Params {
+        n: s.n,
+        duration_s: s.duration.as_secs_f64(),
+        tick_interval_ms: s.tick_interval_ms,
+        connect_concurrency: s.concurrency,
+        spawned: plan.spawn.is_some(),
+        ..Params::default()
+    };
+    match scenario {
+        Scenario::Fanout => params.rate_hz = Some(s.rate),
+        Scenario::Connect => params.sessions = Some(s.sessions),
+        Scenario::Mixed => {
+            params.n = s.sessions * s.members;
+            params.sessions = Some(s.sessions);
+            params.members = Some(s.members);
+            params.rate_hz = Some(s.rate);
+        }
+        _ => {}
+    }
+    let started = match (&plan.spawn, &plan.url) {
+        (Some(opts), _) => {
+            match tokio::time::timeout_at(deadline, target::spawn(opts, scenario.name())).await {
+                Ok(Ok((ep, guard))) => Ok((ep, Some(guard))),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err("timed out starting the server".into()),
+            }
+        }
+        (None, Some((ws_url, http_base))) => Ok((
+            Endpoints {
+                ws_url: ws_url.clone(),
+                http_base: http_base.clone(),
+                pid: plan.server_pid,
+            },
+            None,
+        )),
+        (None, None) => Err("no server: give --url or --spawn".into()),
+    };
+    let (ep, guard, error) = match started {
+        Ok((ep, guard)) => (Some(ep), guard, None),
+        Err(e) => (None, None, Some(e)),
+    };
+    params.url = ep.as_ref().map(|e| e.ws_url.clone()).unwrap_or_default();
+    let pid = ep.as_ref().and_then(|e| e.pid);
+    let rec = Recorder::new(
+        scenario.name(),
+        params,
+        pid,
+        tempo_slots(scenario, &s),
+        plan.progress,
+    );
+
+    let (outcome, error) = match (ep, error) {
+        (Some(ep), None) => {
+            let before = metrics::scrape(&ep.http_base).await;
+            let work = dispatch(scenario, &s, &ep, rec.clone());
+            let result = tokio::select! {
+                result = tokio::time::timeout_at(deadline, work) => match result {
+                    Ok(Ok(())) => (Outcome::Done, None),
+                    Ok(Err(e)) => (Outcome::Failed, Some(format!("{e:#}"))),
+                    Err(_) => (Outcome::TimedOut, Some("--timeout reached; partial results".into())),
+                },
+                _ = tokio::signal::ctrl_c() => (Outcome::Interrupted, Some("interrupted".into())),
+            };
+            if let (Some(before), Some(after)) = (before, metrics::scrape(&ep.http_base).await) {
+                lock(&rec.extra).server_metrics = Some(metrics::delta(&before, &after));
+            }
+            result
+        }
+        (_, error) => (Outcome::Failed, error),
+    };
+    rec.end_window();
+    let report = report::build(
+        &rec,
+        sections(scenario),
+        matches!(outcome, Outcome::TimedOut),
+        error,
+    );
+    let json = serde_json::to_string(&report).expect("reports serialize");
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{json}");
+    let _ = stdout.flush();
+    eprintln!("{}", report::human(&report));
+    drop(guard); // the spawned server goes now, after the last /proc reading
+    outcome
+}
+
+async fn run_all(plan: Plan) -> ExitCode {
+    let deadline = Instant::now() + plan.timeout;
+    let mut code = ExitCode::SUCCESS;
+    for &scenario in &plan.scenarios {
+        match run_one(&plan, scenario, deadline).await {
+            Outcome::Done => {}
+            Outcome::Failed => code = ExitCode::FAILURE,
+            Outcome::TimedOut => return ExitCode::from(3),
+            Outcome::Interrupted => return ExitCode::from(130),
+        }
+    }
+    code
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (a spawned server inherits it).
+fn raise_nofile(needed: u64) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "RLIMIT_NOFILE is below what this run needs; connections may fail (raise the hard limit)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let prefix = cli.session_prefix.clone();
+    let plan = match cli.validate(format!("{prefix}-{}-{unix_ms}", std::process::id())) {
+        Ok(plan) => plan,
+        Err(e) => Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, e)
+            .exit(),
+    };
+    let s = &plan.settings;
+    raise_nofile(s.n.max(s.sessions * s.members) + s.sessions + 256);
+    if plan.rate.is_some_and(|r| r > 90.0) {
+        tracing::warn!(
+            "--rate above ~90/s meets the server's default per-socket rate limit (100/s)"
+        );
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(plan.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bandsync-bench: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run_all(plan));
+    // Aborted connection tasks may still be closing; do not wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    code
+}
