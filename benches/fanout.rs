@@ -14,6 +14,7 @@ fn fanout(c: &mut Criterion) {
     let limits = OutboxLimits {
         max_frames: 1024,
         max_bytes: 4 << 20,
+        max_audio_frames: 64,
     };
     let mut group = c.benchmark_group("fanout");
     for n in [100usize, 1_000, 10_000] {

@@ -60,8 +60,8 @@ pub struct Config {
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
     /// Most sessions at once; joining a new one beyond it gets `SESSION_LIMIT`.
-    #[arg(long, env = "MAX_SESSIONS", default_value_t = 10_000)]
-    pub max_sessions: usize,
+    #[arg(long, env = "MAX_SYNC_SESSIONS", default_value_t = 10_000)]
+    pub max_sync_sessions: usize,
     /// Most members (WebSocket) plus listeners (SSE) in one session.
     #[arg(long, env = "MAX_SESSION_MEMBERS", default_value_t = 20_000)]
     pub max_session_members: usize,
@@ -77,6 +77,9 @@ pub struct Config {
     /// Bytes a client's outbound queue may hold before it is disconnected as slow.
     #[arg(long, env = "OUTBOX_MAX_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub outbox_max_bytes: usize,
+    /// Audio frames a receiver's queue may hold; older ones are dropped (counted) beyond it.
+    #[arg(long, env = "OUTBOX_MAX_AUDIO_FRAMES", default_value_t = 64)]
+    pub outbox_max_audio_frames: usize,
     /// Capacity of the queue from connections to the session engine, events.
     #[arg(long, env = "ENGINE_QUEUE_CAPACITY", default_value_t = 16_384)]
     pub engine_queue_capacity: usize,
@@ -98,6 +101,24 @@ pub struct Config {
     /// Largest HTTP request body accepted, bytes.
     #[arg(long, env = "MAX_HTTP_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_http_body_bytes: u64,
+    /// Negotiate permessage-deflate (RFC 7692) on `/ws` with clients that offer it
+    /// (`true`/`false`, also `on`/`off`, `1`/`0`). Off: every frame goes out plain.
+    #[arg(
+        long,
+        env = "WS_DEFLATE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub ws_deflate: bool,
+    /// Server messages longer than this many bytes are compressed for clients that
+    /// negotiated permessage-deflate; shorter ones (ticks, most replies) go out plain,
+    /// since deflate barely shrinks them and costs CPU on every broadcast.
+    #[arg(long, env = "COMPRESSION_THRESHOLD", default_value_t = 1024)]
+    pub compression_threshold: usize,
+    /// The Music Share relay (`/api/share/...`).
+    #[command(flatten)]
+    pub share: crate::share::config::ShareConfig,
 }
 
 impl Config {
@@ -127,8 +148,16 @@ impl Config {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
+        self.share.validate()?;
         if self.max_message_bytes > self.max_frame_bytes {
             return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());
+        }
+        if self.ws_deflate && self.compression_threshold >= self.outbox_max_bytes {
+            // A message that large could never be queued, so nothing would be compressed.
+            return Err(
+                "COMPRESSION_THRESHOLD must be below OUTBOX_MAX_BYTES (or set WS_DEFLATE=false)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -182,6 +211,8 @@ mod tests {
         assert_eq!(c.socket_ping_interval, 2500);
         assert_eq!(c.socket_ping_timeout, 5000);
         assert!(c.redis_url.is_none());
+        assert!(c.ws_deflate);
+        assert_eq!(c.compression_threshold, 1024);
         assert!(c.validate().is_ok());
     }
 
@@ -192,5 +223,25 @@ mod tests {
         assert_eq!(c.scroll_tick_interval, 10);
         let c = Config::parse_from(["bandsync", "--scroll-tick-interval", "0"]);
         assert!(c.validate().unwrap_err().contains("SCROLL_TICK_INTERVAL"));
+    }
+
+    #[test]
+    fn deflate_can_be_switched_off_and_its_threshold_is_checked() {
+        for off in ["false", "off", "0"] {
+            let c = Config::parse_from(["bandsync", "--ws-deflate", off]);
+            assert!(!c.ws_deflate, "{off}");
+        }
+        let c = Config::parse_from(["bandsync", "--compression-threshold", "0"]);
+        assert!(c.validate().is_ok());
+        let c = Config::parse_from(["bandsync", "--compression-threshold", "4194304"]);
+        assert!(c.validate().unwrap_err().contains("COMPRESSION_THRESHOLD"));
+        let c = Config::parse_from([
+            "bandsync",
+            "--compression-threshold",
+            "4194304",
+            "--ws-deflate",
+            "false",
+        ]);
+        assert!(c.validate().is_ok());
     }
 }

@@ -16,6 +16,7 @@ pub struct AppContext {
     pub clock: ServerClock,
     pub metrics: Arc<Metrics>,
     pub engine: EngineHandle,
+    pub share: Arc<crate::share::ShareRegistry>,
     /// Cancelled when shutdown starts; every connection task watches it.
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket tasks (hyper no longer tracks them once upgraded).
@@ -41,8 +42,10 @@ impl AppContext {
         clock: ServerClock,
         metrics: Arc<Metrics>,
         engine: EngineHandle,
+        share: Arc<crate::share::ShareRegistry>,
     ) -> Self {
         Self {
+            share,
             config,
             clock,
             metrics,
@@ -81,6 +84,7 @@ impl AppContext {
         OutboxLimits {
             max_frames: self.config.outbox_max_frames,
             max_bytes: self.config.outbox_max_bytes,
+            max_audio_frames: self.config.outbox_max_audio_frames,
         }
     }
 }

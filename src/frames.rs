@@ -2,7 +2,9 @@
 //!
 //! A broadcast is encoded once into a [`Utf8Bytes`] (a reference-counted buffer); every
 //! WebSocket recipient gets a clone of the handle, not of the bytes. SSE recipients get
-//! the same JSON wrapped once per session in `id:`/`data:` lines.
+//! the same JSON wrapped once per session in `id:`/`data:` lines. A large broadcast is
+//! also compressed once (permessage-deflate) when a recipient negotiated it; each writer
+//! picks the form its connection speaks.
 
 use crate::outbox::Frame;
 use bandsync_protocol::RequestId;
@@ -14,6 +16,13 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub enum WsFrame {
     /// An encoded envelope, possibly shared with other recipients.
     Text(Utf8Bytes),
+    /// An encoded envelope with its permessage-deflate payload, both made once and shared:
+    /// writers of connections that negotiated deflate send `deflated` (RSV1 set), the
+    /// others `text`.
+    Deflated { text: Utf8Bytes, deflated: Bytes },
+    /// A binary audio frame (header + samples), made once per chunk and shared. Sent
+    /// uncompressed: PCM barely deflates (see BENCHMARKS.md), so it is not worth the CPU.
+    Binary(Bytes),
     /// A `heartbeat_response` whose `t2` is stamped by the writer at send time, so it is as
     /// close to the real send instant as the server can make it.
     Heartbeat {
@@ -26,8 +35,20 @@ pub enum WsFrame {
 impl Frame for WsFrame {
     fn byte_len(&self) -> usize {
         match self {
-            WsFrame::Text(text) => text.len(),
+            // The plain size: an upper bound on what any recipient's writer sends.
+            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => text.len(),
+            WsFrame::Binary(bytes) => bytes.len(),
             WsFrame::Heartbeat { .. } => 96,
+        }
+    }
+}
+
+impl WsFrame {
+    /// `text`, with its compressed form when `deflated` is given.
+    pub fn shared(text: Utf8Bytes, deflated: Option<Bytes>) -> Self {
+        match deflated {
+            Some(deflated) => WsFrame::Deflated { text, deflated },
+            None => WsFrame::Text(text),
         }
     }
 }

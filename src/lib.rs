@@ -4,6 +4,7 @@
 //! - `server`: accept loop, routing, CORS and security headers, graceful shutdown.
 //! - `ws`: the WebSocket upgrade and each socket's reader and writer; `sse`: listeners.
 //! - `http`: health, metrics, session info and the browser page (warp).
+//! - `share`: the Music Share relay API (`/api/share/...`): sharers post audio and metadata.
 //! - `engine`: the one thread that owns every session and decides every event; it
 //!   encodes each broadcast once and produces the 16 ms ticks.
 //! - `outbox`: each connection's bounded queue and the slow-consumer policy.
@@ -19,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod server;
+pub mod share;
 pub mod sse;
 pub mod store;
 pub mod ws;

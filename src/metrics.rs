@@ -30,6 +30,11 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub engine_queue_full: IntCounter,
     pub engine_panics: IntCounter,
+    pub audio_dropped: IntCounter,
+    pub audio_chunks_in: IntCounter,
+    /// permessage-deflate messages: `out` written compressed (per recipient), `in`
+    /// received compressed and inflated.
+    pub deflate_messages: IntCounterVec,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -132,9 +137,27 @@ impl Metrics {
                 "Times a connection waited because the engine queue was full",
             )
             .unwrap(),
+            audio_dropped: IntCounter::new(
+                "audio_dropped_total",
+                "Audio frames a slow receiver lost (oldest first) so that it never stalls the share",
+            )
+            .unwrap(),
+            audio_chunks_in: IntCounter::new(
+                "audio_chunks_in_total",
+                "Audio chunks received from sharers (REST and WebSocket)",
+            )
+            .unwrap(),
             engine_panics: IntCounter::new(
                 "engine_panics_total",
                 "Events whose handling panicked; the engine contained them and carried on",
+            )
+            .unwrap(),
+            deflate_messages: IntCounterVec::new(
+                Opts::new(
+                    "deflate_messages_total",
+                    "WebSocket messages sent (out) or received (in) compressed with permessage-deflate",
+                ),
+                &["direction"],
             )
             .unwrap(),
             registry,
@@ -165,6 +188,9 @@ impl Metrics {
             Box::new(self.batch_size.clone()),
             Box::new(self.engine_queue_full.clone()),
             Box::new(self.engine_panics.clone()),
+            Box::new(self.audio_dropped.clone()),
+            Box::new(self.audio_chunks_in.clone()),
+            Box::new(self.deflate_messages.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

@@ -8,6 +8,10 @@
 //!   it is not keeping up; the queue is closed as [`CloseReason::SlowConsumer`] and the
 //!   writer ends the connection with close code 4001 (reconnect and resume: the new
 //!   snapshot brings the client back in step). Nothing is silently lost.
+//! - **audio** frames (shared music) are drop-oldest: at most `max_audio_frames` wait; a
+//!   new chunk pushes out the oldest unsent one (counted in `dropped_audio`), so a receiver
+//!   that cannot keep up loses old audio but never stalls the sharer or anyone else, and is
+//!   never disconnected for it.
 //! - **tick** frames are latest-value-wins: at most one is queued; a newer tick replaces
 //!   an unsent older one (counted in `dropped_ticks`), and moves to the back so that a tick
 //!   never overtakes the state event that preceded it.
@@ -45,6 +49,12 @@ pub enum CloseReason {
     PingTimeout,
     /// A frame was over the hard size cap.
     FrameTooBig,
+    /// A compressed message inflated beyond the hard size cap (a deflate bomb).
+    InflatedTooBig,
+    /// A compressed message was not valid DEFLATE data.
+    CorruptCompression,
+    /// The peer broke the framing rules (RSV1 where permessage-deflate forbids it).
+    ProtocolViolation,
     /// A text frame was not UTF-8.
     InvalidPayload,
     /// The peer closed or the socket failed: nothing more can be written.
@@ -64,6 +74,8 @@ pub enum PushError {
 pub struct OutboxLimits {
     pub max_frames: usize,
     pub max_bytes: usize,
+    /// Audio frames that may wait; older ones are dropped beyond this.
+    pub max_audio_frames: usize,
 }
 
 /// What a drain found besides frames.
@@ -72,26 +84,34 @@ pub struct Drained {
     pub closed: Option<CloseReason>,
     /// Ticks replaced before they were sent, since the last drain.
     pub dropped_ticks: u64,
+    /// Audio frames pushed out unsent by newer ones, since the last drain.
+    pub dropped_audio: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     State,
     Tick,
+    Audio,
 }
 
 struct Inner<F> {
     queue: VecDeque<(Class, F)>,
     bytes: usize,
     tick_queued: bool,
+    audio_queued: usize,
     closed: Option<CloseReason>,
     dropped_ticks: u64,
+    dropped_audio: u64,
 }
 
 pub struct Outbox<F> {
     inner: Mutex<Inner<F>>,
     notify: Notify,
     limits: OutboxLimits,
+    /// The writer sends the compressed form of shared frames (the WebSocket negotiated
+    /// permessage-deflate). The engine compresses a broadcast only if a recipient does.
+    deflate: bool,
 }
 
 impl<F: Frame> Outbox<F> {
@@ -101,12 +121,25 @@ impl<F: Frame> Outbox<F> {
                 queue: VecDeque::with_capacity(8),
                 bytes: 0,
                 tick_queued: false,
+                audio_queued: 0,
                 closed: None,
                 dropped_ticks: 0,
+                dropped_audio: 0,
             }),
             notify: Notify::new(),
             limits,
+            deflate: false,
         }
+    }
+
+    /// Marks the outbox of a connection that negotiated permessage-deflate.
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
+    pub fn deflate(&self) -> bool {
+        self.deflate
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<F>> {
@@ -122,7 +155,7 @@ impl<F: Frame> Outbox<F> {
         if inner.closed.is_some() {
             return Err(PushError::Closed);
         }
-        let state_frames = inner.queue.len() - usize::from(inner.tick_queued);
+        let state_frames = inner.queue.len() - usize::from(inner.tick_queued) - inner.audio_queued;
         if state_frames >= self.limits.max_frames
             || inner.bytes + frame.byte_len() > self.limits.max_bytes
         {
@@ -130,6 +163,7 @@ impl<F: Frame> Outbox<F> {
             inner.queue.clear();
             inner.bytes = 0;
             inner.tick_queued = false;
+            inner.audio_queued = 0;
             drop(inner);
             self.notify.notify_one();
             return Err(PushError::SlowConsumer);
@@ -162,6 +196,27 @@ impl<F: Frame> Outbox<F> {
         Ok(was_empty)
     }
 
+    /// Queues an audio frame, dropping the oldest unsent one when `max_audio_frames` wait.
+    /// Audio never closes the connection and does not count against the state bounds.
+    /// Returns whether the queue was empty before.
+    pub fn push_audio(&self, frame: F) -> Result<bool, PushError> {
+        let mut inner = self.lock();
+        if inner.closed.is_some() {
+            return Err(PushError::Closed);
+        }
+        if inner.audio_queued >= self.limits.max_audio_frames.max(1) {
+            if let Some(pos) = inner.queue.iter().position(|(c, _)| *c == Class::Audio) {
+                inner.queue.remove(pos);
+                inner.audio_queued -= 1;
+                inner.dropped_audio += 1;
+            }
+        }
+        let was_empty = inner.queue.is_empty();
+        inner.queue.push_back((Class::Audio, frame));
+        inner.audio_queued += 1;
+        Ok(was_empty)
+    }
+
     /// Closes the outbox and wakes the writer to end the connection with `reason`; the
     /// first reason wins. Frames already queued are still delivered before the close (so an
     /// error event can say why), except when the client is too slow to take them or gone.
@@ -173,6 +228,7 @@ impl<F: Frame> Outbox<F> {
                 inner.queue.clear();
                 inner.bytes = 0;
                 inner.tick_queued = false;
+                inner.audio_queued = 0;
             }
         }
         drop(inner);
@@ -200,9 +256,11 @@ impl<F: Frame> Outbox<F> {
         out.extend(inner.queue.drain(..).map(|(_, f)| f));
         inner.bytes = 0;
         inner.tick_queued = false;
+        inner.audio_queued = 0;
         Drained {
             closed: inner.closed,
             dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
+            dropped_audio: std::mem::take(&mut inner.dropped_audio),
         }
     }
 }
@@ -217,6 +275,7 @@ mod tests {
         Outbox::new(OutboxLimits {
             max_frames,
             max_bytes,
+            max_audio_frames: 3,
         })
     }
 
@@ -292,6 +351,32 @@ mod tests {
     }
 
     #[test]
+    fn audio_drops_its_oldest_and_never_closes() {
+        let o = outbox(2, 1000);
+        for chunk in [&b"a1"[..], b"a2", b"a3", b"a4", b"a5"] {
+            o.push_audio(Bytes::copy_from_slice(chunk)).unwrap();
+        }
+        o.push(Bytes::from_static(b"s1")).unwrap();
+        o.push(Bytes::from_static(b"s2")).unwrap();
+        let (frames, d) = drain(&o);
+        assert_eq!(
+            frames,
+            vec![
+                Bytes::from_static(b"a3"),
+                Bytes::from_static(b"a4"),
+                Bytes::from_static(b"a5"),
+                Bytes::from_static(b"s1"),
+                Bytes::from_static(b"s2")
+            ]
+        );
+        assert_eq!(d.dropped_audio, 2);
+        assert_eq!(
+            d.closed, None,
+            "audio and two state frames stay within bounds"
+        );
+    }
+
+    #[test]
     fn a_slow_consumer_close_discards_but_others_deliver_first() {
         let o = outbox(10, 1000);
         o.push(Bytes::from_static(b"why")).unwrap();
@@ -316,6 +401,16 @@ mod tests {
         let (frames, d) = drain(&o);
         assert_eq!(frames.len(), 1);
         assert_eq!(d.closed, Some(CloseReason::Shutdown));
+    }
+
+    #[test]
+    fn a_refused_compressed_message_still_delivers_the_error_before_the_close() {
+        let o = outbox(10, 1000);
+        o.push(Bytes::from_static(b"error event")).unwrap();
+        o.close(CloseReason::InflatedTooBig);
+        let (frames, d) = drain(&o);
+        assert_eq!(frames.len(), 1);
+        assert_eq!(d.closed, Some(CloseReason::InflatedTooBig));
     }
 
     #[tokio::test]

@@ -6,9 +6,12 @@
 use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::context::AppContext;
+use crate::engine::ShareNotice;
 use crate::engine::{self, Inbound};
 use crate::http::errors::Body;
 use crate::metrics::Metrics;
+use crate::share::api::RemoteAddr;
+use crate::share::ShareRegistry;
 use crate::store::{MemoryStore, SessionStore};
 use crate::{http as routes, sse, ws};
 use anyhow::Context as _;
@@ -43,10 +46,13 @@ pub async fn run(
     let clock = ServerClock::shared();
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
-    let (engine, engine_thread) = engine::spawn(&config, clock, metrics.clone(), store)
-        .context("starting the engine thread")?;
-    let ctx = Arc::new(AppContext::new(config, clock, metrics, engine));
-    let service = TowerToHyperService::new(service(ctx.clone()));
+    let share = Arc::new(ShareRegistry::new(config.share.settings()));
+    let (engine, engine_thread) =
+        engine::spawn(&config, clock, metrics.clone(), store, share.clone())
+            .context("starting the engine thread")?;
+    let ctx = Arc::new(AppContext::new(config, clock, metrics, engine, share));
+    let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
+    let service = service(ctx.clone());
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
     tracing::info!(addr = %listener.local_addr()?, "bandsync listening");
@@ -55,10 +61,16 @@ pub async fn run(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
+                    let service = TowerToHyperService::new(
+                        service.clone().map_request(move |mut req: Request<Incoming>| {
+                            req.extensions_mut().insert(RemoteAddr(peer));
+                            req
+                        }),
+                    );
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service.clone())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
                     let connection = graceful.watch(connection);
                     tokio::spawn(async move {
@@ -79,6 +91,7 @@ pub async fn run(
 
     tracing::info!("shutting down");
     drop(listener);
+    sweeper.abort();
     ctx.shutdown.cancel();
     let _ = ctx.engine.send(Inbound::Shutdown).await;
     ctx.tracker.close();
@@ -92,6 +105,22 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Ends idle share sessions and forgets ended ones, once a second.
+async fn sweep_share_sessions(ctx: Arc<AppContext>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        for session in ctx.share.sweep() {
+            let ended = ShareNotice::Ended {
+                session,
+                reason: "timeout",
+            };
+            let _ = ctx.engine.send(Inbound::Share(ended)).await;
+        }
+    }
 }
 
 fn cors(config: &Config) -> CorsLayer {
@@ -157,7 +186,13 @@ where
     if let Some(session_id) = path.strip_prefix("/sse/") {
         return sse::handle(req, ctx, session_id).await;
     }
-    let limit = ctx.config.max_http_body_bytes;
+    // The share API reads larger bodies (1 MB audio chunks, 5 MB metadata) and checks
+    // them itself, after the bearer token.
+    let limit = if path.starts_with("/api/share/") {
+        u64::MAX
+    } else {
+        ctx.config.max_http_body_bytes
+    };
     let too_large = req
         .headers()
         .get(header::CONTENT_LENGTH)

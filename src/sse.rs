@@ -68,6 +68,9 @@ async fn next_chunk(
         if drained.dropped_ticks > 0 {
             st.ctx.metrics.ticks_dropped.inc_by(drained.dropped_ticks);
         }
+        if drained.dropped_audio > 0 {
+            st.ctx.metrics.audio_dropped.inc_by(drained.dropped_audio);
+        }
         if !st.frames.is_empty() {
             let mut chunk = BytesMut::with_capacity(st.frames.iter().map(Bytes::len).sum());
             for frame in st.frames.drain(..) {

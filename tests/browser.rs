@@ -2,7 +2,8 @@
 //! `tests/browser/two_pages.mjs` (playwright-core driving Debian's Chromium) against it.
 //! A leader page, a follower page and an SSE listener page must stay in step through tempo,
 //! play, pause, seek and message changes; a screenshot of the follower lands in
-//! `target/browser-follower.png`.
+//! `target/browser-follower.png`. A second test runs `tests/browser/deflate.mjs`:
+//! Chromium's permessage-deflate against ours (`ws.extensions`, a large update both ways).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install -y chromium`) and node with npm. When either
 //! is missing the test fails with the install command, unless `BANDSYNC_SKIP_BROWSER=1`,
@@ -25,6 +26,21 @@ const NPM_TIMEOUT: Duration = Duration::from_secs(300);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_follower_and_sse_listener_stay_in_step_in_chromium() {
+    run_script("two_pages.mjs").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_negotiates_permessage_deflate() {
+    run_script("deflate.mjs").await;
+}
+
+/// One browser at a time: the scripts share one node project (installed once, by the
+/// first), and the page test measures timing that a second Chromium would disturb.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `tests/browser/<name>` against a fresh server; fails with its output if it fails.
+async fn run_script(name: &str) {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let project = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("browser");
@@ -61,7 +77,7 @@ async fn leader_follower_and_sse_listener_stay_in_step_in_chromium() {
 
     let server = common::TestServer::start().await;
     let base = server.http_url("/").trim_end_matches('/').to_owned();
-    let script = project.join("two_pages.mjs");
+    let script = project.join(name);
     let out = tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("node");
         cmd.arg(&script)
@@ -75,7 +91,7 @@ async fn leader_follower_and_sse_listener_stay_in_step_in_chromium() {
 
     assert!(
         out.success,
-        "tests/browser/two_pages.mjs failed:\n{}",
+        "tests/browser/{name} failed:\n{}",
         out.describe()
     );
     println!("{}", out.stdout);

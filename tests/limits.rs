@@ -1,4 +1,4 @@
-//! The server's explicit limits: `MAX_SESSIONS` (`SESSION_LIMIT`), `MAX_SESSION_MEMBERS`
+//! The server's explicit limits: `MAX_SYNC_SESSIONS` (`SESSION_LIMIT`), `MAX_SESSION_MEMBERS`
 //! (`SESSION_FULL`), `MAX_CONNECTIONS` (HTTP 503 `SERVER_FULL` for WebSocket and SSE), and
 //! `SNAPSHOT_MEMBER_LIMIT` (`membersTruncated`).
 
@@ -11,7 +11,7 @@ use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_sessions_refuses_a_new_session_but_not_an_existing_one() {
-    let server = TestServer::start_with(|c| c.max_sessions = 2).await;
+    let server = TestServer::start_with(|c| c.max_sync_sessions = 2).await;
     let (_a, _) = join_follower(&server, "one").await;
     let (_b, _) = join_follower(&server, "two").await;
     let mut c = connect(&server).await;

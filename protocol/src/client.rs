@@ -37,6 +37,8 @@ pub enum ClientEvent {
     SyncRequest,
     UpdateMessage(UpdateMessage),
     Heartbeat(Heartbeat),
+    ShareStart(ShareStart),
+    ShareStop,
 }
 
 impl ClientEvent {
@@ -53,6 +55,8 @@ impl ClientEvent {
             ClientEvent::SyncRequest => "sync_request",
             ClientEvent::UpdateMessage(_) => "update_message",
             ClientEvent::Heartbeat(_) => "heartbeat",
+            ClientEvent::ShareStart(_) => "share_start",
+            ClientEvent::ShareStop => "share_stop",
         }
     }
 
@@ -114,4 +118,11 @@ pub struct UpdateMessage {
 pub struct Heartbeat {
     /// The client's clock when it sent the heartbeat, in ms.
     pub t0: f64,
+}
+
+/// Extension: become the sharer of the current session (its id must be a 6-digit share id),
+/// authorized by the Music Share API's bearer token; then send binary audio frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShareStart {
+    pub token: String,
 }

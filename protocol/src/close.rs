@@ -4,12 +4,17 @@
 pub const NORMAL: u16 = 1000;
 /// The server is shutting down. Reconnect (with backoff) and resume.
 pub const GOING_AWAY: u16 = 1001;
-/// Invalid payload: a text frame that is not UTF-8 (tungstenite cannot read on after one).
+/// Invalid payload: a text frame that is not UTF-8 (tungstenite cannot read on after one),
+/// or a compressed message that is not valid DEFLATE data.
 pub const INVALID_PAYLOAD: u16 = 1007;
+/// Protocol error: the client broke the framing rules (for example RSV1 on a control or
+/// continuation frame under permessage-deflate). Do not reconnect with the same client.
+pub const PROTOCOL_ERROR: u16 = 1002;
 /// Policy violation: the socket kept sending past its rate limit. Reconnect only after
 /// slowing down.
 pub const POLICY_VIOLATION: u16 = 1008;
-/// A frame exceeded the hard frame-size cap (`MAX_FRAME_BYTES`). Do not resend it.
+/// A frame exceeded the hard frame-size cap (`MAX_FRAME_BYTES`), or a compressed message
+/// inflated beyond it. Do not resend it.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// No pong (or any frame) within `SOCKET_PING_TIMEOUT`. Reconnect and resume.
 pub const PING_TIMEOUT: u16 = 4000;

@@ -123,6 +123,11 @@ fn decode_event(kind: &str, data: Option<&str>) -> Result<ClientEvent, ProtocolE
         }
         "update_message" => ClientEvent::UpdateMessage(data_of(kind, data)?),
         "heartbeat" => ClientEvent::Heartbeat(data_of(kind, data)?),
+        "share_start" => ClientEvent::ShareStart(data_of(kind, data)?),
+        "share_stop" => {
+            no_data(kind)?;
+            ClientEvent::ShareStop
+        }
         other => {
             let mut shown: String = other.chars().take(64).collect();
             if shown.len() < other.len() {
@@ -202,6 +207,10 @@ pub fn encode_server_frame(event: &ServerEvent, id: Option<&RequestId>, timestam
         ServerEvent::Error(d) => serde_json::to_string(d),
         ServerEvent::RateLimitExceeded(d) => serde_json::to_string(d),
         ServerEvent::Shutdown(d) => serde_json::to_string(d),
+        ServerEvent::ShareStarted(d) => serde_json::to_string(d),
+        ServerEvent::ShareMetadata(d) => serde_json::to_string(d),
+        ServerEvent::ShareEnded(d) => serde_json::to_string(d),
+        ServerEvent::AudioChunk(d) => serde_json::to_string(d),
     };
     out.push_str(&data.expect("server events always serialize"));
     out.push('}');
@@ -345,6 +354,10 @@ mod tests {
                 text: "Verse 2".into(),
             }),
             ClientEvent::Heartbeat(Heartbeat { t0: 12.5 }),
+            ClientEvent::ShareStart(ShareStart {
+                token: "Bearer Token".into(),
+            }),
+            ClientEvent::ShareStop,
         ];
         for event in events {
             let text = encode_client_frame(&event, Some(&RequestId::from(3)));

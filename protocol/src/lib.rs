@@ -6,6 +6,7 @@
 //! timeline model (`beat + (t - anchorTime) * tempo / 60000`). It knows nothing of sockets:
 //! no tokio, warp or tungstenite, so any client can depend on it.
 
+pub mod audio;
 pub mod client;
 pub mod close;
 pub mod envelope;

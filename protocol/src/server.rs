@@ -18,6 +18,10 @@ pub enum ServerEvent {
     Error(ErrorEvent),
     RateLimitExceeded(RateLimitExceeded),
     Shutdown(Shutdown),
+    ShareStarted(ShareStarted),
+    ShareMetadata(ShareMetadata),
+    ShareEnded(ShareEnded),
+    AudioChunk(AudioChunk),
 }
 
 impl ServerEvent {
@@ -33,6 +37,10 @@ impl ServerEvent {
             ServerEvent::Error(_) => "error",
             ServerEvent::RateLimitExceeded(_) => "rate_limit_exceeded",
             ServerEvent::Shutdown(_) => "shutdown",
+            ServerEvent::ShareStarted(_) => "share_started",
+            ServerEvent::ShareMetadata(_) => "share_metadata",
+            ServerEvent::ShareEnded(_) => "share_ended",
+            ServerEvent::AudioChunk(_) => "audio_chunk",
         }
     }
 }
@@ -137,4 +145,49 @@ pub struct RateLimitExceeded {
 #[serde(rename_all = "camelCase")]
 pub struct Shutdown {
     pub reason: String,
+}
+
+/// Extension: reply to `share_start`: this connection may now send binary audio frames
+/// into its session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareStarted {
+    pub session_id: String,
+}
+
+/// Extension: the sharer's now-playing metadata, as posted (title, artist, lyrics, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareMetadata {
+    pub session_id: String,
+    pub metadata: serde_json::Value,
+}
+
+/// Extension: the share ended (`stopped` by the sharer, or `timeout` after inactivity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareEnded {
+    pub session_id: String,
+    pub reason: String,
+    /// Seconds the share lasted; in the reply to the sharer's own `share_stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_duration: Option<f64>,
+    /// Bytes of audio relayed; in the reply to the sharer's own `share_stop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_transferred: Option<u64>,
+}
+
+/// Extension, SSE only: one audio chunk as JSON (WebSocket receivers get binary frames,
+/// see `crate::audio`). `data` is base64 of interleaved little-endian samples in `format`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioChunk {
+    pub session_id: String,
+    pub sequence_number: i64,
+    pub sample_rate: u32,
+    pub channels: u16,
+    /// `f32` or `i16`.
+    pub format: String,
+    pub timestamp: f64,
+    pub data: String,
 }

@@ -50,6 +50,8 @@ impl Engine {
             ClientEvent::LeaveSession => self.leave(key, Departure::Left),
             ClientEvent::SetRole(request) => self.set_role(key, id, &session_id, request.role),
             ClientEvent::SyncRequest => self.reply_state(key, id, &session_id),
+            ClientEvent::ShareStart(start) => self.share_start(key, id, &session_id, &start.token),
+            ClientEvent::ShareStop => self.share_stop(key, id),
             ClientEvent::UpdateMessage(UpdateMessage { text }) => {
                 let session = self.sessions.get_mut(&session_id).unwrap();
                 if session.message == text {

@@ -1,10 +1,12 @@
-//! Encoding once and queueing the shared bytes for every recipient; ticks.
+//! Encoding (and compressing) once and queueing the shared bytes for every recipient;
+//! ticks.
 
 use super::session::Session;
 use super::{ConnKey, Engine, Peer};
 use crate::frames::{sse_event, WsFrame};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, PushError};
+use crate::ws::deflate::Deflater;
 use bandsync_protocol::server::{RoomStats, ScrollTick};
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::Bytes;
@@ -15,8 +17,8 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// Writers to wake once the current batch or tick is fully queued.
 #[derive(Default)]
 pub(super) struct Wakes {
-    ws: Vec<Arc<Outbox<WsFrame>>>,
-    sse: Vec<Arc<Outbox<Bytes>>>,
+    pub(super) ws: Vec<Arc<Outbox<WsFrame>>>,
+    pub(super) sse: Vec<Arc<Outbox<Bytes>>>,
 }
 
 impl Wakes {
@@ -31,7 +33,7 @@ impl Wakes {
 }
 
 /// Records the outcome of one push: a writer to wake, or a slow client to count.
-fn after_push<F>(
+pub(super) fn after_push<F>(
     result: Result<bool, PushError>,
     outbox: &Arc<Outbox<F>>,
     wakes: &mut Vec<Arc<Outbox<F>>>,
@@ -53,11 +55,24 @@ fn after_push<F>(
     }
 }
 
+/// The frame for an encoded envelope: compressed too, once, when it is over
+/// `COMPRESSION_THRESHOLD` and `wanted()` says some recipient negotiated deflate (asked
+/// only for large messages, so small ones cost no scan).
+fn ws_frame(json: String, deflater: &mut Deflater, wanted: impl FnOnce() -> bool) -> WsFrame {
+    let deflated = if deflater.worthwhile(json.len()) && wanted() {
+        deflater.deflate(json.as_bytes())
+    } else {
+        None
+    };
+    WsFrame::shared(Utf8Bytes::from(json), deflated)
+}
+
 /// Encodes `event` once and queues it for every member (except `except`) and listener.
 pub(super) fn broadcast(
     session: &mut Session,
     wakes: &mut Wakes,
     metrics: &Metrics,
+    deflater: &mut Deflater,
     event: &ServerEvent,
     now_ms: f64,
     except: Option<ConnKey>,
@@ -65,10 +80,15 @@ pub(super) fn broadcast(
     let json = encode_server_frame(event, None, now_ms);
     let id = session.next_event_id();
     let sse = sse_event(id, &json);
-    let text = Utf8Bytes::from(json);
+    let members = &session.members;
+    let frame = ws_frame(json, deflater, || {
+        members
+            .iter()
+            .any(|(key, outbox)| Some(*key) != except && outbox.deflate())
+    });
     for (key, outbox) in &session.members {
         if Some(*key) != except {
-            let result = outbox.push(WsFrame::Text(text.clone()));
+            let result = outbox.push(frame.clone());
             after_push(result, outbox, &mut wakes.ws, metrics, &session.id);
         }
     }
@@ -79,7 +99,8 @@ pub(super) fn broadcast(
     session.remember(id, sse);
 }
 
-/// Queues the session's next `scroll_tick` for everyone, if it is playing.
+/// Queues the session's next `scroll_tick` for everyone, if it is playing. Ticks (about
+/// 200 bytes) are always below `COMPRESSION_THRESHOLD` and go out plain.
 fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64) {
     if !session.transport.playing || session.audience() == 0 {
         return;
@@ -132,6 +153,7 @@ impl Engine {
                 session,
                 &mut self.wakes,
                 &self.metrics,
+                &mut self.deflater,
                 event,
                 now_ms,
                 except,
@@ -148,7 +170,9 @@ impl Engine {
         let session = conn.session.as_deref().unwrap_or("");
         match &conn.peer {
             Peer::Ws(outbox) => {
-                let result = outbox.push(WsFrame::Text(Utf8Bytes::from(json)));
+                // A large snapshot is compressed for this one recipient if it asked.
+                let frame = ws_frame(json, &mut self.deflater, || outbox.deflate());
+                let result = outbox.push(frame);
                 after_push(result, outbox, &mut self.wakes.ws, &self.metrics, session);
             }
             Peer::Sse(outbox) => {
@@ -188,6 +212,10 @@ impl Engine {
                 still_dirty.push(session_id);
                 continue;
             }
+            self.share_audience_changed(&session_id);
+            let Some(session) = self.sessions.get_mut(&session_id) else {
+                continue;
+            };
             session.stats_sent_at = Some(now);
             let event = ServerEvent::RoomStats(RoomStats {
                 session_id: session.id.to_string(),
@@ -200,6 +228,7 @@ impl Engine {
                 session,
                 &mut self.wakes,
                 &self.metrics,
+                &mut self.deflater,
                 &event,
                 now_ms,
                 None,

@@ -52,6 +52,10 @@ pub enum Inbound {
         session_id: String,
         reply: oneshot::Sender<Option<super::SessionInfo>>,
     },
+    /// A binary frame from a WebSocket (audio from a sharer).
+    AudioIn { key: ConnKey, frame: Bytes },
+    /// A change made through the Music Share REST API, for push receivers.
+    Share(super::ShareNotice),
     /// Close every connection (1001 / final SSE event) and stop.
     Shutdown,
 }

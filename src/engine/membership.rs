@@ -37,16 +37,17 @@ impl Engine {
                 session: None,
                 peer: Peer::Ws(outbox),
                 resume_token: None,
+                sharing: None,
             },
         );
     }
 
-    /// The live session, revived from the store, or new (within `MAX_SESSIONS`).
+    /// The live session, revived from the store, or new (within `MAX_SYNC_SESSIONS`).
     fn session_for_join(&mut self, session_id: &str) -> Result<Arc<str>, ProtocolError> {
         if let Some((id, _)) = self.sessions.get_key_value(session_id) {
             return Ok(id.clone());
         }
-        if self.sessions.len() >= self.settings.max_sessions {
+        if self.sessions.len() >= self.settings.max_sync_sessions {
             return Err(ProtocolError::new(
                 ErrorCode::SessionLimit,
                 "the server holds its maximum number of sessions",
@@ -154,6 +155,7 @@ impl Engine {
             self.state_changed(&session_id, Some(key));
         }
         self.stats_changed(&session_id);
+        self.share_burst(key, &session_id);
         tracing::debug!(session = %session_id, resumed, ?role, "joined");
     }
 
@@ -255,6 +257,7 @@ impl Engine {
             return;
         }
         if let Some(session) = self.sessions.remove(session_id) {
+            self.report_push_audience(session_id, 0);
             self.store.save(&session.record(), self.settings.retention);
             self.stats_dirty.remove(session_id);
             self.metrics.sessions.set(self.sessions.len() as i64);
@@ -280,6 +283,7 @@ impl Engine {
                 session: Some(session_id.clone()),
                 peer: Peer::Sse(outbox.clone()),
                 resume_token: None,
+                sharing: None,
             },
         );
         let replay = last_event_id.and_then(|last| self.sessions[&session_id].replay_after(last));
@@ -299,6 +303,7 @@ impl Engine {
             session.listeners.insert(key, outbox);
         }
         self.stats_changed(&session_id);
+        self.share_burst(key, &session_id);
         Ok(())
     }
 

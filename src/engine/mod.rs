@@ -23,6 +23,9 @@ pub mod inbound;
 mod membership;
 pub mod resume;
 mod session;
+mod share;
+
+pub use share::ShareNotice;
 
 pub use inbound::{ConnKey, EngineHandle, Inbound};
 
@@ -32,6 +35,7 @@ use crate::frames::WsFrame;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::store::SessionStore;
+use crate::ws::deflate::{codec, Deflater};
 use bandsync_protocol::server::{Member, SessionState};
 use bandsync_protocol::Role;
 use bytes::Bytes;
@@ -77,6 +81,8 @@ struct Conn {
     session: Option<Arc<str>>,
     peer: Peer,
     resume_token: Option<String>,
+    /// The share session this connection streams audio into (after `share_start`).
+    sharing: Option<Arc<str>>,
 }
 
 /// Engine settings, copied out of [`Config`] once.
@@ -87,7 +93,7 @@ struct Settings {
     max_batch: usize,
     recovery_window: Duration,
     retention: Duration,
-    max_sessions: usize,
+    max_sync_sessions: usize,
     max_session_members: usize,
     snapshot_member_limit: usize,
     room_stats_interval: Duration,
@@ -104,6 +110,13 @@ pub struct Engine {
     resume: ResumeRegistry,
     stats_dirty: HashSet<Arc<str>>,
     wakes: Wakes,
+    /// Compresses large broadcasts once for every member that negotiated permessage-deflate.
+    /// Owned by this thread, so one compressor serves every session without a lock.
+    deflater: Deflater,
+    /// The Music Share relay: audio and metadata pushed to this engine's receivers.
+    share: Arc<crate::share::ShareRegistry>,
+    /// How much recent audio a receiver gets when it arrives.
+    audio_burst: Duration,
 }
 
 /// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
@@ -113,6 +126,7 @@ pub fn spawn(
     clock: ServerClock,
     metrics: Arc<Metrics>,
     store: Arc<dyn SessionStore>,
+    share: Arc<crate::share::ShareRegistry>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let on_full = {
         let metrics = metrics.clone();
@@ -126,7 +140,7 @@ pub fn spawn(
             max_batch: config.max_event_batch_size,
             recovery_window: config.recovery_window(),
             retention: config.session_retention(),
-            max_sessions: config.max_sessions,
+            max_sync_sessions: config.max_sync_sessions,
             max_session_members: config.max_session_members,
             snapshot_member_limit: config.snapshot_member_limit,
             room_stats_interval: config.room_stats_interval(),
@@ -140,6 +154,9 @@ pub fn spawn(
         resume: ResumeRegistry::default(),
         stats_dirty: HashSet::new(),
         wakes: Wakes::default(),
+        deflater: Deflater::new(codec::LEVEL, config.compression_threshold),
+        share,
+        audio_burst: config.share.audio_burst(),
     };
     let alive = handle.alive_flag();
     let thread = std::thread::Builder::new()
@@ -300,6 +317,8 @@ impl Engine {
             Inbound::Query { session_id, reply } => {
                 let _ = reply.send(self.session_info(&session_id));
             }
+            Inbound::AudioIn { key, frame } => self.audio_in(key, frame),
+            Inbound::Share(notice) => self.share_notice(notice),
             Inbound::Shutdown => self.shutdown(),
         }
     }

@@ -33,6 +33,15 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// Every warp route, with rejections turned into the contract's JSON errors.
 pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
+    let share_registry = ctx.share.clone();
+    let engine = ctx.engine.clone();
+    let notify: crate::share::api::Notify = Arc::new(move |notice| {
+        // The HTTP handler must not wait on the engine: a full queue only delays push
+        // receivers, and pollers still have the chunk in the buffer.
+        if engine.try_send(Inbound::Share(notice)).is_err() {
+            tracing::debug!("engine queue full; a share notice for push receivers was skipped");
+        }
+    });
     let with_ctx = warp::any().map(move || ctx.clone());
     let index = warp::path::end().map(|| with_type(INDEX_HTML, "text/html; charset=utf-8"));
     let app_js = warp::path!("app.js").map(|| with_type(APP_JS, "text/javascript; charset=utf-8"));
@@ -62,22 +71,23 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(with_ctx)
         .and_then(session_info);
-    warp::get()
-        .or(warp::head())
+    let share = crate::share::api::routes(share_registry, notify);
+    let plain = warp::get().or(warp::head()).unify().and(
+        index
+            .or(app_js)
+            .unify()
+            .or(style)
+            .unify()
+            .or(health)
+            .unify()
+            .or(metrics)
+            .unify()
+            .or(sessions)
+            .unify(),
+    );
+    share
+        .or(plain)
         .unify()
-        .and(
-            index
-                .or(app_js)
-                .unify()
-                .or(style)
-                .unify()
-                .or(health)
-                .unify()
-                .or(metrics)
-                .unify()
-                .or(sessions)
-                .unify(),
-        )
         .recover(rejection_to_json)
         .unify()
         .boxed()
@@ -127,6 +137,12 @@ async fn rejection_to_json(rejection: Rejection) -> Result<Response, Infallible>
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
             "method not allowed on this route",
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        json_error(
+            StatusCode::LENGTH_REQUIRED,
+            "LENGTH_REQUIRED",
+            "send a Content-Length with the body",
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         json_error(

@@ -5,6 +5,7 @@
 //! replies, heartbeats, so `t1` is stamped at the read), and queues the rest for the
 //! engine. The writer is the only task that writes to the socket.
 
+use super::deflate::{self, InflateError, InflateStream};
 use super::ratelimit::{SocketRateLimit, Verdict};
 use crate::context::{AppContext, ConnectionPermit};
 use crate::engine::{ConnKey, Inbound};
@@ -29,7 +30,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type Socket = WebSocketStream<InflateStream<TokioIo<Upgraded>>>;
 
 /// How long we wait for the peer's half of the close handshake after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -39,12 +40,13 @@ fn elapsed_ms(ctx: &AppContext) -> u64 {
     (ctx.clock.uptime_secs() * 1000.0) as u64
 }
 
-pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermit) {
+/// Serves one upgraded socket; `deflate` says whether permessage-deflate was negotiated.
+pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermit, deflate: bool) {
     let key = ctx.next_key();
-    let span = tracing::debug_span!("ws", conn = key);
+    let span = tracing::debug_span!("ws", conn = key, deflate);
     async move {
         let _permit = permit;
-        let outbox = Arc::new(Outbox::new(ctx.outbox_limits()));
+        let outbox = Arc::new(Outbox::new(ctx.outbox_limits()).with_deflate(deflate));
         let open = Inbound::OpenWs {
             key,
             outbox: outbox.clone(),
@@ -95,6 +97,12 @@ fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
         CloseReason::RateLimited => (close::POLICY_VIOLATION, "rate limit exceeded repeatedly"),
         CloseReason::PingTimeout => (close::PING_TIMEOUT, "no pong within SOCKET_PING_TIMEOUT"),
         CloseReason::FrameTooBig => (close::MESSAGE_TOO_BIG, "frame exceeds MAX_FRAME_BYTES"),
+        CloseReason::InflatedTooBig => (
+            close::MESSAGE_TOO_BIG,
+            "compressed message inflates beyond MAX_FRAME_BYTES",
+        ),
+        CloseReason::CorruptCompression => (close::INVALID_PAYLOAD, "invalid compressed data"),
+        CloseReason::ProtocolViolation => (close::PROTOCOL_ERROR, "permessage-deflate violation"),
         CloseReason::InvalidPayload => (close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
         CloseReason::PeerGone => return None,
     };
@@ -119,6 +127,8 @@ async fn write_loop(
     let mut frames: Vec<WsFrame> = Vec::with_capacity(16);
     let sent = ctx.metrics.messages_out.with_label_values(&["ws"]);
     let sent_bytes = ctx.metrics.bytes_out.with_label_values(&["ws"]);
+    let sent_deflated = ctx.metrics.deflate_messages.with_label_values(&["out"]);
+    let deflate = outbox.deflate();
     loop {
         tokio::select! {
             () = outbox.ready() => {}
@@ -133,26 +143,46 @@ async fn write_loop(
             () = &mut shutdown, if !outbox.is_closed() => outbox.close(CloseReason::Shutdown),
         }
         let drained = outbox.drain_into(&mut frames);
-        let (mut count, mut bytes) = (0u64, 0u64);
+        let (mut count, mut bytes, mut deflated_count) = (0u64, 0u64, 0u64);
         for frame in frames.drain(..) {
-            let text = match frame {
-                WsFrame::Text(text) => text,
+            // Bytes counts the payload as written: compressed when it went out compressed.
+            let message = match frame {
+                WsFrame::Deflated { deflated, .. } if deflate => {
+                    deflated_count += 1;
+                    bytes += deflated.len() as u64;
+                    deflate::compressed_text(deflated)
+                }
+                WsFrame::Text(text) | WsFrame::Deflated { text, .. } => {
+                    bytes += text.len() as u64;
+                    Message::Text(text)
+                }
+                WsFrame::Binary(audio) => {
+                    bytes += audio.len() as u64;
+                    Message::Binary(audio)
+                }
                 WsFrame::Heartbeat { id, t0, t1 } => {
                     let t2 = ctx.clock.now_ms();
                     let reply = ServerEvent::HeartbeatResponse(HeartbeatResponse { t0, t1, t2 });
-                    Utf8Bytes::from(encode_server_frame(&reply, id.as_ref(), t2))
+                    let text = Utf8Bytes::from(encode_server_frame(&reply, id.as_ref(), t2));
+                    bytes += text.len() as u64;
+                    Message::Text(text)
                 }
             };
             count += 1;
-            bytes += text.len() as u64;
-            if sink.feed(Message::Text(text)).await.is_err() {
+            if sink.feed(message).await.is_err() {
                 return;
             }
         }
         sent.inc_by(count);
         sent_bytes.inc_by(bytes);
+        if deflated_count > 0 {
+            sent_deflated.inc_by(deflated_count);
+        }
         if drained.dropped_ticks > 0 {
             ctx.metrics.ticks_dropped.inc_by(drained.dropped_ticks);
+        }
+        if drained.dropped_audio > 0 {
+            ctx.metrics.audio_dropped.inc_by(drained.dropped_audio);
         }
         if let Some(reason) = drained.closed {
             if let Some(frame) = close_frame(reason) {
@@ -191,6 +221,25 @@ fn reply_error(
         &ServerEvent::Error(ErrorEvent { code, message }),
         id,
     );
+}
+
+/// Ends a connection whose compressed message was refused: an `error` event saying why,
+/// then close 1009 (inflates beyond `MAX_FRAME_BYTES`), 1007 (not DEFLATE data) or 1002
+/// (RSV1 where it is not allowed). Only this socket is affected.
+fn refuse_compressed(error: &std::io::Error, outbox: &Outbox<WsFrame>, ctx: &AppContext) {
+    let Some(failure) = deflate::inflate_error(error) else {
+        return;
+    };
+    let reason = match failure {
+        InflateError::TooBig { .. } => CloseReason::InflatedTooBig,
+        InflateError::Corrupt => CloseReason::CorruptCompression,
+        InflateError::Protocol(_) => CloseReason::ProtocolViolation,
+    };
+    let code = close_frame(reason).map_or(0, |f| u16::from(f.code));
+    tracing::info!(%failure, code, "refusing a compressed message; closing");
+    let message = format!("{failure}; closing ({code})");
+    reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+    outbox.close(reason);
 }
 
 /// Applies the rate limit to one incoming frame. Returns false when the socket must close.
@@ -244,9 +293,16 @@ async fn read_loop(
                     Some(false) => continue,
                     Some(true) => {}
                 }
-                let message =
-                    "binary frames are not accepted here; send JSON text frames".to_owned();
-                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+                // Binary frames are audio (protocol/src/audio.rs); the engine checks that
+                // this connection is an authorized sharer and decodes the header.
+                if ctx
+                    .engine
+                    .send(Inbound::AudioIn { key, frame: data })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 continue;
             }
             // Pings are answered by tungstenite; a Close is answered on the next poll,
@@ -266,6 +322,10 @@ async fn read_loop(
                 let message = "text frame is not valid UTF-8; closing (1007)".to_owned();
                 reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
                 outbox.close(CloseReason::InvalidPayload);
+                return;
+            }
+            Err(WsError::Io(error)) if deflate::inflate_error(&error).is_some() => {
+                refuse_compressed(&error, outbox, ctx);
                 return;
             }
             Err(error) => {

@@ -1,7 +1,8 @@
-//! The WebSocket transport at `GET /ws`: our own HTTP upgrade (so later extensions such as
-//! permessage-deflate can be negotiated here), then one reader and one writer per socket.
+//! The WebSocket transport at `GET /ws`: our own HTTP upgrade (where permessage-deflate is
+//! negotiated), then one reader and one writer per socket.
 
 mod connection;
+pub mod deflate;
 mod ratelimit;
 pub mod upgrade;
 

@@ -1,8 +1,9 @@
 //! The HTTP/1.1 upgrade to WebSocket (RFC 6455 section 4.2), done here rather than by
-//! warp's `ws()` filter: warp cannot negotiate extensions, and permessage-deflate must be
-//! negotiated on this same handshake later.
+//! warp's `ws()` filter: warp cannot negotiate extensions, and permessage-deflate is
+//! negotiated on this same handshake (see [`super::deflate`]).
 
 use super::connection;
+use super::deflate::{self, InflateStream};
 use crate::context::AppContext;
 use crate::http::errors::{error_response, full, Body};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -71,6 +72,13 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         );
     };
     let accept = derive_accept_key(key.as_bytes());
+    let agreement = if ctx.config.ws_deflate {
+        let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
+        deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
+    } else {
+        None
+    };
+    let deflate = agreement.is_some();
     let Some(permit) = ctx.try_acquire_connection() else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -88,13 +96,13 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
     ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                connection::serve(socket, task_ctx, permit).await;
+                // Compressed messages inflate up to the same cap as any other message.
+                let inflate_limit = deflate.then_some(task_ctx.config.max_frame_bytes);
+                let inflated = task_ctx.metrics.deflate_messages.with_label_values(&["in"]);
+                let io =
+                    InflateStream::new(TokioIo::new(upgraded), inflate_limit).counting(inflated);
+                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                connection::serve(socket, task_ctx, permit, deflate).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
@@ -114,5 +122,11 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         header::SEC_WEBSOCKET_ACCEPT,
         header::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
+    if let Some(agreement) = agreement {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::HeaderValue::from_static(agreement.header_value()),
+        );
+    }
     response
 }

@@ -104,6 +104,32 @@ pub fn describe(frame: &ServerFrame) -> String {
         ServerEvent::Error(e) => write!(out, " {}: {}", e.code, e.message),
         ServerEvent::RateLimitExceeded(r) => write!(out, " retry after {} ms", r.retry_after_ms),
         ServerEvent::Shutdown(s) => write!(out, " reason={:?}", s.reason),
+        ServerEvent::ShareStarted(s) => write!(out, " session={}", s.session_id),
+        ServerEvent::ShareMetadata(m) => {
+            let field = |k: &str| {
+                m.metadata
+                    .get(k)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            write!(
+                out,
+                " title={:?} artist={:?}",
+                field("title"),
+                field("artist")
+            )
+        }
+        ServerEvent::ShareEnded(e) => write!(out, " session={} reason={}", e.session_id, e.reason),
+        ServerEvent::AudioChunk(c) => write!(
+            out,
+            " #{} {} Hz x{} {} ({} base64 chars)",
+            c.sequence_number,
+            c.sample_rate,
+            c.channels,
+            c.format,
+            c.data.len()
+        ),
     };
     out
 }

@@ -1,0 +1,283 @@
+//! Music Share push delivery: a share session is the bandsync session with the same id, so
+//! its WebSocket members get audio as binary frames and its SSE listeners as JSON events,
+//! plus now-playing metadata and the end of the share. A WebSocket client may also share:
+//! `share_start` with the API's bearer token, then binary audio frames.
+
+use super::fanout::after_push;
+use super::{ConnKey, Engine, Peer};
+use crate::frames::{sse_event, WsFrame};
+use crate::share::audio::AudioChunk;
+use crate::share::{auth, valid_id, ShareError};
+use bandsync_protocol::audio::decode_audio_frame;
+use bandsync_protocol::server::{self as events, ErrorEvent, RateLimitExceeded};
+use bandsync_protocol::{encode_server_frame, ErrorCode, ProtocolError, RequestId, ServerEvent};
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// What the HTTP side of the share API tells the engine, so push receivers get it too.
+#[derive(Debug, Clone)]
+pub enum ShareNotice {
+    Metadata {
+        session: String,
+        json: Bytes,
+    },
+    Audio {
+        session: String,
+        chunk: Arc<AudioChunk>,
+    },
+    /// `reason`: `stopped` (by the sharer) or `timeout` (inactivity).
+    Ended {
+        session: String,
+        reason: &'static str,
+    },
+}
+
+/// The error event for a share API refusal.
+fn share_error(error: &ShareError) -> ServerEvent {
+    let code = match error {
+        ShareError::Unauthorized(_) => ErrorCode::Unauthorized,
+        ShareError::InvalidSessionId => ErrorCode::InvalidSessionId,
+        ShareError::TooManySessions(_) => ErrorCode::SessionLimit,
+        ShareError::NotFound | ShareError::Ended => ErrorCode::NotInSession,
+        _ => ErrorCode::InvalidMessage,
+    };
+    ServerEvent::Error(ErrorEvent {
+        code,
+        message: error.to_string(),
+    })
+}
+
+impl Engine {
+    /// `share_start {token}`: this connection becomes a sharer of its session.
+    pub(super) fn share_start(
+        &mut self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        session_id: &Arc<str>,
+        token: &str,
+    ) {
+        let configured = self.share.settings().bearer_token.clone();
+        if let Err(denied) = auth::check(configured.as_deref(), Some(token.as_bytes())) {
+            let error = ProtocolError::new(ErrorCode::Unauthorized, denied.message());
+            return self.reply_error(key, id.as_ref(), error);
+        }
+        if !valid_id(session_id) {
+            let error = ProtocolError::new(
+                ErrorCode::InvalidSessionId,
+                "share sessions have 6-digit ids",
+            );
+            return self.reply_error(key, id.as_ref(), error);
+        }
+        if let Err(e) = self.share.attach_or_start(session_id, self.clock.now_ms()) {
+            return self.send_to(key, &share_error(&e), id.as_ref());
+        }
+        if let Some(conn) = self.conns.get_mut(&key) {
+            conn.sharing = Some(session_id.clone());
+        }
+        let started = ServerEvent::ShareStarted(events::ShareStarted {
+            session_id: session_id.to_string(),
+        });
+        self.send_to(key, &started, id.as_ref());
+    }
+
+    /// `share_stop`: ends the share this connection runs; the sharer gets the totals.
+    pub(super) fn share_stop(&mut self, key: ConnKey, id: Option<RequestId>) {
+        let Some(session_id) = self.conns.get_mut(&key).and_then(|c| c.sharing.take()) else {
+            let error =
+                ProtocolError::new(ErrorCode::NotInSession, "this connection is not sharing");
+            return self.reply_error(key, id.as_ref(), error);
+        };
+        match self.share.stop(&session_id) {
+            Ok((duration, bytes)) => {
+                let ended = ServerEvent::ShareEnded(events::ShareEnded {
+                    session_id: session_id.to_string(),
+                    reason: "stopped".into(),
+                    session_duration: Some(duration),
+                    bytes_transferred: Some(bytes),
+                });
+                self.send_to(key, &ended, id.as_ref());
+                self.broadcast(&session_id, &ended, Some(key));
+            }
+            Err(e) => self.send_to(key, &share_error(&e), id.as_ref()),
+        }
+    }
+
+    /// A binary frame from a WebSocket: audio from an authorized sharer.
+    pub(super) fn audio_in(&mut self, key: ConnKey, frame: Bytes) {
+        let Some(session_id) = self.conns.get(&key).and_then(|c| c.sharing.clone()) else {
+            // For anyone but a sharer a binary frame is just not a valid (JSON) frame.
+            let error = ProtocolError::new(
+                ErrorCode::InvalidMessage,
+                "binary frames carry shared audio: send share_start with the share token first",
+            );
+            return self.reply_error(key, None, error);
+        };
+        let (header, samples) = match decode_audio_frame(&frame) {
+            Ok((header, samples)) => (header, frame.slice_ref(samples)),
+            Err(e) => {
+                return self.reply_error(
+                    key,
+                    None,
+                    ProtocolError::new(ErrorCode::InvalidMessage, e.to_string()),
+                )
+            }
+        };
+        match self.share.post_audio_frame(&session_id, header, samples) {
+            Ok(chunk) => {
+                self.metrics.audio_chunks_in.inc();
+                self.fan_out_audio(&session_id, &chunk, Some(key));
+            }
+            Err(ShareError::RateLimited { retry_after_ms, .. }) => {
+                let event = ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms });
+                self.send_to(key, &event, None);
+            }
+            Err(e) => self.send_to(key, &share_error(&e), None),
+        }
+    }
+
+    /// A change made through the REST API, pushed to the session's receivers.
+    pub(super) fn share_notice(&mut self, notice: ShareNotice) {
+        match notice {
+            ShareNotice::Metadata { session, json } => {
+                if let Some(event) = metadata_event(&session, &json) {
+                    self.broadcast(&session, &event, None);
+                }
+            }
+            ShareNotice::Audio { session, chunk } => {
+                self.metrics.audio_chunks_in.inc();
+                self.fan_out_audio(&session, &chunk, None);
+            }
+            ShareNotice::Ended { session, reason } => {
+                for conn in self.conns.values_mut() {
+                    if conn.sharing.as_deref() == Some(session.as_str()) {
+                        conn.sharing = None;
+                    }
+                }
+                let ended = ServerEvent::ShareEnded(events::ShareEnded {
+                    session_id: session.clone(),
+                    reason: reason.into(),
+                    session_duration: None,
+                    bytes_transferred: None,
+                });
+                self.broadcast(&session, &ended, None);
+            }
+        }
+    }
+
+    /// Queues one chunk for every receiver: the binary frame (made once) for WebSocket
+    /// members, the JSON event (made once) for SSE listeners. Audio is drop-oldest per
+    /// receiver, so a slow receiver loses old audio and never holds up the others.
+    fn fan_out_audio(
+        &mut self,
+        session_id: &str,
+        chunk: &Arc<AudioChunk>,
+        except: Option<ConnKey>,
+    ) {
+        let now_ms = self.clock.now_ms();
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        let frame = WsFrame::Binary(chunk.ws_frame().clone());
+        for (key, outbox) in &session.members {
+            if Some(*key) != except {
+                let result = outbox.push_audio(frame.clone());
+                after_push(
+                    result,
+                    outbox,
+                    &mut self.wakes.ws,
+                    &self.metrics,
+                    &session.id,
+                );
+            }
+        }
+        if !session.listeners.is_empty() {
+            let json = encode_server_frame(&audio_event(session_id, chunk), None, now_ms);
+            let sse = sse_event(session.next_event_id(), &json);
+            for outbox in session.listeners.values() {
+                let result = outbox.push_audio(sse.clone());
+                after_push(
+                    result,
+                    outbox,
+                    &mut self.wakes.sse,
+                    &self.metrics,
+                    &session.id,
+                );
+            }
+        }
+    }
+
+    /// A receiver that just arrived gets the current metadata and the last `AUDIO_BURST_MS`
+    /// of audio at once, so playback can start without waiting for the buffer to refill.
+    pub(super) fn share_burst(&mut self, key: ConnKey, session_id: &str) {
+        if !valid_id(session_id) {
+            return;
+        }
+        if let Some(event) = self
+            .share
+            .current_metadata(session_id)
+            .and_then(|json| metadata_event(session_id, &json))
+        {
+            self.send_to(key, &event, None);
+        }
+        let chunks = self
+            .share
+            .recent_audio(session_id, self.audio_burst.as_secs_f64());
+        if chunks.is_empty() {
+            return;
+        }
+        let now_ms = self.clock.now_ms();
+        let next_id = self.sessions.get(session_id).map_or(0, |s| s.event_seq);
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        for chunk in chunks {
+            let result = match &conn.peer {
+                Peer::Ws(outbox) => outbox.push_audio(WsFrame::Binary(chunk.ws_frame().clone())),
+                Peer::Sse(outbox) => {
+                    let json = encode_server_frame(&audio_event(session_id, &chunk), None, now_ms);
+                    outbox.push_audio(sse_event(next_id, &json))
+                }
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        match &conn.peer {
+            Peer::Ws(outbox) => outbox.wake(),
+            Peer::Sse(outbox) => outbox.wake(),
+        }
+    }
+
+    /// Tells the share registry a session's current push audience (with its `room_stats`).
+    pub(super) fn share_audience_changed(&self, session_id: &str) {
+        let audience = self.sessions.get(session_id).map_or(0, |s| s.audience());
+        self.report_push_audience(session_id, audience);
+    }
+
+    /// Tells the share registry how many push receivers a session has (`listenerCount`).
+    pub(super) fn report_push_audience(&self, session_id: &str, audience: usize) {
+        if valid_id(session_id) {
+            self.share.set_push_audience(session_id, audience);
+        }
+    }
+}
+
+fn metadata_event(session_id: &str, json: &[u8]) -> Option<ServerEvent> {
+    let metadata = serde_json::from_slice(json).ok()?;
+    Some(ServerEvent::ShareMetadata(events::ShareMetadata {
+        session_id: session_id.to_owned(),
+        metadata,
+    }))
+}
+
+fn audio_event(session_id: &str, chunk: &AudioChunk) -> ServerEvent {
+    ServerEvent::AudioChunk(events::AudioChunk {
+        session_id: session_id.to_owned(),
+        sequence_number: chunk.header.sequence,
+        sample_rate: chunk.header.sample_rate,
+        channels: chunk.header.channels,
+        format: chunk.header.format.as_str().to_owned(),
+        timestamp: chunk.header.timestamp,
+        data: chunk.base64().to_owned(),
+    })
+}

@@ -1,0 +1,379 @@
+//! The Music Share REST API, exactly as the seed specifies it (paths, bodies, status
+//! codes), plus the JSON error format `{"success": false, "error", "code", "timestamp"}`.
+//!
+//! Every handler checks the bearer token first, then parses the body itself, so a bad body
+//! gets the seed's 400 with our error format rather than a framework rejection.
+
+use super::audio::{ChunkBody, F32_BYTES};
+use super::{auth, ShareError, ShareRegistry, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
+use crate::engine::ShareNotice;
+use crate::http::errors::now_ms;
+use base64::Engine as _;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+/// The peer address of the HTTP connection, put in the request's extensions by the server,
+/// so that pollers can be counted as listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// Hands a change to the engine so push receivers (WebSocket, SSE) get it too.
+pub type Notify = Arc<dyn Fn(ShareNotice) + Send + Sync>;
+
+/// Decodes and checks a chunk's samples.
+pub fn decode_chunk(body: &ChunkBody) -> Result<Bytes, ShareError> {
+    if !(1..=384_000).contains(&body.sample_rate) {
+        return Err(ShareError::InvalidBody(
+            "sampleRate must be 1 to 384000".into(),
+        ));
+    }
+    if !(1..=32).contains(&body.channels) {
+        return Err(ShareError::InvalidBody("channels must be 1 to 32".into()));
+    }
+    // base64 is 4/3 of the data: refuse an oversized chunk before decoding it.
+    if body.data.len() / 4 * 3 > MAX_CHUNK_BYTES + 3 {
+        return Err(ShareError::TooLarge(format!(
+            "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
+        )));
+    }
+    let samples = base64::engine::general_purpose::STANDARD
+        .decode(body.data.as_bytes())
+        .map_err(|e| ShareError::InvalidBody(format!("data is not valid base64: {e}")))?;
+    if samples.len() > MAX_CHUNK_BYTES {
+        return Err(ShareError::TooLarge(format!(
+            "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
+        )));
+    }
+    let frame = F32_BYTES * usize::from(body.channels);
+    if samples.len() % frame != 0 {
+        return Err(ShareError::InvalidBody(format!(
+            "data must be whole frames of {} float32 samples",
+            body.channels
+        )));
+    }
+    Ok(Bytes::from(samples))
+}
+
+fn error_reply(error: &ShareError) -> Response {
+    let mut body = json!({
+        "success": false,
+        "error": error.to_string(),
+        "code": error.code(),
+        "timestamp": now_ms(),
+    });
+    if error.status() == 404 {
+        body["isActive"] = json!(false);
+    }
+    let status = StatusCode::from_u16(error.status()).expect("valid status");
+    let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    if let ShareError::RateLimited { retry_after_ms, .. } = error {
+        let secs = retry_after_ms.div_ceil(1000).max(1);
+        response.headers_mut().insert(
+            "retry-after",
+            secs.to_string().parse().expect("digits are a valid header"),
+        );
+    }
+    response
+}
+
+fn json_reply(value: &serde_json::Value) -> Response {
+    warp::reply::json(value).into_response()
+}
+
+fn raw_json(body: Bytes) -> Response {
+    warp::reply::with_header(body.to_vec(), "content-type", "application/json").into_response()
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+    limit: usize,
+    what: &str,
+) -> Result<T, ShareError> {
+    if body.len() > limit {
+        return Err(ShareError::TooLarge(format!(
+            "{what} bodies are at most {limit} bytes"
+        )));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ShareError::InvalidBody(format!("invalid {what} body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StartBody {
+    session_id: String,
+}
+
+#[derive(Deserialize)]
+struct SinceQuery {
+    since: Option<String>,
+}
+
+/// One request, after routing and reading its body: what to do and with what.
+enum Call {
+    Start(Bytes),
+    PostMetadata(String, Bytes),
+    PostAudio(String, Bytes),
+    Stop(String),
+    Status(String),
+    GetMetadata(String, Option<SocketAddr>),
+    GetAudio(String, Option<String>, Option<SocketAddr>),
+}
+
+/// A matched route, before its body is read (that waits for the token check).
+enum Route {
+    Start,
+    PostMetadata(String),
+    PostAudio(String),
+    Stop(String),
+    Status(String),
+    GetMetadata(String),
+    GetAudio(String, Option<String>),
+}
+
+impl Route {
+    /// Largest body this route reads.
+    fn body_limit(&self) -> usize {
+        match self {
+            Route::Start => 4096,
+            Route::PostMetadata(_) => MAX_METADATA_BYTES,
+            Route::PostAudio(_) => AUDIO_BODY_LIMIT,
+            _ => 0,
+        }
+    }
+
+    fn into_call(self, body: Bytes, poller: Option<SocketAddr>) -> Call {
+        match self {
+            Route::Start => Call::Start(body),
+            Route::PostMetadata(id) => Call::PostMetadata(id, body),
+            Route::PostAudio(id) => Call::PostAudio(id, body),
+            Route::Stop(id) => Call::Stop(id),
+            Route::Status(id) => Call::Status(id),
+            Route::GetMetadata(id) => Call::GetMetadata(id, poller),
+            Route::GetAudio(id, since) => Call::GetAudio(id, since, poller),
+        }
+    }
+}
+
+/// A 1 MiB chunk in base64 is 4/3 larger, plus its JSON fields.
+const AUDIO_BODY_LIMIT: usize = MAX_CHUNK_BYTES / 3 * 4 + 4096;
+
+/// Reads a request body up to `limit` bytes, whether it came with a Content-Length or
+/// chunked (as .NET's `PostAsJsonAsync` sends it). A declared length over the limit is
+/// refused before reading anything.
+async fn read_body<S, B>(
+    headers: &HeaderMap,
+    mut body: S,
+    limit: usize,
+) -> Result<Bytes, ShareError>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    use futures_util::StreamExt;
+    let too_large = || {
+        ShareError::TooLarge(format!(
+            "request bodies on this route are at most {limit} bytes"
+        ))
+    };
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut out = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = body.next().await {
+        let mut chunk =
+            chunk.map_err(|e| ShareError::InvalidBody(format!("reading the body failed: {e}")))?;
+        if out.len() + chunk.remaining() > limit {
+            return Err(too_large());
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(out.freeze())
+}
+
+fn handle(registry: &ShareRegistry, notify: &Notify, call: Call) -> Result<Response, ShareError> {
+    let check_id = |id: &str| {
+        super::valid_id(id)
+            .then_some(())
+            .ok_or(ShareError::InvalidSessionId)
+    };
+    match call {
+        Call::Start(body) => {
+            let start: StartBody = parse(&body, 4096, "start")?;
+            let now = now_ms();
+            registry.start(&start.session_id, now)?;
+            Ok(json_reply(
+                &json!({"success": true, "sessionId": start.session_id, "timestamp": now}),
+            ))
+        }
+        Call::PostMetadata(id, body) => {
+            check_id(&id)?;
+            let value: serde_json::Value = parse(&body, MAX_METADATA_BYTES, "metadata")?;
+            let listeners = registry.post_metadata(&id, &value)?;
+            let json = Bytes::from(serde_json::to_vec(&value).expect("a Value always serializes"));
+            notify(ShareNotice::Metadata { session: id, json });
+            Ok(json_reply(
+                &json!({"success": true, "listenersNotified": listeners}),
+            ))
+        }
+        Call::PostAudio(id, body) => {
+            check_id(&id)?;
+            let chunk: ChunkBody = parse(&body, AUDIO_BODY_LIMIT, "audio")?;
+            let chunk = registry.post_audio(&id, chunk)?;
+            notify(ShareNotice::Audio { session: id, chunk });
+            Ok(json_reply(&json!({"success": true, "buffered": true})))
+        }
+        Call::Stop(id) => {
+            check_id(&id)?;
+            let (duration, bytes) = registry.stop(&id)?;
+            notify(ShareNotice::Ended {
+                session: id,
+                reason: "stopped",
+            });
+            Ok(json_reply(
+                &json!({"success": true, "sessionDuration": duration, "bytesTransferred": bytes}),
+            ))
+        }
+        Call::Status(id) => {
+            check_id(&id)?;
+            let status = registry.status(&id)?;
+            let metadata = status
+                .metadata
+                .map(|m| json!({"title": m.title, "artist": m.artist}));
+            Ok(json_reply(&json!({
+                "isActive": status.active,
+                "status": if status.active { "active" } else { "ended" },
+                "startTime": status.start_time_ms,
+                "listenerCount": status.listener_count,
+                "currentMetadata": metadata,
+            })))
+        }
+        Call::GetMetadata(id, poller) => {
+            check_id(&id)?;
+            Ok(raw_json(registry.metadata(&id, poller)?))
+        }
+        Call::GetAudio(id, since, poller) => {
+            check_id(&id)?;
+            let since = match since.as_deref() {
+                None => -1,
+                Some(s) => s.trim().parse::<i64>().map_err(|_| {
+                    ShareError::InvalidBody(
+                        "since must be an integer sequence number (-1 for the start)".into(),
+                    )
+                })?,
+            };
+            let chunks = registry.audio_since(&id, since, poller)?;
+            if chunks.is_empty() {
+                return Ok(
+                    warp::reply::with_status(warp::reply(), StatusCode::NO_CONTENT).into_response(),
+                );
+            }
+            let mut body = BytesMut::with_capacity(
+                chunks.iter().map(|c| c.json().len() + 1).sum::<usize>() + 2,
+            );
+            body.put_u8(b'[');
+            for (i, chunk) in chunks.iter().enumerate() {
+                if i > 0 {
+                    body.put_u8(b',');
+                }
+                body.put_slice(chunk.json());
+            }
+            body.put_u8(b']');
+            Ok(raw_json(body.freeze()))
+        }
+    }
+}
+
+/// The `/api/share/...` routes. Each matches its path before its method, so a wrong path
+/// is 404 and only a wrong method on a real path is 405. The bearer token is checked before
+/// the body is read.
+pub fn routes(
+    registry: Arc<ShareRegistry>,
+    notify: Notify,
+) -> warp::filters::BoxedFilter<(Response,)> {
+    let base = warp::path("api").and(warp::path("share"));
+    let start = base
+        .and(warp::path!("start"))
+        .and(warp::post())
+        .map(|| Route::Start);
+    let post_metadata = base
+        .and(warp::path!(String / "metadata"))
+        .and(warp::post())
+        .map(Route::PostMetadata);
+    let post_audio = base
+        .and(warp::path!(String / "audio"))
+        .and(warp::post())
+        .map(Route::PostAudio);
+    let stop = base
+        .and(warp::path!(String / "stop"))
+        .and(warp::post())
+        .map(Route::Stop);
+    let status = base
+        .and(warp::path!(String / "status"))
+        .and(warp::get())
+        .map(Route::Status);
+    let get_metadata = base
+        .and(warp::path!(String / "metadata"))
+        .and(warp::get())
+        .map(Route::GetMetadata);
+    let get_audio = base
+        .and(warp::path!(String / "audio"))
+        .and(warp::get())
+        .and(warp::query::<SinceQuery>())
+        .map(|id, q: SinceQuery| Route::GetAudio(id, q.since));
+    let routes = start
+        .or(post_metadata)
+        .unify()
+        .or(post_audio)
+        .unify()
+        .or(stop)
+        .unify()
+        .or(status)
+        .unify()
+        .or(get_metadata)
+        .unify()
+        .or(get_audio)
+        .unify();
+    let remote = warp::ext::optional::<RemoteAddr>().map(|r: Option<RemoteAddr>| r.map(|r| r.0));
+    routes
+        .and(warp::header::headers_cloned())
+        .and(remote)
+        .and(warp::body::stream())
+        .then(move |route: Route, headers: HeaderMap, poller, body| {
+            let registry = registry.clone();
+            let notify = notify.clone();
+            async move {
+                let token = registry.settings().bearer_token.as_deref();
+                let header = headers.get("authorization").map(|v| v.as_bytes());
+                if let Err(denied) = auth::check(token, header) {
+                    tracing::info!(reason = denied.message(), "share API request refused");
+                    return error_reply(&ShareError::Unauthorized(denied.message()));
+                }
+                let body = match route.body_limit() {
+                    0 => Bytes::new(),
+                    limit => match read_body(&headers, body, limit).await {
+                        Ok(body) => body,
+                        Err(e) => return error_reply(&e),
+                    },
+                };
+                handle(&registry, &notify, route.into_call(body, poller))
+                    .unwrap_or_else(|e| error_reply(&e))
+            }
+        })
+        .boxed()
+}

@@ -1,0 +1,386 @@
+//! The Music Share relay (`/api/share/...`): a sharer streams PCM chunks and now-playing
+//! metadata; receivers poll them, or get them pushed over WebSocket and SSE because a share
+//! session is also the bandsync session with the same id.
+//!
+//! The registry is shared state behind a std `Mutex`: every operation is a short, non-async
+//! critical section (no `.await` inside), called from the HTTP handlers directly; polling
+//! needs no trip through the session engine.
+
+pub mod api;
+pub mod audio;
+pub mod auth;
+pub mod config;
+mod session;
+
+use audio::{AudioChunk, ChunkBody};
+use bandsync_protocol::audio::AudioHeader;
+use bytes::Bytes;
+use session::{Metadata, MetadataSummary, ShareSession};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Most chunks a `since` poll returns.
+pub const POLL_LIMIT: usize = 10;
+/// Largest decoded audio chunk.
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// Largest metadata body (large thumbnails).
+pub const MAX_METADATA_BYTES: usize = 5 * 1024 * 1024;
+
+/// Everything the API can answer besides success; each maps to one status and code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ShareError {
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("session id must be exactly 6 digits")]
+    InvalidSessionId,
+    #[error("{0}")]
+    InvalidBody(String),
+    #[error("Session not found")]
+    NotFound,
+    #[error("Session has ended")]
+    Ended,
+    #[error("no metadata available")]
+    NoMetadata,
+    #[error("Session ID already in use")]
+    Conflict,
+    #[error("the server holds its maximum of {0} active share sessions")]
+    TooManySessions(usize),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("rate limit exceeded: at most {limit} {what} requests per second per session")]
+    RateLimited {
+        what: &'static str,
+        limit: u32,
+        retry_after_ms: u64,
+    },
+}
+
+impl ShareError {
+    pub fn status(&self) -> u16 {
+        match self {
+            ShareError::Unauthorized(_) => 401,
+            ShareError::InvalidSessionId | ShareError::InvalidBody(_) => 400,
+            ShareError::NotFound | ShareError::Ended | ShareError::NoMetadata => 404,
+            ShareError::Conflict => 409,
+            ShareError::TooLarge(_) => 413,
+            ShareError::RateLimited { .. } => 429,
+            ShareError::TooManySessions(_) => 503,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ShareError::Unauthorized(_) => "UNAUTHORIZED",
+            ShareError::InvalidSessionId => "INVALID_SESSION_ID",
+            ShareError::InvalidBody(_) => "INVALID_REQUEST",
+            ShareError::NotFound => "SESSION_NOT_FOUND",
+            ShareError::Ended => "SESSION_ENDED",
+            ShareError::NoMetadata => "NO_METADATA",
+            ShareError::Conflict => "SESSION_CONFLICT",
+            ShareError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
+            ShareError::RateLimited { .. } => "RATE_LIMITED",
+            ShareError::TooManySessions(_) => "SESSION_LIMIT",
+        }
+    }
+}
+
+/// Share settings, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ShareSettings {
+    pub bearer_token: Option<String>,
+    pub max_sessions: usize,
+    pub limits: SessionLimitsConfig,
+    pub session_timeout: Duration,
+    pub metadata_ttl: Duration,
+    pub ended_retention: Duration,
+}
+
+pub type SessionLimitsConfig = session::SessionLimits;
+
+/// What `status` reports.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub active: bool,
+    pub start_time_ms: f64,
+    pub listener_count: usize,
+    pub metadata: Option<MetadataSummary>,
+}
+
+pub struct ShareRegistry {
+    settings: ShareSettings,
+    sessions: Mutex<HashMap<String, ShareSession>>,
+    /// WebSocket members + SSE listeners per 6-digit session, kept whether or not a share
+    /// is running: receivers often arrive before the sharer starts.
+    push_audience: Mutex<HashMap<String, usize>>,
+}
+
+/// A share session id: exactly six ASCII digits.
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl ShareRegistry {
+    pub fn new(settings: ShareSettings) -> Self {
+        Self {
+            settings,
+            sessions: Mutex::new(HashMap::new()),
+            push_audience: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &ShareSettings {
+        &self.settings
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ShareSession>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_active<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ShareSession) -> Result<T, ShareError>,
+    ) -> Result<T, ShareError> {
+        let mut sessions = self.lock();
+        match sessions.get_mut(id) {
+            Some(s) if s.active => f(s),
+            Some(_) => Err(ShareError::Ended),
+            None => Err(ShareError::NotFound),
+        }
+    }
+
+    pub fn start(&self, id: &str, now_ms: f64) -> Result<(), ShareError> {
+        if !valid_id(id) {
+            return Err(ShareError::InvalidSessionId);
+        }
+        let mut sessions = self.lock();
+        if sessions.get(id).is_some_and(|s| s.active) {
+            return Err(ShareError::Conflict);
+        }
+        let active = sessions.values().filter(|s| s.active).count();
+        if active >= self.settings.max_sessions {
+            return Err(ShareError::TooManySessions(self.settings.max_sessions));
+        }
+        let session =
+            ShareSession::new(id.to_owned(), Instant::now(), now_ms, self.settings.limits);
+        sessions.insert(id.to_owned(), session);
+        tracing::info!(session = id, "share session started");
+        Ok(())
+    }
+
+    /// Stores new metadata; returns how many receivers it reaches.
+    pub fn post_metadata(&self, id: &str, body: &serde_json::Value) -> Result<usize, ShareError> {
+        let object = body
+            .as_object()
+            .ok_or_else(|| ShareError::InvalidBody("metadata must be a JSON object".into()))?;
+        let text = |key: &str| object.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let summary = MetadataSummary {
+            title: text("title"),
+            artist: text("artist"),
+        };
+        let limit = self.settings.limits.metadata_per_sec;
+        let push_audience = self.push_audience(id);
+        self.with_active(id, |s| {
+            if let Err(wait) = s.metadata_limit.check() {
+                let retry_after_ms = retry_after(&wait);
+                return Err(ShareError::RateLimited {
+                    what: "metadata",
+                    limit,
+                    retry_after_ms,
+                });
+            }
+            let now = Instant::now();
+            let json = Bytes::from(serde_json::to_vec(body).expect("a Value always serializes"));
+            s.metadata = Some(Metadata {
+                json,
+                summary,
+                stored: now,
+            });
+            s.last_activity = now;
+            Ok(s.recent_pollers(now) + push_audience)
+        })
+    }
+
+    /// Buffers one chunk; returns it for push delivery.
+    pub fn post_audio(&self, id: &str, body: ChunkBody) -> Result<Arc<AudioChunk>, ShareError> {
+        let samples = api::decode_chunk(&body)?;
+        let limit = self.settings.limits.audio_per_sec;
+        self.with_active(id, |s| {
+            if let Err(wait) = s.audio_limit.check() {
+                let retry_after_ms = retry_after(&wait);
+                return Err(ShareError::RateLimited {
+                    what: "audio",
+                    limit,
+                    retry_after_ms,
+                });
+            }
+            let chunk = Arc::new(AudioChunk::from_rest(body, samples));
+            s.push_chunk(chunk.clone(), Instant::now());
+            Ok(chunk)
+        })
+    }
+
+    /// Buffers one chunk that a WebSocket sharer sent as a binary frame.
+    pub fn post_audio_frame(
+        &self,
+        id: &str,
+        header: AudioHeader,
+        samples: Bytes,
+    ) -> Result<Arc<AudioChunk>, ShareError> {
+        if samples.len() > MAX_CHUNK_BYTES {
+            return Err(ShareError::TooLarge(format!(
+                "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
+            )));
+        }
+        let limit = self.settings.limits.audio_per_sec;
+        self.with_active(id, |s| {
+            if let Err(wait) = s.audio_limit.check() {
+                let retry_after_ms = retry_after(&wait);
+                return Err(ShareError::RateLimited {
+                    what: "audio",
+                    limit,
+                    retry_after_ms,
+                });
+            }
+            let chunk = Arc::new(AudioChunk::from_frame(header, samples));
+            s.push_chunk(chunk.clone(), Instant::now());
+            Ok(chunk)
+        })
+    }
+
+    /// Lets a WebSocket sharer (already authorized by token) share into `id`: joins the
+    /// active share session, or starts one.
+    pub fn attach_or_start(&self, id: &str, now_ms: f64) -> Result<(), ShareError> {
+        match self.start(id, now_ms) {
+            Err(ShareError::Conflict) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// The latest metadata of an active session, for a push receiver that just joined.
+    pub fn current_metadata(&self, id: &str) -> Option<Bytes> {
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        let s = sessions.get_mut(id).filter(|s| s.active)?;
+        s.expire_metadata(now, self.settings.metadata_ttl);
+        s.metadata.as_ref().map(|m| m.json.clone())
+    }
+
+    /// Ends the session; returns (duration in seconds, bytes of audio transferred).
+    pub fn stop(&self, id: &str) -> Result<(f64, u64), ShareError> {
+        self.with_active(id, |s| {
+            let now = Instant::now();
+            s.end(now);
+            tracing::info!(
+                session = id,
+                bytes = s.bytes_transferred,
+                "share session stopped"
+            );
+            Ok((
+                now.duration_since(s.started).as_secs_f64(),
+                s.bytes_transferred,
+            ))
+        })
+    }
+
+    pub fn status(&self, id: &str) -> Result<Status, ShareError> {
+        let push_audience = self.push_audience(id);
+        let mut sessions = self.lock();
+        let s = sessions.get_mut(id).ok_or(ShareError::NotFound)?;
+        let now = Instant::now();
+        Ok(Status {
+            active: s.active,
+            start_time_ms: s.start_time_ms,
+            listener_count: if s.active {
+                s.recent_pollers(now) + push_audience
+            } else {
+                0
+            },
+            metadata: s.metadata.as_ref().map(|m| m.summary.clone()),
+        })
+    }
+
+    /// The latest metadata as posted, for a receiver that polls (and counts as listening).
+    pub fn metadata(&self, id: &str, poller: Option<SocketAddr>) -> Result<Bytes, ShareError> {
+        self.with_active(id, |s| {
+            let now = Instant::now();
+            s.saw_poller(poller, now);
+            s.expire_metadata(now, self.settings.metadata_ttl);
+            s.metadata
+                .as_ref()
+                .map(|m| m.json.clone())
+                .ok_or(ShareError::NoMetadata)
+        })
+    }
+
+    /// Up to [`POLL_LIMIT`] chunks after `since`.
+    pub fn audio_since(
+        &self,
+        id: &str,
+        since: i64,
+        poller: Option<SocketAddr>,
+    ) -> Result<Vec<Arc<AudioChunk>>, ShareError> {
+        self.with_active(id, |s| {
+            s.saw_poller(poller, Instant::now());
+            Ok(s.audio.since(since, POLL_LIMIT))
+        })
+    }
+
+    /// The last `secs` of audio of an active session, for a push receiver that just joined.
+    pub fn recent_audio(&self, id: &str, secs: f64) -> Vec<Arc<AudioChunk>> {
+        self.lock()
+            .get(id)
+            .filter(|s| s.active)
+            .map(|s| s.audio.recent(secs))
+            .unwrap_or_default()
+    }
+
+    /// Records how many WebSocket members and SSE listeners the same-id session has.
+    pub fn set_push_audience(&self, id: &str, audience: usize) {
+        let mut audiences = self.push_audience.lock().unwrap_or_else(|e| e.into_inner());
+        if audience == 0 {
+            audiences.remove(id);
+        } else {
+            audiences.insert(id.to_owned(), audience);
+        }
+    }
+
+    fn push_audience(&self, id: &str) -> usize {
+        let audiences = self.push_audience.lock().unwrap_or_else(|e| e.into_inner());
+        audiences.get(id).copied().unwrap_or(0)
+    }
+
+    /// Ends sessions idle past the timeout and forgets ended ones past the retention.
+    /// Returns the ids it ended, so their receivers can be told.
+    pub fn sweep(&self) -> Vec<String> {
+        let now = Instant::now();
+        let mut timed_out = Vec::new();
+        let mut sessions = self.lock();
+        for s in sessions.values_mut() {
+            if s.active && now.duration_since(s.last_activity) > self.settings.session_timeout {
+                tracing::info!(session = %s.id, "share session timed out");
+                s.end(now);
+                timed_out.push(s.id.clone());
+            } else if s.active {
+                s.expire_metadata(now, self.settings.metadata_ttl);
+            }
+        }
+        let retention = self.settings.ended_retention;
+        sessions.retain(|_, s| s.ended.is_none_or(|t| now.duration_since(t) <= retention));
+        timed_out
+    }
+
+    pub fn active_count(&self) -> usize {
+        self.lock().values().filter(|s| s.active).count()
+    }
+}
+
+fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+    use governor::clock::{Clock, DefaultClock};
+    not_until
+        .wait_time_from(DefaultClock::default().now())
+        .as_millis()
+        .max(1) as u64
+}

@@ -1,0 +1,116 @@
+//! One Music Share session: who shares, what plays, the audio buffer, the limits.
+
+use super::audio::{AudioChunk, AudioRing};
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a poller counts as a listener after its last poll.
+pub const POLLER_SEEN_WINDOW: Duration = Duration::from_secs(5);
+
+/// What a session reports of the latest metadata in `status`.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataSummary {
+    pub title: Option<String>,
+    pub artist: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Metadata {
+    /// The object as posted, serialized once for every `GET .../metadata`.
+    pub json: Bytes,
+    pub summary: MetadataSummary,
+    pub stored: Instant,
+}
+
+pub struct ShareSession {
+    pub id: String,
+    pub active: bool,
+    /// Wall-clock ms at start (`startTime`).
+    pub start_time_ms: f64,
+    pub started: Instant,
+    pub ended: Option<Instant>,
+    pub last_activity: Instant,
+    pub metadata: Option<Metadata>,
+    pub audio: AudioRing,
+    pub bytes_transferred: u64,
+    pub metadata_limit: DefaultDirectRateLimiter,
+    pub audio_limit: DefaultDirectRateLimiter,
+    /// Pollers by connection, with when each last polled.
+    pollers: HashMap<SocketAddr, Instant>,
+}
+
+fn per_second(n: u32) -> DefaultDirectRateLimiter {
+    let n = NonZeroU32::new(n.max(1)).expect("max(1) is non-zero");
+    RateLimiter::direct(Quota::per_second(n))
+}
+
+/// Per-session limits and sizes, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub buffer_secs: f64,
+    pub buffer_max_chunks: usize,
+    pub metadata_per_sec: u32,
+    pub audio_per_sec: u32,
+}
+
+impl ShareSession {
+    pub fn new(id: String, now: Instant, start_time_ms: f64, limits: SessionLimits) -> Self {
+        Self {
+            id,
+            active: true,
+            start_time_ms,
+            started: now,
+            ended: None,
+            last_activity: now,
+            metadata: None,
+            audio: AudioRing::new(limits.buffer_secs, limits.buffer_max_chunks),
+            bytes_transferred: 0,
+            metadata_limit: per_second(limits.metadata_per_sec),
+            audio_limit: per_second(limits.audio_per_sec),
+            pollers: HashMap::new(),
+        }
+    }
+
+    /// Marks the session ended: buffer cleared, the record kept to report "ended".
+    pub fn end(&mut self, now: Instant) {
+        self.active = false;
+        self.ended = Some(now);
+        self.audio.clear();
+        self.metadata = None;
+    }
+
+    pub fn saw_poller(&mut self, addr: Option<SocketAddr>, now: Instant) {
+        if let Some(addr) = addr {
+            self.pollers.insert(addr, now);
+        }
+    }
+
+    /// Pollers seen within [`POLLER_SEEN_WINDOW`].
+    pub fn recent_pollers(&mut self, now: Instant) -> usize {
+        self.pollers
+            .retain(|_, seen| now.duration_since(*seen) <= POLLER_SEEN_WINDOW);
+        self.pollers.len()
+    }
+
+    pub fn push_chunk(&mut self, chunk: Arc<AudioChunk>, now: Instant) {
+        self.bytes_transferred += chunk.samples.len() as u64;
+        self.last_activity = now;
+        self.audio.push(chunk);
+    }
+
+    /// Drops metadata older than `ttl` (the seed's 30 s Redis TTL).
+    pub fn expire_metadata(&mut self, now: Instant, ttl: Duration) {
+        if self
+            .metadata
+            .as_ref()
+            .is_some_and(|m| now.duration_since(m.stored) > ttl)
+        {
+            self.metadata = None;
+        }
+    }
+}
