@@ -1,13 +1,23 @@
-//! `bandsync-cli`: lead, follow or listen to a bandsync session from a terminal.
+//! `bandsync-cli`: lead, follow or listen to a bandsync session from a terminal, or share
+//! and receive music through the Music Share API.
 //!
 //! Exit codes: 0 when the run ended as asked (`--duration` elapsed, `quit`, Ctrl-C),
 //! 1 on a connection or protocol error (message on stderr), 2 on bad arguments (clap).
 
+mod chunk;
 mod follow;
 mod lead;
 mod listen;
 mod monitor;
 mod output;
+mod playback;
+mod receive;
+mod reception;
+mod share;
+mod share_api;
+mod share_ws;
+mod uplink;
+mod wav;
 
 use anyhow::Context as _;
 use bandsync_client::WsClient;
@@ -22,7 +32,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[command(
     name = "bandsync-cli",
     version,
-    about = "Lead, follow or listen to a bandsync session"
+    about = "Lead, follow or listen to a bandsync session; share or receive music"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +48,12 @@ enum Command {
     Follow(follow::FollowArgs),
     /// Listen over Server-Sent Events; print events and tick statistics.
     Listen(listen::ListenArgs),
+    /// Stream a WAV file into a Music Share session in real time (REST or WebSocket),
+    /// with now-playing metadata; stop the share at the end or on Ctrl-C.
+    Share(share::ShareArgs),
+    /// Follow a Music Share session (poll, WebSocket or SSE): record it to a WAV file,
+    /// play it, report lost chunks and latency.
+    Receive(receive::ReceiveArgs),
 }
 
 /// Options shared by every subcommand.
@@ -111,6 +127,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lead(args) => lead::run(args).await,
         Command::Follow(args) => follow::run(args).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Share(args) => share::run(args).await,
+        Command::Receive(args) => receive::run(args).await,
     }
 }
 
@@ -185,5 +203,72 @@ mod tests {
         };
         assert_eq!(args.common.duration, Some(Duration::from_secs(2)));
         assert!(args.watch.json);
+    }
+
+    #[test]
+    fn share_and_receive_parse_their_flags() {
+        let cli = Cli::try_parse_from([
+            "bandsync-cli",
+            "share",
+            "--url",
+            "http://127.0.0.1:3001",
+            "--session",
+            "123456",
+            "--file",
+            "song.wav",
+            "--token",
+            "Bearer Token",
+            "--transport",
+            "ws",
+            "--chunk-ms",
+            "100",
+            "--loop",
+        ])
+        .unwrap();
+        let Command::Share(args) = cli.command else {
+            panic!("expected share")
+        };
+        assert_eq!(args.transport, share::ShareTransport::Ws);
+        assert_eq!((args.chunk_ms, args.repeat), (100, true));
+        assert_eq!(args.token, "Bearer Token");
+        assert_eq!(args.linger, Duration::from_secs(1));
+
+        let cli = Cli::try_parse_from([
+            "bandsync-cli",
+            "receive",
+            "--url",
+            "http://127.0.0.1:3001",
+            "--session",
+            "123456",
+            "--token",
+            "T",
+            "--transport",
+            "sse",
+            "--out",
+            "out.wav",
+            "--duration",
+            "2.5",
+        ])
+        .unwrap();
+        let Command::Receive(args) = cli.command else {
+            panic!("expected receive")
+        };
+        assert_eq!(args.transport, receive::ReceiveTransport::Sse);
+        assert_eq!(args.duration, Some(Duration::from_millis(2500)));
+        assert!(!args.play);
+
+        let base = [
+            "bandsync-cli",
+            "share",
+            "--url",
+            "http://h",
+            "--file",
+            "f.wav",
+        ];
+        let with = |extra: &[&'static str]| {
+            Cli::try_parse_from(base.iter().chain(extra).copied()).map(drop)
+        };
+        assert!(with(&["--session", "band", "--token", "T"]).is_err());
+        assert!(with(&["--session", "123456", "--token", "T", "--chunk-ms", "5"]).is_err());
     }
 }

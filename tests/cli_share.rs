@@ -1,0 +1,435 @@
+//! `bandsync-cli share` and `receive` end to end: the real server in-process, the real CLI
+//! binary as child processes (a sharer over REST, a receiver polling), a WAV file in and a
+//! WAV file out, compared sample for sample.
+//!
+//! The WAV files are written and read here by hand (RIFF is small), not with the CLI's
+//! own `hound`: an independent reader also checks that what the CLI writes is a standard
+//! file.
+
+mod common;
+
+use common::TestServer;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "Bearer Token";
+/// Bound of one CLI run; a run that hangs fails the test instead of the whole suite.
+const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The CLI binary: `target/<profile>/bandsync-cli`, beside this test's
+/// `target/<profile>/deps/`. The root package cannot name another package's binary
+/// (`CARGO_BIN_EXE_*` is per package) and `cargo test` does not build it, so it is built
+/// here once per test run, with the same cargo, profile and target directory. Always
+/// building (rather than only when it is missing) keeps a stale binary from being tested;
+/// when it is up to date, cargo returns at once.
+fn cli() -> &'static Path {
+    static CLI: OnceLock<PathBuf> = OnceLock::new();
+    CLI.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("tests run from target/<profile>/deps")
+            .to_path_buf();
+        let target_dir = profile_dir.parent().expect("target/<profile>");
+        let cargo = std::env::var("CARGO")
+            .ok()
+            .or_else(|| option_env!("CARGO").map(str::to_owned))
+            .unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "bandsync-client",
+                "--bin",
+                "bandsync-cli",
+            ])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building bandsync-cli failed");
+        let bin = profile_dir.join(format!("bandsync-cli{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} was not built", bin.display());
+        bin
+    })
+}
+
+/// Samples of a WAV file, the way the receiver compares them.
+#[derive(Debug, Clone, PartialEq)]
+enum Samples {
+    I16(Vec<i16>),
+    F32(Vec<f32>),
+}
+
+#[derive(Debug)]
+struct Wav {
+    sample_rate: u32,
+    channels: u16,
+    samples: Samples,
+}
+
+/// A canonical WAV: `fmt ` (PCM 16-bit, or IEEE float 32-bit) then `data`.
+fn write_wav(path: &Path, wav: &Wav) {
+    let (tag, bits, data): (u16, u16, Vec<u8>) = match &wav.samples {
+        Samples::I16(s) => (1, 16, s.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        Samples::F32(s) => (3, 32, s.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    };
+    let block = wav.channels * bits / 8;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(&wav.channels.to_le_bytes());
+    out.extend_from_slice(&wav.sample_rate.to_le_bytes());
+    out.extend_from_slice(&(wav.sample_rate * u32::from(block)).to_le_bytes());
+    out.extend_from_slice(&block.to_le_bytes());
+    out.extend_from_slice(&bits.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).unwrap();
+}
+
+/// Reads any chunk layout; the format tag may be `WAVE_FORMAT_EXTENSIBLE`.
+fn read_wav(path: &Path) -> Wav {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(&bytes[0..4], b"RIFF");
+    assert_eq!(&bytes[8..12], b"WAVE");
+    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
+    let (mut fmt, mut data) = (None, None);
+    let mut i = 12;
+    while i + 8 <= bytes.len() {
+        let len = u32_at(&bytes, i + 4) as usize;
+        let body = &bytes[i + 8..(i + 8 + len).min(bytes.len())];
+        match &bytes[i..i + 4] {
+            b"fmt " => fmt = Some(body),
+            b"data" => data = Some(body),
+            _ => {}
+        }
+        i += 8 + len + (len & 1);
+    }
+    let (fmt, data) = (fmt.expect("a fmt chunk"), data.expect("a data chunk"));
+    let mut tag = u16_at(fmt, 0);
+    if tag == 0xFFFE {
+        tag = u16_at(fmt, 24); // the sub-format GUID starts with the plain tag
+    }
+    let samples = match (tag, u16_at(fmt, 14)) {
+        (1, 16) => Samples::I16(
+            data.chunks_exact(2)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ),
+        (3, 32) => Samples::F32(
+            data.chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                .collect(),
+        ),
+        other => panic!("unexpected format {other:?}"),
+    };
+    Wav {
+        sample_rate: u32_at(fmt, 4),
+        channels: u16_at(fmt, 2),
+        samples,
+    }
+}
+
+/// What a REST receiver must get: f32, i16 scaled by 1/32768 (as bits, so -0.0 and
+/// rounding differences would show).
+fn as_f32_bits(samples: &Samples) -> Vec<u32> {
+    match samples {
+        Samples::I16(s) => s
+            .iter()
+            .map(|v| (f32::from(*v) / 32768.0).to_bits())
+            .collect(),
+        Samples::F32(s) => s.iter().map(|v| v.to_bits()).collect(),
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("bandsync-cli-share-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs the CLI to its end (bounded by [`RUN_TIMEOUT`]) without blocking the runtime
+/// the server runs on.
+async fn run_cli(args: Vec<String>) -> Output {
+    let child = Command::new(cli())
+        .args(&args)
+        .env_remove("BEARER_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting bandsync-cli");
+    let pid = child.id();
+    let wait = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(RUN_TIMEOUT, wait).await {
+        Ok(output) => output.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("bandsync-cli {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Waits until the share is active, so the receiver's status check finds it.
+async fn wait_active(server: &TestServer, session: &str) {
+    let http = reqwest::Client::new();
+    let url = server.http_url(&format!("/api/share/{session}/status"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = http.get(&url).header("authorization", TOKEN).send().await;
+        if response.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "share {session} never became active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Shares `wav` in `session` over `uplink` (`rest` or `ws`), receives it over `downlink`
+/// (`poll`, `ws` or `sse`), and checks the recording sample for sample.
+async fn share_and_receive(
+    server: &TestServer,
+    session: &str,
+    wav: Wav,
+    uplink: &str,
+    downlink: &str,
+) {
+    let dir = temp_dir(session);
+    let (input, output) = (dir.join("in.wav"), dir.join("out.wav"));
+    write_wav(&input, &wav);
+    let url = server.base_url();
+    let sharer = tokio::spawn(run_cli(args(&[
+        "share",
+        "--url",
+        &url,
+        "--session",
+        session,
+        "--token",
+        TOKEN,
+        "--file",
+        input.to_str().unwrap(),
+        "--transport",
+        uplink,
+        "--title",
+        "Test Tone",
+        "--artist",
+        "bandsync",
+        "--linger",
+        "0.6",
+    ])));
+    wait_active(server, session).await;
+    let receiver = run_cli(args(&[
+        "receive",
+        "--url",
+        &url,
+        "--session",
+        session,
+        "--token",
+        TOKEN,
+        "--transport",
+        downlink,
+        "--out",
+        output.to_str().unwrap(),
+        "--duration",
+        "20",
+    ]))
+    .await;
+    let sharer = sharer.await.unwrap();
+    assert!(sharer.status.success(), "sharer: {}", text(&sharer));
+    assert!(receiver.status.success(), "receiver: {}", text(&receiver));
+    let shared = String::from_utf8_lossy(&sharer.stdout);
+    assert!(
+        shared.contains("share stopped: sessionDuration=") && shared.contains("bytesTransferred="),
+        "sharer: {}",
+        text(&sharer)
+    );
+    let received = String::from_utf8_lossy(&receiver.stdout);
+    assert!(
+        received.contains("the share ended"),
+        "receiver: {}",
+        text(&receiver)
+    );
+    assert!(
+        received.contains(" 0 lost"),
+        "receiver: {}",
+        text(&receiver)
+    );
+    assert!(
+        received.contains(r#"now playing "Test Tone" by bandsync"#),
+        "receiver: {}",
+        text(&receiver)
+    );
+
+    let got = read_wav(&output);
+    assert_eq!(
+        (got.sample_rate, got.channels),
+        (wav.sample_rate, wav.channels)
+    );
+    if downlink == "poll" {
+        assert!(matches!(got.samples, Samples::F32(_)), "REST audio is f32");
+    }
+    let (want, got) = (as_f32_bits(&wav.samples), as_f32_bits(&got.samples));
+    assert_eq!(got.len(), want.len(), "samples received");
+    if let Some(i) = (0..want.len()).find(|&i| got[i] != want[i]) {
+        panic!(
+            "sample {i} differs: sent {:?}, received {:?}",
+            f32::from_bits(want[i]),
+            f32::from_bits(got[i])
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn start_server() -> TestServer {
+    TestServer::start_with(|c| c.share.bearer_token = Some(TOKEN.into())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_wavs_are_received_sample_for_sample() {
+    cli(); // build first: not part of any run's timing
+    let server = start_server().await;
+    // 1.5 s of 8 kHz stereo 16-bit (both extremes included), and 1.2 s of 11.025 kHz mono
+    // float, whose 200 ms chunks (2205 frames) and short last chunk exercise the rounding.
+    let i16_wav = Wav {
+        sample_rate: 8000,
+        channels: 2,
+        samples: Samples::I16(
+            (0..12_000 * 2)
+                .map(|i: i32| match i {
+                    0 => i16::MIN,
+                    1 => i16::MAX,
+                    _ => ((i * 7919) % 65_536 - 32_768) as i16,
+                })
+                .collect(),
+        ),
+    };
+    let f32_wav = Wav {
+        sample_rate: 11_025,
+        channels: 1,
+        samples: Samples::F32(
+            (0..13_230)
+                .map(|i| (i as f32 * 0.0731).sin() * 0.9 + if i == 5 { -0.0 } else { 0.0 })
+                .collect(),
+        ),
+    };
+    tokio::join!(
+        share_and_receive(&server, "123456", i16_wav, "rest", "poll"),
+        share_and_receive(&server, "654321", f32_wav, "rest", "poll"),
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Push delivery: audio shared over the WebSocket (i16 stays i16) or REST reaches
+/// WebSocket members as binary frames and SSE listeners as JSON, sample for sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_wavs_are_received_sample_for_sample_over_ws_and_sse() {
+    cli();
+    let server = start_server().await;
+    let tone = |sample_rate: u32, channels: u16, frames: i32| Wav {
+        sample_rate,
+        channels,
+        samples: Samples::I16(
+            (0..frames * i32::from(channels))
+                .map(|i| ((i * 7919) % 65_536 - 32_768) as i16)
+                .collect(),
+        ),
+    };
+    tokio::join!(
+        share_and_receive(&server, "222222", tone(8000, 2, 9600), "ws", "ws"),
+        share_and_receive(&server, "333333", tone(8000, 1, 9600), "ws", "sse"),
+        share_and_receive(&server, "444444", tone(8000, 2, 9600), "rest", "ws"),
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_end_the_cli_with_a_clear_message() {
+    cli();
+    let server = start_server().await;
+    let url = server.base_url();
+    let dir = temp_dir("refusals");
+    let input = dir.join("in.wav");
+    write_wav(
+        &input,
+        &Wav {
+            sample_rate: 8000,
+            channels: 1,
+            samples: Samples::I16(vec![0; 800]),
+        },
+    );
+
+    let wrong_token = run_cli(args(&[
+        "share",
+        "--url",
+        &url,
+        "--session",
+        "111111",
+        "--token",
+        "Bearer Nope",
+        "--file",
+        input.to_str().unwrap(),
+    ]))
+    .await;
+    assert_eq!(wrong_token.status.code(), Some(1), "{}", text(&wrong_token));
+    let stderr = String::from_utf8_lossy(&wrong_token.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("refused the token"),
+        "{stderr}"
+    );
+
+    let nothing_shared = run_cli(args(&[
+        "receive",
+        "--url",
+        &url,
+        "--session",
+        "222222",
+        "--token",
+        TOKEN,
+    ]))
+    .await;
+    assert_eq!(
+        nothing_shared.status.code(),
+        Some(1),
+        "{}",
+        text(&nothing_shared)
+    );
+    let stderr = String::from_utf8_lossy(&nothing_shared.stderr);
+    assert!(
+        stderr.contains("no active share in session 222222"),
+        "{stderr}"
+    );
+
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await.unwrap();
+}
