@@ -84,7 +84,8 @@ pub struct Config {
     #[arg(long, env = "ENGINE_QUEUE_CAPACITY", default_value_t = 16_384)]
     pub engine_queue_capacity: usize,
     /// Members listed in a `snapshot` at most (counts in `room_stats` stay exact).
-    #[arg(long, env = "SNAPSHOT_MEMBER_LIMIT", default_value_t = 1000)]
+    /// (100: a listing of 1000 made every join into a big room cost ~32 KB, O(N^2) in all.)
+    #[arg(long, env = "SNAPSHOT_MEMBER_LIMIT", default_value_t = 100)]
     pub snapshot_member_limit: usize,
     /// Minimum spacing of `room_stats` per session, ms.
     #[arg(long, env = "ROOM_STATS_INTERVAL_MS", default_value_t = 250)]

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub batch_size: Histogram,
     pub engine_queue_full: IntCounter,
     pub engine_panics: IntCounter,
+    pub tick_deadlines_missed: IntCounter,
     pub audio_dropped: IntCounter,
     pub audio_chunks_in: IntCounter,
     /// permessage-deflate messages: `out` written compressed (per recipient), `in`
@@ -147,6 +148,11 @@ impl Metrics {
                 "Audio chunks received from sharers (REST and WebSocket)",
             )
             .unwrap(),
+            tick_deadlines_missed: IntCounter::new(
+                "tick_deadlines_missed_total",
+                "Tick deadlines skipped because the engine thread got no CPU in time (no tick, no seq)",
+            )
+            .unwrap(),
             engine_panics: IntCounter::new(
                 "engine_panics_total",
                 "Events whose handling panicked; the engine contained them and carried on",
@@ -188,6 +194,7 @@ impl Metrics {
             Box::new(self.batch_size.clone()),
             Box::new(self.engine_queue_full.clone()),
             Box::new(self.engine_panics.clone()),
+            Box::new(self.tick_deadlines_missed.clone()),
             Box::new(self.audio_dropped.clone()),
             Box::new(self.audio_chunks_in.clone()),
             Box::new(self.deflate_messages.clone()),

@@ -118,7 +118,8 @@ impl<F: Frame> Outbox<F> {
     pub fn new(limits: OutboxLimits) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                queue: VecDeque::with_capacity(8),
+                // Empty until used: an idle connection costs no queue memory.
+                queue: VecDeque::new(),
                 bytes: 0,
                 tick_queued: false,
                 audio_queued: 0,

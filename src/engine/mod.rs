@@ -209,6 +209,7 @@ impl Engine {
                 if next_tick <= now {
                     let behind = now.duration_since(next_tick).as_nanos() / tick.as_nanos() + 1;
                     next_tick += tick * behind as u32;
+                    self.metrics.tick_deadlines_missed.inc_by(behind as u64);
                 }
             }
             if now >= next_housekeeping {

@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Read buffer per socket. tungstenite allocates it eagerly (128 KiB by default), so it
 /// dominates idle memory per connection; events are small, so 4 KiB reads suffice.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Writes are fed, then flushed once per batch; this is the size at which tungstenite
 /// writes before the flush.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
