@@ -9,13 +9,20 @@ mod common;
 use bandsync_client::protocol::client::{ClientEvent, SetTempo};
 use bandsync_client::protocol::{Role, ServerEvent};
 use bandsync_client::WsClient;
+use bandsync_protocol::audio::{decode_audio_frame, AudioHeader, SampleFormat};
+use base64::Engine as _;
 use common::TestServer;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(5);
 /// 900 characters make a `state_update` of about 1.1 KB: over the 1024-byte threshold.
@@ -493,4 +500,536 @@ async fn the_threshold_and_the_message_limit_apply_to_compressed_traffic() {
     a.send_json(json!({"type":"sync_request","id":"s"}), true)
         .await;
     assert_eq!(a.event_of_type("sync_response").await.0["id"], "s");
+}
+
+// ---------------------------------------------------------------------------------------
+// Shared audio (PROTOCOL.md section 13) to receivers with and without permessage-deflate.
+
+const SHARE_ID: &str = "123456";
+const SHARE_TOKEN: &str = "Bearer Token";
+
+/// A TCP stream that keeps a copy of the first bytes it reads, so the test sees the
+/// handshake response a client library consumed.
+struct Recording {
+    tcp: TcpStream,
+    seen: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncRead for Recording {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = Pin::new(&mut this.tcp).poll_read(cx, buf);
+        let mut seen = this.seen.lock().unwrap();
+        if seen.len() < 16 * 1024 {
+            seen.extend_from_slice(&buf.filled()[before..]);
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Recording {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+type PlainWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One `/ws` connection taking part in a share, whichever client it is. A test has a
+/// few of them, so their size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Peer {
+    /// yawc, permessage-deflate negotiated (it compresses everything it sends).
+    Yawc(yawc::WebSocket<Recording>),
+    /// tokio-tungstenite, which does not offer permessage-deflate.
+    Plain(PlainWs),
+    /// The raw client with permessage-deflate negotiated: sees RSV1 and the exact bytes.
+    Raw(Raw),
+}
+
+/// A data frame: an audio frame's bytes, or a text event.
+enum Got {
+    Audio(Vec<u8>),
+    Event(Value),
+}
+
+/// What a receiver got up to and including `share_ended`.
+struct Received {
+    audio: Vec<Vec<u8>>,
+    metadata: Vec<Value>,
+    ended: Value,
+}
+
+impl Peer {
+    /// yawc with compression on; asserts the server accepted permessage-deflate.
+    async fn yawc(server: &TestServer) -> Self {
+        let options = yawc::Options::default()
+            .with_compression_level(yawc::CompressionLevel::default())
+            .with_max_fragment_size(4096);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let tcp = TcpStream::connect(server.addr).await.unwrap();
+        let io = Recording {
+            tcp,
+            seen: seen.clone(),
+        };
+        let ws = yawc::WebSocket::handshake(server.ws_url().parse().unwrap(), io, options)
+            .await
+            .expect("yawc connects");
+        let head = {
+            let seen = seen.lock().unwrap();
+            let end = seen
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("the response head was read")
+                + 4;
+            String::from_utf8(seen[..end].to_vec()).unwrap()
+        };
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let answer = extensions_header(&head);
+        assert!(
+            answer
+                .as_deref()
+                .is_some_and(|a| a.starts_with("permessage-deflate")),
+            "yawc negotiated permessage-deflate: {head}"
+        );
+        Peer::Yawc(ws)
+    }
+
+    /// tokio-tungstenite; asserts the server answered without extensions.
+    async fn plain(server: &TestServer) -> Self {
+        let (ws, response) = tokio_tungstenite::connect_async(server.ws_url())
+            .await
+            .unwrap();
+        assert!(
+            response.headers().get("sec-websocket-extensions").is_none(),
+            "no deflate for a client that did not offer it: {response:?}"
+        );
+        Peer::Plain(ws)
+    }
+
+    /// The raw client offering permessage-deflate; asserts the server's answer.
+    async fn raw(server: &TestServer) -> Self {
+        let (raw, head) = raw_connect(server, Some(OFFER)).await;
+        assert_eq!(extensions_header(&head).as_deref(), Some(ANSWER));
+        Peer::Raw(raw)
+    }
+
+    async fn send_json(&mut self, value: Value) {
+        let text = value.to_string();
+        match self {
+            Peer::Yawc(ws) => ws.send(yawc::Frame::text(text)).await.unwrap(),
+            Peer::Plain(ws) => ws.send(Message::text(text)).await.unwrap(),
+            Peer::Raw(raw) => raw.send_json(value, true).await,
+        }
+    }
+
+    /// The next audio frame or text event (pings and pongs skipped), within 5 s.
+    async fn next(&mut self) -> Got {
+        tokio::time::timeout(WAIT, self.next_data())
+            .await
+            .expect("a frame within 5 s")
+    }
+
+    async fn next_data(&mut self) -> Got {
+        loop {
+            match self {
+                Peer::Yawc(ws) => {
+                    let frame = ws.next().await.expect("yawc: the connection is open");
+                    match frame.opcode() {
+                        yawc::OpCode::Text => {
+                            return Got::Event(serde_json::from_slice(frame.payload()).unwrap())
+                        }
+                        yawc::OpCode::Binary => return Got::Audio(frame.payload().to_vec()),
+                        yawc::OpCode::Close => panic!("yawc: closed: {:?}", frame.close_code()),
+                        _ => {}
+                    }
+                }
+                Peer::Plain(ws) => {
+                    let message = ws
+                        .next()
+                        .await
+                        .expect("tungstenite: the connection is open")
+                        .unwrap();
+                    match message {
+                        Message::Text(text) => {
+                            return Got::Event(serde_json::from_str(text.as_str()).unwrap())
+                        }
+                        Message::Binary(bytes) => return Got::Audio(bytes.to_vec()),
+                        Message::Close(close) => panic!("tungstenite: closed: {close:?}"),
+                        _ => {}
+                    }
+                }
+                Peer::Raw(raw) => {
+                    let f = raw.frame().await.expect("raw: the connection is open");
+                    match f.opcode {
+                        0x1 => {
+                            let text = if f.rsv1 {
+                                inflate(&f.payload)
+                            } else {
+                                f.payload
+                            };
+                            return Got::Event(serde_json::from_slice(&text).unwrap());
+                        }
+                        0x2 => {
+                            assert!(!f.rsv1, "audio goes out uncompressed, even under deflate");
+                            return Got::Audio(f.payload);
+                        }
+                        0x9 => raw.send_frame(true, false, 0xA, &f.payload).await,
+                        0xA => {}
+                        other => panic!("raw: unexpected opcode {other}: {f:?}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next event of type `kind`, skipping others (audio too); panics on an error.
+    async fn event_of_type(&mut self, kind: &str) -> Value {
+        loop {
+            if let Got::Event(event) = self.next().await {
+                if event["type"] == kind {
+                    return event;
+                }
+                assert_ne!(event["type"], "error", "while waiting for {kind}: {event}");
+            }
+        }
+    }
+
+    async fn join(&mut self, session: &str) -> Value {
+        let join =
+            json!({"type":"join_session","id":"j","data":{"sessionId":session,"role":"follower"}});
+        self.send_json(join).await;
+        self.event_of_type("snapshot").await
+    }
+
+    /// Reads until `share_ended`, keeping the audio frames and `share_metadata` events;
+    /// anything else (room_stats, ticks, heartbeats, state) is skipped, an error panics.
+    async fn receive_share(&mut self) -> Received {
+        let mut audio = Vec::new();
+        let mut metadata = Vec::new();
+        loop {
+            match self.next().await {
+                Got::Audio(frame) => audio.push(frame),
+                Got::Event(event) => match event["type"].as_str() {
+                    Some("share_metadata") => metadata.push(event),
+                    Some("share_ended") => {
+                        return Received {
+                            audio,
+                            metadata,
+                            ended: event,
+                        }
+                    }
+                    Some("error") => panic!("an error while receiving the share: {event}"),
+                    _ => {}
+                },
+            }
+        }
+    }
+}
+
+/// `frames` interleaved stereo f32 frames, distinct for each `chunk`. The first samples
+/// have bit patterns only a byte-exact relay keeps: a NaN payload, -0.0, a subnormal.
+fn f32_samples(chunk: usize, frames: usize) -> Vec<u8> {
+    let specials = [
+        f32::from_bits(0x7fc0_1230 + chunk as u32),
+        -0.0,
+        f32::from_bits(1 + chunk as u32),
+        f32::NEG_INFINITY,
+    ];
+    (0..frames * 2)
+        .map(|i| {
+            specials
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| ((chunk * frames * 2 + i) as f32 * 0.0137).sin() * 0.8)
+        })
+        .flat_map(f32::to_le_bytes)
+        .collect()
+}
+
+/// `frames` interleaved stereo i16 frames of noise (which barely deflates), distinct for
+/// each `chunk`, starting with both extremes.
+fn i16_samples(chunk: usize, frames: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_u32 ^ chunk as u32;
+    (0..frames * 2)
+        .map(|i| match i {
+            0 => i16::MIN,
+            1 => i16::MAX,
+            _ => {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 16) as u16 as i16
+            }
+        })
+        .flat_map(i16::to_le_bytes)
+        .collect()
+}
+
+/// POSTs to the share API with the token; expects 200 and returns the JSON answer.
+async fn share_post(server: &TestServer, path: &str, body: Option<Value>) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(server.http_url(path))
+        .header("Authorization", SHARE_TOKEN);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 200, "POST {path}: {answer}");
+    assert_eq!(answer["success"], true, "POST {path}: {answer}");
+    answer
+}
+
+/// Checks that `frame` is exactly `expected` (header and samples), decoding both.
+#[track_caller]
+fn assert_same_audio(who: &str, frame: &[u8], expected: &[u8]) {
+    let (got, samples) =
+        decode_audio_frame(frame).unwrap_or_else(|e| panic!("{who}: not an audio frame ({e})"));
+    let (want, want_samples) = decode_audio_frame(expected).unwrap();
+    assert_eq!(got.sequence, want.sequence, "{who}: sequence");
+    assert_eq!(
+        got.timestamp.to_bits(),
+        want.timestamp.to_bits(),
+        "{who}: timestamp"
+    );
+    assert_eq!(got.sample_rate, want.sample_rate, "{who}: sampleRate");
+    assert_eq!(got.channels, want.channels, "{who}: channels");
+    assert_eq!(got.format, want.format, "{who}: format");
+    assert!(
+        samples == want_samples,
+        "{who}: the samples of chunk {} differ ({} bytes, {} expected)",
+        want.sequence,
+        samples.len(),
+        want_samples.len()
+    );
+    assert!(frame == expected, "{who}: the frame is not bit-identical");
+}
+
+/// Music Share over REST: a receiver that negotiated permessage-deflate (yawc, and the raw
+/// client that sees the wire) and one that did not (tokio-tungstenite) get every audio
+/// chunk as a binary frame bit-identical to what was posted, the metadata, and the end.
+#[tokio::test]
+async fn shared_audio_reaches_deflate_and_plain_receivers_bit_identically() {
+    let server = TestServer::start_with(|c| {
+        c.share.bearer_token = Some(SHARE_TOKEN.into());
+        // Four chunks back to back: no need to wait out the 10-a-second limit.
+        c.share.share_audio_rate = 100;
+    })
+    .await;
+    let mut receivers = [
+        ("yawc", Peer::yawc(&server).await),
+        ("tungstenite", Peer::plain(&server).await),
+        ("raw deflate", Peer::raw(&server).await),
+    ];
+    for (_, peer) in &mut receivers {
+        peer.join(SHARE_ID).await;
+    }
+    let tasks: Vec<_> = receivers
+        .into_iter()
+        .map(|(who, mut peer)| {
+            tokio::spawn(async move {
+                let received = peer.receive_share().await;
+                (who, received, peer)
+            })
+        })
+        .collect();
+
+    let started = share_post(
+        &server,
+        "/api/share/start",
+        Some(json!({"sessionId": SHARE_ID})),
+    )
+    .await;
+    assert_eq!(started["sessionId"], SHARE_ID);
+
+    // Long lyrics: the share_metadata event is over the 1024-byte threshold, so deflate
+    // receivers get it compressed (and must inflate it).
+    let metadata = json!({
+        "title": "Träumerei",
+        "artist": "Schumann",
+        "lyrics": long_text("[00:01.00] no words, only strings"),
+        "hasSyncedLyrics": true,
+        "elapsedSeconds": 1.5,
+        "totalSeconds": 170.25,
+        "timestamp": 1_732_190_000_000_i64,
+    });
+    let answer = share_post(
+        &server,
+        &format!("/api/share/{SHARE_ID}/metadata"),
+        Some(metadata.clone()),
+    )
+    .await;
+    // (`listenersNotified` counts WebSocket members as of the last `room_stats`, up to
+    // ROOM_STATS_INTERVAL_MS behind the joins: only its presence is checked.)
+    assert!(answer["listenersNotified"].is_u64(), "{answer}");
+
+    // Four chunks of 800 stereo frames at 8000 Hz (100 ms each).
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut expected = Vec::new();
+    for seq in 0..4_usize {
+        let samples = f32_samples(seq, 800);
+        let timestamp = 1_732_190_000_000_i64 + 100 * seq as i64;
+        let body = json!({
+            "data": b64.encode(&samples),
+            "sampleRate": 8000,
+            "channels": 2,
+            "timestamp": timestamp,
+            "sequenceNumber": seq,
+        });
+        let answer = share_post(&server, &format!("/api/share/{SHARE_ID}/audio"), Some(body)).await;
+        assert_eq!(answer["buffered"], true, "{answer}");
+        let header = AudioHeader {
+            sequence: seq as i64,
+            timestamp: timestamp as f64,
+            sample_rate: 8000,
+            channels: 2,
+            format: SampleFormat::F32,
+        };
+        expected.push(header.encode(&samples));
+    }
+    let stopped = share_post(&server, &format!("/api/share/{SHARE_ID}/stop"), None).await;
+    assert_eq!(stopped["bytesTransferred"], 4 * 800 * 2 * 4, "{stopped}");
+
+    for task in tasks {
+        let (who, received, _peer) = tokio::time::timeout(Duration::from_secs(15), task)
+            .await
+            .expect("every receiver saw share_ended")
+            .unwrap();
+        assert_eq!(
+            received.audio.len(),
+            expected.len(),
+            "{who}: one binary frame per chunk"
+        );
+        for (frame, want) in received.audio.iter().zip(&expected) {
+            assert_same_audio(who, frame, want);
+            assert_eq!(
+                decode_audio_frame(frame).unwrap().0.format,
+                SampleFormat::F32
+            );
+        }
+        assert_eq!(received.metadata.len(), 1, "{who}: one share_metadata");
+        assert_eq!(received.metadata[0]["data"]["sessionId"], SHARE_ID, "{who}");
+        assert_eq!(
+            received.metadata[0]["data"]["metadata"], metadata,
+            "{who}: the metadata as posted"
+        );
+        assert_eq!(received.ended["data"]["sessionId"], SHARE_ID, "{who}");
+        assert_eq!(received.ended["data"]["reason"], "stopped", "{who}");
+    }
+
+    // yawc's join went in compressed; the metadata went out compressed to both deflate
+    // receivers (and the audio, uncompressed, was never dropped).
+    assert!(metric(&server, "bandsync_deflate_messages_total{direction=\"in\"}").await >= 1);
+    assert!(
+        metric(
+            &server,
+            "bandsync_deflate_messages_total{direction=\"out\"}"
+        )
+        .await
+            >= 2
+    );
+    assert_eq!(metric(&server, "bandsync_audio_dropped_total").await, 0);
+}
+
+/// Music Share over `/ws`: yawc (deflate negotiated, so its binary frames arrive
+/// compressed, the larger ones fragmented) shares i16 audio; a member without deflate gets every frame
+/// bit-identical, the sharer never gets its own audio back, and `share_stop` ends it.
+#[tokio::test]
+async fn audio_shared_by_a_deflate_client_reaches_a_plain_member_bit_identically() {
+    let server = TestServer::start_with(|c| {
+        c.share.bearer_token = Some(SHARE_TOKEN.into());
+        c.share.share_audio_rate = 100;
+    })
+    .await;
+    let mut sharer = Peer::yawc(&server).await;
+    let mut member = Peer::plain(&server).await;
+    sharer.join(SHARE_ID).await;
+    member.join(SHARE_ID).await;
+    let member = tokio::spawn(async move { member.receive_share().await });
+
+    sharer
+        .send_json(json!({"type":"share_start","id":1,"data":{"token":SHARE_TOKEN}}))
+        .await;
+    let started = sharer.event_of_type("share_started").await;
+    assert_eq!(started["id"], 1);
+    assert_eq!(started["data"]["sessionId"], SHARE_ID);
+
+    // 10 ms, 100 ms and 500 ms at 48 kHz. yawc compresses every message and sends one
+    // over 4 KiB as fragments (4 KiB of input each), so the server inflates fragmented
+    // compressed binary messages too.
+    let mut expected = Vec::new();
+    let mut sample_bytes = 0;
+    for (seq, frames) in [480, 4800, 24_000].into_iter().enumerate() {
+        let samples = i16_samples(seq, frames);
+        sample_bytes += samples.len();
+        let header = AudioHeader {
+            sequence: 40 + seq as i64,
+            timestamp: 1_732_190_000_123.456 + 10.0 * seq as f64,
+            sample_rate: 48_000,
+            channels: 2,
+            format: SampleFormat::I16,
+        };
+        let frame = header.encode(&samples);
+        let Peer::Yawc(ws) = &mut sharer else {
+            unreachable!()
+        };
+        ws.send(yawc::Frame::binary(frame.clone())).await.unwrap();
+        expected.push(frame);
+    }
+
+    sharer.send_json(json!({"type":"share_stop","id":2})).await;
+    let own = sharer.receive_share().await;
+    assert!(
+        own.audio.is_empty(),
+        "the sharer does not get its own audio"
+    );
+    assert_eq!(own.ended["id"], 2);
+    assert_eq!(own.ended["data"]["reason"], "stopped");
+    assert_eq!(own.ended["data"]["bytesTransferred"], sample_bytes);
+
+    let received = tokio::time::timeout(Duration::from_secs(15), member)
+        .await
+        .expect("the member saw share_ended")
+        .unwrap();
+    assert_eq!(received.audio.len(), expected.len(), "one frame per chunk");
+    for (frame, want) in received.audio.iter().zip(&expected) {
+        assert_same_audio("tungstenite", frame, want);
+        assert_eq!(
+            decode_audio_frame(frame).unwrap().0.format,
+            SampleFormat::I16
+        );
+    }
+    assert_eq!(received.ended["data"]["sessionId"], SHARE_ID);
+    assert_eq!(received.ended["data"]["reason"], "stopped");
+    // join, share_start, three audio frames and share_stop all went in compressed.
+    assert!(metric(&server, "bandsync_deflate_messages_total{direction=\"in\"}").await >= 6);
+    assert_eq!(metric(&server, "bandsync_audio_dropped_total").await, 0);
+    // PROTOCOL.md 13, "Sharing over WebSocket" step 4: the others get `share_ended`
+    // without the totals (`ShareEnded`: they are in the reply to the sharer's own stop).
+    assert!(
+        received.ended["data"].get("bytesTransferred").is_none()
+            && received.ended["data"].get("sessionDuration").is_none(),
+        "only the sharer gets the totals: {}",
+        received.ended
+    );
 }

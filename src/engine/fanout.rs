@@ -187,6 +187,9 @@ impl Engine {
 
     /// Marks a session's audience as changed; `room_stats` follows, coalesced.
     pub(super) fn stats_changed(&mut self, session_id: &Arc<str>) {
+        // The share API's listenerCount is read at any time: keep it exact, unlike the
+        // coalesced room_stats.
+        self.share_audience_changed(session_id);
         self.stats_dirty.insert(session_id.clone());
     }
 
@@ -212,10 +215,6 @@ impl Engine {
                 still_dirty.push(session_id);
                 continue;
             }
-            self.share_audience_changed(&session_id);
-            let Some(session) = self.sessions.get_mut(&session_id) else {
-                continue;
-            };
             session.stats_sent_at = Some(now);
             let event = ServerEvent::RoomStats(RoomStats {
                 session_id: session.id.to_string(),

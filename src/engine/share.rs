@@ -96,7 +96,14 @@ impl Engine {
                     bytes_transferred: Some(bytes),
                 });
                 self.send_to(key, &ended, id.as_ref());
-                self.broadcast(&session_id, &ended, Some(key));
+                // The totals are the sharer's business; the others only learn it ended.
+                let for_others = ServerEvent::ShareEnded(events::ShareEnded {
+                    session_id: session_id.to_string(),
+                    reason: "stopped".into(),
+                    session_duration: None,
+                    bytes_transferred: None,
+                });
+                self.broadcast(&session_id, &for_others, Some(key));
             }
             Err(e) => self.send_to(key, &share_error(&e), id.as_ref()),
         }
