@@ -1,6 +1,8 @@
 //! Pure logic behind `bandsync-bench`, kept in the library so it is unit-tested and usable
 //! from other tools: the unique-tempo scheme that ties a delivery to its send, per-stream
-//! `seq` accounting, and percentile summaries.
+//! `seq` accounting, percentile summaries, and for the audio relay scenario: share ids,
+//! real-time chunk schedules, PCM and REST bodies, sequence sets and send instants by
+//! (session, sequence).
 //!
 //! Why not [`crate::TickStats`] per connection: it holds two HDR histograms (about 280 KiB)
 //! per stream, which is 2.8 GiB at 10,000 connections. The bench keeps one small
@@ -193,6 +195,238 @@ impl LatencySummary {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Audio relay (Music Share)
+// ---------------------------------------------------------------------------------------
+
+/// How many 6-digit share session ids there are.
+pub const SHARE_ID_SPACE: u64 = 1_000_000;
+
+/// splitmix64: a fixed, well-mixed permutation of `u64`, so nearby seeds (pids, clocks)
+/// start far apart.
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `count` distinct 6-digit share session ids for one run: consecutive numbers (wrapping
+/// past 999999) from a start derived from `seed` (the bench's pid, clock and run number).
+/// Distinct as long as `count` is at most [`SHARE_ID_SPACE`].
+pub fn share_ids(seed: u64, count: usize) -> Vec<String> {
+    let start = mix(seed) % SHARE_ID_SPACE;
+    (0..count as u64)
+        .map(|i| format!("{:06}", (start + i) % SHARE_ID_SPACE))
+        .collect()
+}
+
+/// One sharer's real-time schedule: chunk `k` is due at `phase + k * period` after the
+/// start (absolute deadlines, so a late send does not delay the ones after it), for the
+/// chunks due before `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkSchedule {
+    pub period: Duration,
+    pub phase: Duration,
+    pub duration: Duration,
+}
+
+impl ChunkSchedule {
+    /// When chunk `k` is due, after the start.
+    pub fn due(&self, k: u64) -> Duration {
+        self.phase + self.period * u32::try_from(k).unwrap_or(u32::MAX)
+    }
+
+    /// How many chunks are due before `duration`.
+    pub fn count(&self) -> u64 {
+        if self.phase >= self.duration || self.period.is_zero() {
+            return 0;
+        }
+        let span = (self.duration - self.phase).as_nanos();
+        span.div_ceil(self.period.as_nanos()) as u64
+    }
+
+    /// Phase of sharer `index` of `sharers`: spread evenly over one period, so that the
+    /// sessions do not all post at the same instant (real sharers are not synchronized).
+    pub fn spread(period: Duration, index: u64, sharers: u64) -> Duration {
+        period.mul_f64(index as f64 / sharers.max(1) as f64)
+    }
+}
+
+/// Frames (one sample per channel) in a chunk of `chunk_ms` at `sample_rate`, rounded to
+/// the nearest whole frame.
+pub fn frames_per_chunk(sample_rate: u32, chunk_ms: u32) -> u64 {
+    (u64::from(sample_rate) * u64::from(chunk_ms) + 500) / 1000
+}
+
+/// A 440 Hz sine, interleaved over `channels`, as little-endian f32 (`i16 == false`) or
+/// i16 samples: real-looking PCM (it does not compress to nothing).
+pub fn sine_pcm(frames: u64, channels: u16, sample_rate: u32, i16: bool) -> Vec<u8> {
+    let bytes = if i16 { 2 } else { 4 };
+    let mut out = Vec::with_capacity(frames as usize * usize::from(channels) * bytes);
+    let step = 2.0 * std::f64::consts::PI * 440.0 / f64::from(sample_rate.max(1));
+    for f in 0..frames {
+        let v = (step * f as f64).sin() * 0.5;
+        for _ in 0..channels {
+            if i16 {
+                out.extend_from_slice(&((v * 32767.0) as i16).to_le_bytes());
+            } else {
+                out.extend_from_slice(&(v as f32).to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// The body of `POST /api/share/{id}/audio`, as the seed's client sends it: base64 of the
+/// f32 samples, and an integer `timestamp` (ms).
+pub fn rest_chunk_body(
+    data_base64: &str,
+    sample_rate: u32,
+    channels: u16,
+    timestamp_ms: u64,
+    sequence: i64,
+) -> String {
+    let mut body = String::with_capacity(data_base64.len() + 120);
+    body.push_str("{\"data\":\"");
+    body.push_str(data_base64);
+    body.push_str(&format!(
+        "\",\"sampleRate\":{sample_rate},\"channels\":{channels},\"timestamp\":{timestamp_ms},\"sequenceNumber\":{sequence}}}"
+    ));
+    body
+}
+
+/// Bytes that the (padded, standard) base64 text `b64` decodes to, without decoding it.
+pub fn base64_decoded_len(b64: &str) -> usize {
+    let padding = b64.bytes().rev().take(2).filter(|&b| b == b'=').count();
+    (b64.len() / 4 * 3).saturating_sub(padding)
+}
+
+/// What [`SeqSet::insert`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqInsert {
+    /// First time seen; `out_of_order` when a higher sequence came before it.
+    New {
+        out_of_order: bool,
+    },
+    Duplicate,
+    /// Negative, or beyond the capacity: not a sequence this run sent.
+    OutOfRange,
+}
+
+/// Which sequence numbers `0..capacity` one stream has seen (a bitset: 13 KB for an hour
+/// of 100 ms chunks), to count unique deliveries, duplicates and what is missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeqSet {
+    bits: Vec<u64>,
+    capacity: u64,
+    len: u64,
+    highest: Option<u64>,
+}
+
+impl SeqSet {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            bits: vec![0; capacity.div_ceil(64) as usize],
+            capacity,
+            len: 0,
+            highest: None,
+        }
+    }
+
+    pub fn insert(&mut self, seq: i64) -> SeqInsert {
+        let Ok(seq) = u64::try_from(seq) else {
+            return SeqInsert::OutOfRange;
+        };
+        if seq >= self.capacity {
+            return SeqInsert::OutOfRange;
+        }
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if self.bits[word] & bit != 0 {
+            return SeqInsert::Duplicate;
+        }
+        self.bits[word] |= bit;
+        self.len += 1;
+        let out_of_order = self.highest.is_some_and(|h| h > seq);
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+        SeqInsert::New { out_of_order }
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        seq < self.capacity && self.bits[(seq / 64) as usize] & (1u64 << (seq % 64)) != 0
+    }
+
+    /// Distinct sequences seen.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many sequences of `expected` this set lacks.
+    pub fn missing_from(&self, expected: &SeqSet) -> u64 {
+        expected
+            .bits
+            .iter()
+            .enumerate()
+            .map(|(i, &want)| {
+                let have = self.bits.get(i).copied().unwrap_or(0);
+                u64::from((want & !have).count_ones())
+            })
+            .sum()
+    }
+}
+
+/// When each chunk of each session was sent, for latency by `(session, sequence)`: one
+/// atomic per chunk, written once by the sharer just before sending, read by every
+/// receiver (one process, one monotonic clock).
+#[derive(Debug)]
+pub struct SendBook {
+    base: Instant,
+    per_session: u64,
+    /// ns since `base`, plus one (0 = not sent).
+    slots: Box<[std::sync::atomic::AtomicU64]>,
+}
+
+impl SendBook {
+    pub fn new(sessions: usize, per_session: u64) -> Self {
+        let n = sessions as u64 * per_session;
+        Self {
+            base: Instant::now(),
+            per_session,
+            slots: (0..n)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn slot(&self, session: usize, seq: i64) -> Option<&std::sync::atomic::AtomicU64> {
+        let seq = u64::try_from(seq).ok().filter(|&s| s < self.per_session)?;
+        self.slots
+            .get(usize::try_from(session as u64 * self.per_session + seq).ok()?)
+    }
+
+    /// Stamps chunk `seq` of `session` as sent at `at`. False when out of range.
+    pub fn mark(&self, session: usize, seq: i64, at: Instant) -> bool {
+        let Some(slot) = self.slot(session, seq) else {
+            return false;
+        };
+        let ns = at.saturating_duration_since(self.base).as_nanos() as u64 + 1;
+        slot.store(ns, std::sync::atomic::Ordering::Release);
+        true
+    }
+
+    /// When chunk `seq` of `session` was sent, if it was.
+    pub fn sent_at(&self, session: usize, seq: i64) -> Option<Instant> {
+        let ns = self
+            .slot(session, seq)?
+            .load(std::sync::atomic::Ordering::Acquire);
+        (ns != 0).then(|| self.base + Duration::from_nanos(ns - 1))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +511,146 @@ mod tests {
         assert_eq!(s.p99, 991);
         assert_eq!(s.p999, 1000);
         assert!(s.max >= MAX_RECORDED_US && s.max < MAX_RECORDED_US + MAX_RECORDED_US / 1000);
+    }
+    #[test]
+    fn share_ids_are_distinct_six_digit_and_wrap() {
+        for seed in [0, 1, 42, u64::MAX] {
+            let ids = share_ids(seed, 50);
+            assert_eq!(ids.len(), 50);
+            let set: std::collections::HashSet<_> = ids.iter().collect();
+            assert_eq!(set.len(), 50, "{seed}");
+            assert!(ids
+                .iter()
+                .all(|id| id.len() == 6 && id.bytes().all(|b| b.is_ascii_digit())));
+        }
+        assert_eq!(share_ids(7, 3), share_ids(7, 3), "deterministic");
+        assert_ne!(share_ids(7, 1), share_ids(8, 1));
+        // The whole space, wrapping past 999999: still all distinct.
+        let all = share_ids(3, SHARE_ID_SPACE as usize);
+        let set: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(set.len(), SHARE_ID_SPACE as usize);
+    }
+
+    #[test]
+    fn chunk_schedules_use_absolute_deadlines() {
+        let s = ChunkSchedule {
+            period: Duration::from_millis(100),
+            phase: Duration::ZERO,
+            duration: Duration::from_secs(10),
+        };
+        assert_eq!(s.count(), 100);
+        assert_eq!(s.due(0), Duration::ZERO);
+        assert_eq!(s.due(99), Duration::from_millis(9900));
+        let late = ChunkSchedule {
+            phase: Duration::from_millis(50),
+            ..s
+        };
+        assert_eq!(late.count(), 100, "50, 150, ..., 9950");
+        assert_eq!(late.due(1), Duration::from_millis(150));
+        let odd = ChunkSchedule {
+            period: Duration::from_millis(30),
+            ..s
+        };
+        assert_eq!(odd.count(), 334, "0, 30, ..., 9990");
+        assert_eq!(
+            ChunkSchedule {
+                phase: Duration::from_secs(11),
+                ..s
+            }
+            .count(),
+            0
+        );
+        assert_eq!(
+            ChunkSchedule::spread(Duration::from_millis(100), 3, 10),
+            Duration::from_millis(30)
+        );
+        assert_eq!(
+            ChunkSchedule::spread(Duration::from_millis(100), 0, 0),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn pcm_sizes_and_rest_bodies() {
+        assert_eq!(frames_per_chunk(44_100, 100), 4410);
+        assert_eq!(frames_per_chunk(44_100, 93), 4101);
+        assert_eq!(frames_per_chunk(48_000, 20), 960);
+        let f = sine_pcm(4410, 2, 44_100, false);
+        assert_eq!(f.len(), 4410 * 2 * 4);
+        let first: Vec<f32> = f
+            .chunks_exact(4)
+            .take(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(first[0], 0.0);
+        assert_eq!(first[0], first[1], "interleaved: both channels alike");
+        assert!(first[2] > 0.0 && first[2] < 0.5);
+        assert_eq!(sine_pcm(10, 1, 8000, true).len(), 20);
+
+        let body = rest_chunk_body("AAAAAA==", 44_100, 2, 1_732_190_000_123, 42);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["data"], "AAAAAA==");
+        assert_eq!(v["sampleRate"], 44_100);
+        assert_eq!(v["channels"], 2);
+        assert_eq!(v["timestamp"], 1_732_190_000_123u64);
+        assert_eq!(v["sequenceNumber"], 42);
+
+        for n in 0..10usize {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);
+            assert_eq!(base64_decoded_len(&b64), n, "{b64}");
+        }
+    }
+
+    #[test]
+    fn seq_sets_count_unique_duplicates_and_missing() {
+        let mut s = SeqSet::new(130);
+        assert!(s.is_empty());
+        assert_eq!(
+            s.insert(0),
+            SeqInsert::New {
+                out_of_order: false
+            }
+        );
+        assert_eq!(
+            s.insert(5),
+            SeqInsert::New {
+                out_of_order: false
+            }
+        );
+        assert_eq!(s.insert(3), SeqInsert::New { out_of_order: true });
+        assert_eq!(s.insert(5), SeqInsert::Duplicate);
+        assert_eq!(
+            s.insert(129),
+            SeqInsert::New {
+                out_of_order: false
+            }
+        );
+        assert_eq!(s.insert(130), SeqInsert::OutOfRange);
+        assert_eq!(s.insert(-1), SeqInsert::OutOfRange);
+        assert_eq!(s.len(), 4);
+        assert!(s.contains(129) && !s.contains(128) && !s.contains(1000));
+
+        let mut sent = SeqSet::new(130);
+        for seq in 0..=129 {
+            sent.insert(seq);
+        }
+        assert_eq!(s.missing_from(&sent), 126);
+        assert_eq!(sent.missing_from(&s), 0);
+        assert_eq!(SeqSet::new(0).missing_from(&sent), 130);
+    }
+
+    #[test]
+    fn send_book_keys_by_session_and_sequence() {
+        let book = SendBook::new(2, 10);
+        let t = Instant::now() + Duration::from_millis(5);
+        assert_eq!(book.sent_at(1, 3), None);
+        assert!(book.mark(1, 3, t));
+        assert!(!book.mark(1, 10, t), "beyond the session's chunks");
+        assert!(!book.mark(0, -1, t));
+        let back = book.sent_at(1, 3).unwrap();
+        assert!(back <= t && t - back < Duration::from_micros(1));
+        assert_eq!(book.sent_at(0, 3), None, "another session");
+        assert_eq!(book.sent_at(2, 0), None, "no such session");
     }
 }

@@ -19,9 +19,22 @@ OUTPUT
     (receive wall clock - serverTime), negative_lag.
   connect: join_latency_us, connect_s, joins_per_s, rss_kib {before, after, per_connection},
     hold {seconds, server_cpu_percent}.
+  audio: [preset,] receivers, receiver_transport, uplink, chunk_ms, sample_rate, channels,
+    format, chunk_bytes, deflate (always false: the bench's WebSocket cannot negotiate it),
+    share_audio_rate (what a --spawn server got, else null); sent (chunks), expected_deliveries
+    (accepted chunks x receivers of their session), deliveries (distinct chunks received in
+    the window), lost, latency_us (sharer send instant to receiver receive instant, keyed by
+    session and sequence; poll receivers add up to 100 ms of polling), server_cpu.us_per_delivery
+    (per chunk delivered), and audio {sharers, chunks_accepted, chunks_refused,
+    receivers_with_loss, max_lost_per_receiver, duplicates, out_of_order, corrupt, unmatched,
+    uplink_bytes_per_s, relayed_bytes_per_s (PCM), received_wire_bytes_per_s (frames, event
+    data or poll bodies), send_lateness_us (sharer send after its deadline), [post_us (REST
+    uplink round trip),] [polls, empty_polls]}. Receivers join before the first chunk, so no
+    one gets a join burst and every accepted chunk is expected by every receiver.
   server_metrics {counters, mean_us}: deltas of the server's own /metrics over the scenario
     (ticks_dropped_total, slow_client_disconnects_total, ...; histogram means in µs), when served.
-  n counts the measured connections (mixed: sessions x members, leaders included); CPU is read
+  n counts the measured connections (mixed: sessions x members, leaders included; audio:
+  receivers, sessions x receivers); CPU is read
   from /proc/PID/stat in 10 ms ticks, so windows under a second give coarse CPU figures.
   stderr: a short summary per scenario, progress bars on a terminal.
 
@@ -32,7 +45,15 @@ EXIT STATUS
 EXAMPLES
   bandsync-bench --spawn fanout -n 1000 -d 5
   BATCH_INTERVAL_MS=0 bandsync-bench --spawn --server-arg=--scroll-tick-interval=16 ticks,sse
-  bandsync-bench --url ws://127.0.0.1:3001 --server-pid $(pgrep -x bandsync) connect -n 10000";
+  bandsync-bench --url ws://127.0.0.1:3001 --server-pid $(pgrep -x bandsync) connect -n 10000
+  bandsync-bench --spawn audio-seed -d 5 --receiver-transport sse
+  bandsync-bench --spawn audio --sessions 20 --receivers 4 --uplink ws --format i16 --chunk-ms 50
+
+AUDIO AND THE SERVER
+  --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
+  rate when higher: 100 ms chunks are exactly the default limit of 10/s per session), and
+  --max-share-sessions S when S > 50; a --server-arg or environment variable of the same
+  setting wins. With --url the server must have BEARER_TOKEN equal to --token.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -46,8 +67,13 @@ pub enum Scenario {
     Sse,
     /// S sessions of M members, leaders change tempo while playing.
     Mixed,
-    /// Every scenario above, in that order.
+    /// Every scenario above, in that order (not the audio ones).
     All,
+    /// Music Share relay: S sharers stream real-time audio, R receivers per session.
+    Audio,
+    /// The seed's three load tests, each an `audio` run: 10 sessions x 1 receiver,
+    /// 5 x 10, 50 x 5.
+    AudioSeed,
 }
 
 impl Scenario {
@@ -59,6 +85,64 @@ impl Scenario {
             Scenario::Sse => "sse",
             Scenario::Mixed => "mixed",
             Scenario::All => "all",
+            Scenario::Audio => "audio",
+            Scenario::AudioSeed => "audio-seed",
+        }
+    }
+}
+
+/// How audio receivers get the audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RxTransport {
+    Ws,
+    Sse,
+    Poll,
+}
+
+/// How sharers send the audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Uplink {
+    Rest,
+    Ws,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PcmFormat {
+    F32,
+    I16,
+}
+
+impl RxTransport {
+    pub fn name(self) -> &'static str {
+        match self {
+            RxTransport::Ws => "ws",
+            RxTransport::Sse => "sse",
+            RxTransport::Poll => "poll",
+        }
+    }
+}
+
+impl Uplink {
+    pub fn name(self) -> &'static str {
+        match self {
+            Uplink::Rest => "rest",
+            Uplink::Ws => "ws",
+        }
+    }
+}
+
+impl PcmFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            PcmFormat::F32 => "f32",
+            PcmFormat::I16 => "i16",
+        }
+    }
+
+    pub fn bytes_per_sample(self) -> usize {
+        match self {
+            PcmFormat::F32 => 4,
+            PcmFormat::I16 => 2,
         }
     }
 }
@@ -96,7 +180,8 @@ pub struct Cli {
     #[arg(long, default_value = "ws://127.0.0.1:3001", conflicts_with = "spawn")]
     pub url: String,
     /// Start target/release/bandsync (next to this binary) on a free loopback port for each
-    /// scenario, wait for /health, kill it afterwards. It inherits the environment.
+    /// scenario, wait for /health, kill it afterwards. It inherits the environment, plus
+    /// BEARER_TOKEN set to --token.
     #[arg(long)]
     pub spawn: bool,
     /// Server binary for --spawn instead of the one next to this executable.
@@ -119,15 +204,46 @@ pub struct Cli {
     /// Connections measured: followers (fanout, ticks), listeners (sse), joiners (connect).
     #[arg(short = 'n', long = "clients", value_name = "N", default_value_t = 100)]
     pub n: u64,
-    /// Measured time in seconds (connect: how long the connections are held).
-    #[arg(short = 'd', long, value_name = "SECS", default_value = "5", value_parser = parse_secs)]
-    pub duration: Duration,
+    /// Measured time in seconds (connect: how long the connections are held)
+    /// [default: 5; 10 for audio and audio-seed].
+    #[arg(short = 'd', long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<Duration>,
     /// set_tempo per second per leader [default: 10 for fanout, 1 for mixed].
     #[arg(long, value_name = "HZ", allow_hyphen_values = true)]
     pub rate: Option<f64>,
-    /// Sessions for connect and mixed.
+    /// Sessions for connect, mixed and audio (audio: one sharer each).
     #[arg(long, value_name = "S", default_value_t = 10)]
     pub sessions: u64,
+    /// audio: receivers per share session.
+    #[arg(long, value_name = "R", default_value_t = 1)]
+    pub receivers: u64,
+    /// audio: how receivers get the audio: binary frames over /ws (after join_session),
+    /// `audio_chunk` events on /sse/{id}, or polling GET /api/share/{id}/audio?since=N
+    /// every 100 ms (as the seed's client does).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = RxTransport::Ws)]
+    pub receiver_transport: RxTransport,
+    /// audio: how sharers send it: base64 f32 JSON POSTs to /api/share/{id}/audio (the
+    /// seed's client), or binary frames over /ws after share_start.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = Uplink::Rest)]
+    pub uplink: Uplink,
+    /// audio: ms of audio per chunk; a sharer sends 1000/MS chunks a second in real time.
+    /// 100 ms is exactly the server's default limit of 10 chunks/s per session, so a
+    /// --spawn server gets --share-audio-rate 20 (or twice the chunk rate, if higher).
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub chunk_ms: u32,
+    /// audio: sample rate, Hz.
+    #[arg(long, value_name = "HZ", default_value_t = 44_100)]
+    pub sample_rate: u32,
+    /// audio: interleaved channels.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub channels: u16,
+    /// audio: sample format (i16 needs --uplink ws: the REST API carries f32 only).
+    #[arg(long, value_enum, value_name = "FMT", default_value_t = PcmFormat::F32)]
+    pub format: PcmFormat,
+    /// audio: the share API's token, sent whole as `Authorization` (and in share_start).
+    /// A --spawn server gets it as BEARER_TOKEN.
+    #[arg(long, value_name = "TOKEN", default_value = "Bearer Token")]
+    pub token: String,
     /// Members per session for mixed (one leader, the rest followers).
     #[arg(long, value_name = "M", default_value_t = 10)]
     pub members: u64,

@@ -7,8 +7,12 @@
 //! Module map: `cli` + `plan` (flags), `target` (the server: `--url` or `--spawn`), `fleet` +
 //! `wire` + `listener` (many cheap receiving connections), `leader` (the senders),
 //! `recorder` + `report` + `procfs` + `metrics` (measurements and output), one file per
-//! scenario.
+//! scenario; `audio` (the Music Share relay) has its sharers in `audio_tx` and its
+//! receivers in `audio_rx`.
 
+mod audio;
+mod audio_rx;
+mod audio_tx;
 mod cli;
 mod connect;
 mod fanout;
@@ -29,9 +33,9 @@ mod wire;
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Scenario};
 pub use plan::Settings;
-use plan::{tempo_slots, Plan};
+use plan::{tempo_slots, Job, Plan};
 use recorder::{lock, Recorder};
-use report::{Params, Sections};
+use report::{AudioParams, Params, Sections};
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,7 +52,10 @@ enum Outcome {
 
 fn sections(scenario: Scenario) -> Sections {
     Sections {
-        latency: matches!(scenario, Scenario::Fanout | Scenario::Mixed),
+        latency: matches!(
+            scenario,
+            Scenario::Fanout | Scenario::Mixed | Scenario::Audio
+        ),
         ticks: matches!(scenario, Scenario::Ticks | Scenario::Sse | Scenario::Mixed),
         joins: scenario == Scenario::Connect,
     }
@@ -66,15 +73,48 @@ async fn dispatch(
         Scenario::Sse => ticks::run(s, ep, rec, true).await,
         Scenario::Connect => connect::run(s, ep, rec).await,
         Scenario::Mixed => mixed::run(s, ep, rec).await,
-        Scenario::All => unreachable!("expanded by the cli"),
+        Scenario::Audio => audio::run(s, ep, rec).await,
+        Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
     }
+}
+
+/// What a spawned server needs for `scenario`: the share token (every scenario, harmless
+/// where unused) and, for audio, share limits with headroom.
+fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::ServerExtras {
+    let mut extras = target::ServerExtras::default();
+    let Some(opts) = &plan.spawn else {
+        return extras;
+    };
+    extras
+        .env
+        .push(("BEARER_TOKEN".into(), s.audio.token.clone()));
+    if scenario == Scenario::Audio {
+        extras.default_flag(
+            opts,
+            "--share-audio-rate",
+            "SHARE_AUDIO_RATE",
+            s.audio.spawn_audio_rate().to_string(),
+        );
+        if s.sessions > 50 {
+            extras.default_flag(
+                opts,
+                "--max-share-sessions",
+                "MAX_SESSIONS",
+                s.sessions.to_string(),
+            );
+        }
+    }
+    extras
 }
 
 /// Runs one scenario against its server (spawned for it with --spawn) and prints its
 /// report, complete or not.
-async fn run_one(plan: &Plan, scenario: Scenario, deadline: Instant) -> Outcome {
-    let s = plan.settings_for(scenario);
+async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Outcome {
+    let scenario = job.scenario;
+    let s = plan.job_settings(job, index);
+    let extras = server_extras(plan, scenario, &s);
     let mut params = Params {
+        preset: job.preset.map(|p| p.name),
         n: s.n,
         duration_s: s.duration.as_secs_f64(),
         tick_interval_ms: s.tick_interval_ms,
@@ -91,11 +131,33 @@ async fn run_one(plan: &Plan, scenario: Scenario, deadline: Instant) -> Outcome 
             params.members = Some(s.members);
             params.rate_hz = Some(s.rate);
         }
+        Scenario::Audio => {
+            let a = &s.audio;
+            params.n = s.sessions * a.receivers;
+            params.sessions = Some(s.sessions);
+            params.audio = Some(AudioParams {
+                receivers: a.receivers,
+                receiver_transport: a.transport.name(),
+                uplink: a.uplink.name(),
+                chunk_ms: a.chunk_ms,
+                sample_rate: a.sample_rate,
+                channels: a.channels,
+                format: a.format.name(),
+                chunk_bytes: a.chunk_bytes(),
+                deflate: false,
+                share_audio_rate: extras
+                    .args
+                    .iter()
+                    .position(|arg| arg == "--share-audio-rate")
+                    .and_then(|i| extras.args.get(i + 1)?.parse().ok()),
+            });
+        }
         _ => {}
     }
     let started = match (&plan.spawn, &plan.url) {
         (Some(opts), _) => {
-            match tokio::time::timeout_at(deadline, target::spawn(opts, scenario.name())).await {
+            let tag = job.preset.map_or(scenario.name(), |p| p.name);
+            match tokio::time::timeout_at(deadline, target::spawn(opts, tag, &extras)).await {
                 Ok(Ok((ep, guard))) => Ok((ep, Some(guard))),
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err("timed out starting the server".into()),
@@ -163,8 +225,8 @@ async fn run_one(plan: &Plan, scenario: Scenario, deadline: Instant) -> Outcome 
 async fn run_all(plan: Plan) -> ExitCode {
     let deadline = Instant::now() + plan.timeout;
     let mut code = ExitCode::SUCCESS;
-    for &scenario in &plan.scenarios {
-        match run_one(&plan, scenario, deadline).await {
+    for (index, job) in plan.jobs.iter().enumerate() {
+        match run_one(&plan, job, index, deadline).await {
             Outcome::Done => {}
             Outcome::Failed => code = ExitCode::FAILURE,
             Outcome::TimedOut => return ExitCode::from(3),
@@ -207,7 +269,28 @@ fn main() -> ExitCode {
             .exit(),
     };
     let s = &plan.settings;
-    raise_nofile(s.n.max(s.sessions * s.members) + s.sessions + 256);
+    let audio = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| j.scenario == Scenario::Audio)
+        .map(|(i, j)| {
+            let a = plan.job_settings(j, i);
+            a.sessions * (a.audio.receivers + 2)
+        })
+        .max()
+        .unwrap_or(0);
+    raise_nofile(s.n.max(s.sessions * s.members).max(audio) + s.sessions + 256);
+    if plan.spawn.is_none()
+        && plan.jobs.iter().any(|j| j.scenario == Scenario::Audio)
+        && s.audio.chunk_ms <= 100
+    {
+        tracing::warn!(
+            "--chunk-ms {} sends {:.0} chunks/s per session: a server with the default SHARE_AUDIO_RATE (10/s) has little or no headroom for that",
+            s.audio.chunk_ms,
+            s.audio.chunks_per_s()
+        );
+    }
     if plan.rate.is_some_and(|r| r > 90.0) {
         tracing::warn!(
             "--rate above ~90/s meets the server's default per-socket rate limit (100/s)"

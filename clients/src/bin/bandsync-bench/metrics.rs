@@ -16,6 +16,8 @@ const WANTED: &[&str] = &[
     "bandsync_connections_rejected_total",
     "bandsync_messages_out_total",
     "bandsync_bytes_out_total",
+    "bandsync_audio_chunks_in_total",
+    "bandsync_audio_dropped_total",
     "bandsync_fanout_latency_seconds_sum",
     "bandsync_fanout_latency_seconds_count",
     "bandsync_tick_lag_seconds_sum",

@@ -1,8 +1,8 @@
 //! The validated plan made from the flags: which scenarios, with which settings.
 
-use crate::cli::{Cli, Scenario};
+use crate::cli::{Cli, PcmFormat, RxTransport, Scenario, Uplink};
 use crate::target::{derive_urls, SpawnOptions};
-use bandsync_client::bench_stats::TEMPO_CAPACITY;
+use bandsync_client::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
 use std::time::Duration;
 
 /// The scenario-independent settings each scenario reads.
@@ -16,12 +16,94 @@ pub struct Settings {
     pub concurrency: usize,
     pub tick_interval_ms: f64,
     pub session_base: String,
+    pub audio: AudioSettings,
+}
+
+/// What the `audio` scenario reads besides the common settings.
+#[derive(Debug, Clone)]
+pub struct AudioSettings {
+    pub receivers: u64,
+    pub transport: RxTransport,
+    pub uplink: Uplink,
+    pub chunk_ms: u32,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub format: PcmFormat,
+    pub token: String,
+    /// Seeds the run's 6-digit share ids (pid, clock, job number).
+    pub id_seed: u64,
+}
+
+impl AudioSettings {
+    /// Chunks a sharer sends per second.
+    pub fn chunks_per_s(&self) -> f64 {
+        1000.0 / f64::from(self.chunk_ms)
+    }
+
+    /// PCM bytes of one chunk in the sharer's format.
+    pub fn chunk_bytes(&self) -> usize {
+        frames_per_chunk(self.sample_rate, self.chunk_ms) as usize
+            * usize::from(self.channels)
+            * self.format.bytes_per_sample()
+    }
+
+    /// The SHARE_AUDIO_RATE a spawned server gets: 20 a second (the default of 10 is
+    /// exactly 100 ms chunks, no headroom), or twice the chunk rate when that is higher.
+    pub fn spawn_audio_rate(&self) -> u32 {
+        (2.0 * self.chunks_per_s()).ceil().max(20.0) as u32
+    }
+}
+
+/// One step of the `audio-seed` preset: its fixed sessions x receivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub sessions: u64,
+    pub receivers: u64,
+}
+
+/// The seed's load-test scenarios (`shared/seeds/003_…`, "Load Testing").
+pub const AUDIO_SEED: [Preset; 3] = [
+    Preset {
+        name: "audio-seed-1",
+        sessions: 10,
+        receivers: 1,
+    },
+    Preset {
+        name: "audio-seed-2",
+        sessions: 5,
+        receivers: 10,
+    },
+    Preset {
+        name: "audio-seed-3",
+        sessions: 50,
+        receivers: 5,
+    },
+];
+
+/// One scenario run (presets expand into several).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// Never `All` or `AudioSeed`.
+    pub scenario: Scenario,
+    pub preset: Option<Preset>,
+}
+
+impl Job {
+    fn plain(scenario: Scenario) -> Self {
+        Self {
+            scenario,
+            preset: None,
+        }
+    }
 }
 
 /// Validated flags.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub scenarios: Vec<Scenario>,
+    pub jobs: Vec<Job>,
+    /// -d as given (`None`: each scenario's default).
+    pub duration: Option<Duration>,
     pub settings: Settings,
     pub rate: Option<f64>,
     /// `None` with --spawn.
@@ -43,35 +125,112 @@ pub fn tempo_slots(scenario: Scenario, s: &Settings) -> u64 {
     }
 }
 
+/// -d when not given: audio streams for 10 s (the seed's runs), the rest 5 s.
+pub fn default_duration(scenario: Scenario) -> Duration {
+    if scenario == Scenario::Audio {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(5)
+    }
+}
+
 impl Plan {
-    /// The settings for one scenario (the rate default differs).
+    /// The settings for one scenario (the rate and duration defaults differ).
+    #[cfg(test)]
     pub fn settings_for(&self, scenario: Scenario) -> Settings {
-        let default_rate = if scenario == Scenario::Mixed {
+        self.job_settings(&Job::plain(scenario), 0)
+    }
+
+    /// The settings of job number `index`: a preset fixes sessions and receivers.
+    pub fn job_settings(&self, job: &Job, index: usize) -> Settings {
+        let default_rate = if job.scenario == Scenario::Mixed {
             1.0
         } else {
             10.0
         };
-        Settings {
+        let mut s = Settings {
             rate: self.rate.unwrap_or(default_rate),
+            duration: self
+                .duration
+                .unwrap_or_else(|| default_duration(job.scenario)),
             ..self.settings.clone()
+        };
+        s.audio.id_seed = s.audio.id_seed.wrapping_add(index as u64);
+        if let Some(preset) = job.preset {
+            s.sessions = preset.sessions;
+            s.audio.receivers = preset.receivers;
         }
+        s
     }
+}
+
+/// Checks the audio settings of one run: `sessions` sharers, `duration` long.
+fn check_audio(a: &AudioSettings, sessions: u64, duration: Duration) -> Result<(), String> {
+    let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
+    check(
+        (1..=1000).contains(&sessions),
+        "audio: --sessions must be 1..=1000 (6-digit share ids, one sharer each)",
+    )?;
+    check(
+        (1..=10_000).contains(&a.receivers),
+        "audio: --receivers must be 1..=10000",
+    )?;
+    check(
+        sessions * a.receivers <= 100_000,
+        "audio: --sessions x --receivers must be at most 100000",
+    )?;
+    check(
+        (5..=10_000).contains(&a.chunk_ms),
+        "audio: --chunk-ms must be 5..=10000",
+    )?;
+    check(
+        (1..=384_000).contains(&a.sample_rate),
+        "audio: --sample-rate must be 1..=384000 Hz",
+    )?;
+    check(
+        (1..=32).contains(&a.channels),
+        "audio: --channels must be 1..=32",
+    )?;
+    check(
+        frames_per_chunk(a.sample_rate, a.chunk_ms) >= 1,
+        "audio: --chunk-ms x --sample-rate must make at least one frame per chunk",
+    )?;
+    check(
+        a.chunk_bytes() <= 1024 * 1024,
+        "audio: a chunk must be at most 1 MiB (the server's limit); lower --chunk-ms",
+    )?;
+    check(
+        !(a.uplink == Uplink::Rest && a.format == PcmFormat::I16),
+        "audio: --format i16 needs --uplink ws (the REST API carries base64 f32 only)",
+    )?;
+    let chunks = (duration.as_secs_f64() * 1000.0 / f64::from(a.chunk_ms)).ceil() as u64 + 1;
+    check(
+        sessions * chunks <= 20_000_000,
+        "audio: --sessions x chunks per session must be at most 20M (shorten -d)",
+    )?;
+    check(!a.token.is_empty(), "audio: --token must not be empty")?;
+    Ok(())
 }
 
 impl Cli {
     pub fn validate(self, session_base: String) -> Result<Plan, String> {
-        let mut scenarios: Vec<Scenario> = self
-            .scenarios
-            .iter()
-            .chain(&self.scenario_flag)
-            .copied()
-            .collect();
-        if scenarios.contains(&Scenario::All) {
+        let mut jobs = Vec::new();
+        for &scenario in self.scenarios.iter().chain(&self.scenario_flag) {
             use Scenario::*;
-            scenarios = vec![Fanout, Ticks, Connect, Sse, Mixed];
+            match scenario {
+                All => jobs.extend([Fanout, Ticks, Connect, Sse, Mixed].map(Job::plain)),
+                AudioSeed => jobs.extend(AUDIO_SEED.map(|preset| Job {
+                    scenario: Audio,
+                    preset: Some(preset),
+                })),
+                other => jobs.push(Job::plain(other)),
+            }
         }
-        if scenarios.is_empty() {
-            return Err("name a scenario: fanout, ticks, connect, sse, mixed or all".into());
+        if jobs.is_empty() {
+            return Err(
+                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio or audio-seed"
+                    .into(),
+            );
         }
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
         check(
@@ -79,7 +238,7 @@ impl Cli {
             "--clients must be 1..=100000",
         )?;
         check(
-            self.duration <= Duration::from_secs(3600),
+            self.duration.is_none_or(|d| d <= Duration::from_secs(3600)),
             "--duration must be at most 3600 s",
         )?;
         if let Some(rate) = self.rate {
@@ -126,16 +285,40 @@ impl Cli {
         } else {
             Some(derive_urls(&self.url, self.allow_remote)?)
         };
+        let timeout = self.timeout.unwrap_or_else(|| {
+            jobs.iter()
+                .map(|j| {
+                    self.duration
+                        .unwrap_or_else(|| default_duration(j.scenario))
+                        + Duration::from_secs(60)
+                })
+                .sum()
+        });
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let plan = Plan {
+            duration: self.duration,
             settings: Settings {
                 n: self.n,
-                duration: self.duration,
+                duration: self.duration.unwrap_or(Duration::from_secs(5)),
                 rate: 0.0,
                 sessions: self.sessions,
                 members: self.members,
                 concurrency: self.connect_concurrency,
                 tick_interval_ms: self.tick_interval_ms,
                 session_base,
+                audio: AudioSettings {
+                    receivers: self.receivers,
+                    transport: self.receiver_transport,
+                    uplink: self.uplink,
+                    chunk_ms: self.chunk_ms,
+                    sample_rate: self.sample_rate,
+                    channels: self.channels,
+                    format: self.format,
+                    token: self.token,
+                    id_seed: (u64::from(std::process::id()) << 32) ^ unix_ms.wrapping_mul(1000),
+                },
             },
             rate: self.rate,
             url,
@@ -145,17 +328,20 @@ impl Cli {
                 args: self.server_args,
                 cpus: self.server_cpus,
             }),
-            timeout: self
-                .timeout
-                .unwrap_or((self.duration + Duration::from_secs(60)) * scenarios.len() as u32),
+            timeout,
             threads: self
                 .threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             progress: !self.no_progress,
-            scenarios,
+            jobs,
         };
-        for &scenario in &plan.scenarios {
-            let slots = tempo_slots(scenario, &plan.settings_for(scenario));
+        for (index, job) in plan.jobs.iter().enumerate() {
+            let scenario = job.scenario;
+            let s = plan.job_settings(job, index);
+            if scenario == Scenario::Audio {
+                check_audio(&s.audio, s.sessions, s.duration)?;
+            }
+            let slots = tempo_slots(scenario, &s);
             if slots > TEMPO_CAPACITY {
                 return Err(format!(
                     "{}: --rate x --duration{} needs {slots} unique tempos; at most {TEMPO_CAPACITY}",
@@ -189,7 +375,7 @@ mod tests {
     fn defaults_and_scenario_lists() {
         let p = plan(&["fanout,ticks", "--scenario", "sse"]).unwrap();
         assert_eq!(
-            p.scenarios,
+            p.jobs.iter().map(|j| j.scenario).collect::<Vec<_>>(),
             [Scenario::Fanout, Scenario::Ticks, Scenario::Sse]
         );
         assert_eq!(p.settings.n, 100);
@@ -198,7 +384,7 @@ mod tests {
         assert_eq!(p.settings_for(Scenario::Fanout).rate, 10.0);
         assert_eq!(p.settings_for(Scenario::Mixed).rate, 1.0);
         assert_eq!(p.url.unwrap().0, "ws://127.0.0.1:3001/ws");
-        assert_eq!(plan(&["all"]).unwrap().scenarios.len(), 5);
+        assert_eq!(plan(&["all"]).unwrap().jobs.len(), 5);
         let p = plan(&[
             "--spawn",
             "--server-arg=--batch-interval-ms=0",
@@ -212,6 +398,71 @@ mod tests {
             p.spawn.unwrap().args,
             ["--batch-interval-ms=0", "--log-level=info"]
         );
+    }
+
+    #[test]
+    fn audio_defaults_and_the_seed_preset() {
+        let p = plan(&["audio"]).unwrap();
+        let s = p.settings_for(Scenario::Audio);
+        assert_eq!(s.duration, Duration::from_secs(10));
+        assert_eq!((s.sessions, s.audio.receivers), (10, 1));
+        assert_eq!(s.audio.transport, RxTransport::Ws);
+        assert_eq!(s.audio.uplink, Uplink::Rest);
+        assert_eq!(s.audio.format, PcmFormat::F32);
+        assert_eq!(s.audio.token, "Bearer Token");
+        assert_eq!(s.audio.chunk_bytes(), 4410 * 2 * 4);
+        assert_eq!(s.audio.spawn_audio_rate(), 20);
+        assert_eq!(p.timeout, Duration::from_secs(70));
+
+        let p = plan(&["audio-seed", "-d", "5", "--receiver-transport", "sse"]).unwrap();
+        let shapes: Vec<_> = p
+            .jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                assert_eq!(j.scenario, Scenario::Audio);
+                let s = p.job_settings(j, i);
+                assert_eq!(s.duration, Duration::from_secs(5));
+                assert_eq!(s.audio.transport, RxTransport::Sse);
+                (s.sessions, s.audio.receivers, s.audio.id_seed)
+            })
+            .collect();
+        assert_eq!(
+            shapes.iter().map(|s| (s.0, s.1)).collect::<Vec<_>>(),
+            [(10, 1), (5, 10), (50, 5)]
+        );
+        assert_ne!(shapes[0].2, shapes[1].2, "each run its own share ids");
+        assert_eq!(p.timeout, Duration::from_secs(65 * 3));
+
+        let p = plan(&[
+            "audio",
+            "--chunk-ms",
+            "20",
+            "--uplink",
+            "ws",
+            "--format",
+            "i16",
+        ])
+        .unwrap();
+        let s = p.settings_for(Scenario::Audio);
+        assert_eq!(s.audio.spawn_audio_rate(), 100);
+        assert_eq!(s.audio.chunk_bytes(), 882 * 2 * 2);
+    }
+
+    #[test]
+    fn bad_audio_flags_are_refused_clearly() {
+        let err = |args: &[&str]| plan(args).unwrap_err();
+        assert!(err(&["audio", "--format", "i16"]).contains("--uplink ws"));
+        assert!(err(&["audio", "--sessions", "1001"]).contains("--sessions"));
+        assert!(err(&["audio", "--receivers", "0"]).contains("--receivers"));
+        assert!(err(&["audio", "--chunk-ms", "1"]).contains("--chunk-ms"));
+        assert!(err(&["audio", "--channels", "0"]).contains("--channels"));
+        assert!(err(&["audio", "--sample-rate", "0"]).contains("--sample-rate"));
+        assert!(err(&["audio", "--chunk-ms", "5000", "--channels", "32"]).contains("1 MiB"));
+        assert!(err(&["audio", "--token", ""]).contains("--token"));
+        assert!(plan(&["audio", "--receiver-transport", "carrier-pigeon"]).is_err());
+        // A preset fixes sessions and receivers, so --sessions does not apply to it.
+        assert!(plan(&["audio-seed", "--sessions", "5000"]).is_ok());
     }
 
     #[test]

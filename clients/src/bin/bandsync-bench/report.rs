@@ -13,7 +13,11 @@ use std::sync::atomic::Ordering::Relaxed;
 /// What the run was asked to do (echoed in the report).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Params {
-    /// Connections measured (followers, listeners or joiners; all members for `mixed`).
+    /// The preset step this run is (`audio-seed-1`..`-3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<&'static str>,
+    /// Connections measured (followers, listeners or joiners; all members for `mixed`;
+    /// receivers for `audio`).
     pub n: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<u64>,
@@ -21,11 +25,69 @@ pub struct Params {
     pub members: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_hz: Option<f64>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioParams>,
     pub duration_s: f64,
     pub tick_interval_ms: f64,
     pub connect_concurrency: usize,
     pub url: String,
     pub spawned: bool,
+}
+
+/// What an `audio` run was asked to do.
+#[derive(Debug, Clone, Serialize)]
+pub struct AudioParams {
+    pub receivers: u64,
+    pub receiver_transport: &'static str,
+    pub uplink: &'static str,
+    pub chunk_ms: u32,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub format: &'static str,
+    /// PCM bytes per chunk, in `format`.
+    pub chunk_bytes: usize,
+    /// Whether WebSocket receivers negotiated permessage-deflate: never here
+    /// (tokio-tungstenite cannot); the server sends audio frames uncompressed anyway.
+    pub deflate: bool,
+    /// The SHARE_AUDIO_RATE the bench gave a spawned server (`null`: not set by the bench,
+    /// the server's own or the user's).
+    pub share_audio_rate: Option<u32>,
+}
+
+/// What an `audio` run measured besides the delivery counts and latency.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AudioResults {
+    /// Share sessions started (one sharer each).
+    pub sharers: u64,
+    /// Chunks the server took (REST: answered 200; WebSocket: sent).
+    pub chunks_accepted: u64,
+    /// Chunks refused (429, other errors, `rate_limit_exceeded` over WebSocket).
+    pub chunks_refused: u64,
+    /// Receivers that missed at least one accepted chunk, and the most one missed.
+    pub receivers_with_loss: u64,
+    pub max_lost_per_receiver: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Chunks whose size or header did not match what was sent.
+    pub corrupt: u64,
+    /// Chunks no sharer of this run sent (a burst from another run's session).
+    pub unmatched: u64,
+    /// PCM bytes per second the sharers got accepted, and the receivers got (relayed).
+    pub uplink_bytes_per_s: f64,
+    pub relayed_bytes_per_s: f64,
+    /// Bytes per second the receivers read as audio messages (frames, event data, poll
+    /// bodies): base64 and JSON overhead included.
+    pub received_wire_bytes_per_s: f64,
+    /// How late the sharers sent after each chunk's deadline (client load check).
+    pub send_lateness_us: Option<LatencySummary>,
+    /// REST uplink: the POST's round trip.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_us: Option<LatencySummary>,
+    /// Poll receivers: requests, and those answered 204.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub polls: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_polls: Option<u64>,
 }
 
 /// Results only some scenarios have.
@@ -42,6 +104,8 @@ pub struct Extra {
     /// The server's own counters over the scenario (`GET /metrics`, when it answers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_metrics: Option<crate::metrics::ServerMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioResults>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -278,8 +342,9 @@ fn pct(s: &Option<LatencySummary>) -> String {
 pub fn human(r: &Report) -> String {
     let p = &r.params;
     let mut out = format!(
-        "== {} n={} window {:.1}s: {} connected, {} failed, {} closed early{}\n",
+        "== {}{} n={} window {:.1}s: {} connected, {} failed, {} closed early{}\n",
         r.scenario,
+        p.preset.map_or(String::new(), |name| format!(" [{name}]")),
         p.n,
         r.window_s,
         r.connections.connected,
@@ -298,6 +363,19 @@ pub fn human(r: &Report) -> String {
             f.deliveries,
             f.expected_deliveries,
             f.lost
+        );
+    }
+    if let Some(a) = &r.extra.audio {
+        let _ = writeln!(
+            out,
+            "   audio: {} sharers, {} chunks accepted ({} refused), {:.0} kB/s in, {:.0} kB/s relayed; {} receivers lost chunks (max {})",
+            a.sharers,
+            a.chunks_accepted,
+            a.chunks_refused,
+            a.uplink_bytes_per_s / 1000.0,
+            a.relayed_bytes_per_s / 1000.0,
+            a.receivers_with_loss,
+            a.max_lost_per_receiver
         );
     }
     if let Some(t) = &r.ticks {

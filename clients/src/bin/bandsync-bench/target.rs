@@ -117,11 +117,39 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
+/// What one scenario adds to the spawned server's command line and environment.
+#[derive(Debug, Clone, Default)]
+pub struct ServerExtras {
+    /// Flags put before the user's `--server-arg`s.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl ServerExtras {
+    /// Adds `--flag value` unless the user already sets it, by `--server-arg` or by the
+    /// environment variable `env` (a flag given twice is a clap error in the server).
+    pub fn default_flag(&mut self, opts: &SpawnOptions, flag: &str, env: &str, value: String) {
+        let user_flag = opts
+            .args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+        if !user_flag && std::env::var_os(env).is_none() {
+            self.args.push(flag.to_owned());
+            self.args.push(value);
+        }
+    }
+}
+
 /// Starts the server on a free loopback port and waits until `/health` answers. The
-/// child inherits the environment (BATCH_INTERVAL_MS=.. and the like pass through) and
-/// the raised RLIMIT_NOFILE. Logs go to a file, at `warn` unless LOG_LEVEL or
-/// `--log-level` says otherwise (per-connection info logs would skew the numbers).
-pub async fn spawn(opts: &SpawnOptions, tag: &str) -> anyhow::Result<(Endpoints, Spawned)> {
+/// child inherits the environment (BATCH_INTERVAL_MS=.. and the like pass through) plus
+/// `extras.env`, and the raised RLIMIT_NOFILE. Logs go to a file, at `warn` unless
+/// LOG_LEVEL or `--log-level` says otherwise (per-connection info logs would skew the
+/// numbers).
+pub async fn spawn(
+    opts: &SpawnOptions,
+    tag: &str,
+    extras: &ServerExtras,
+) -> anyhow::Result<(Endpoints, Spawned)> {
     let binary = find_binary(opts)?;
     let port = free_port()?;
     let log = std::env::temp_dir().join(format!("bandsync-bench-{}-{tag}.log", std::process::id()));
@@ -149,7 +177,9 @@ pub async fn spawn(opts: &SpawnOptions, tag: &str) -> anyhow::Result<(Endpoints,
     // kills the server, instead of the server shutting down under a running measurement.
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command
+        .args(&extras.args)
         .args(&opts.args)
+        .envs(extras.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
@@ -205,6 +235,30 @@ async fn wait_healthy(spawned: &mut Spawned, http_base: &str) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenario_flags_yield_to_the_users() {
+        let opts = SpawnOptions {
+            binary: None,
+            args: vec!["--share-audio-rate=50".into(), "--log-level".into()],
+            cpus: None,
+        };
+        let mut extras = ServerExtras::default();
+        extras.default_flag(
+            &opts,
+            "--share-audio-rate",
+            "BANDSYNC_BENCH_TEST_UNSET",
+            "20".into(),
+        );
+        extras.default_flag(
+            &opts,
+            "--max-share-sessions",
+            "BANDSYNC_BENCH_TEST_UNSET",
+            "60".into(),
+        );
+        extras.default_flag(&opts, "--max-share-sessions", "PATH", "70".into());
+        assert_eq!(extras.args, ["--max-share-sessions", "60"]);
+    }
 
     #[test]
     fn urls_derive_from_one_another() {

@@ -169,7 +169,17 @@ fn ws_config() -> WebSocketConfig {
 
 /// Connects, joins and waits for the `snapshot`. Frames before it are skipped.
 pub async fn connect_join(url: &str, join: &str) -> Result<Ws, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true)
+    connect_join_with(url, join, ws_config()).await
+}
+
+/// [`connect_join`] with another socket configuration (audio frames are ~35 KB: a larger
+/// read buffer takes one in a few reads rather than nine).
+pub async fn connect_join_with(
+    url: &str,
+    join: &str,
+    config: WebSocketConfig,
+) -> Result<Ws, String> {
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     ws.send(Message::text(join))
