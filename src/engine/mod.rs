@@ -15,7 +15,8 @@
 //! Batching (`BATCH_INTERVAL_MS`, `MAX_EVENT_BATCH_SIZE`): an event that arrives while the
 //! engine is idle is processed at once, with whatever else is already queued. Only events
 //! arriving within the window after a batch started are held until the window ends, so
-//! bursts are coalesced without adding latency to a lone event.
+//! bursts are coalesced without adding latency to a lone event. Relayed audio is never held:
+//! it is forwarded, not decided, so holding it would only add latency.
 
 mod commands;
 mod fanout;
@@ -232,8 +233,14 @@ impl Engine {
         next_tick: Instant,
     ) {
         let max = self.settings.max_batch;
+        // Relayed audio is forwarded, not decided: holding it would merge nothing (each
+        // chunk goes out on its own) and only add latency.
+        let relay = matches!(
+            batch.first(),
+            Some(Inbound::AudioIn { .. } | Inbound::Share(ShareNotice::Audio { .. }))
+        );
         let window_end = last_batch
-            .filter(|(_, was_full)| !was_full)
+            .filter(|(_, was_full)| !was_full && !relay)
             .map(|(t, _)| t + self.settings.batch_interval);
         if let Some(window_end) = window_end.filter(|end| *end > Instant::now()) {
             let hold_until = window_end.min(next_tick);
