@@ -236,6 +236,12 @@ impl<F: Frame> Outbox<F> {
         self.notify.notify_one();
     }
 
+    /// Whether a drain would find anything: frames, or a close to send.
+    pub fn has_work(&self) -> bool {
+        let inner = self.lock();
+        !inner.queue.is_empty() || inner.closed.is_some()
+    }
+
     pub fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }

@@ -1,8 +1,10 @@
 //! The WebSocket transport at `GET /ws`: our own HTTP upgrade (where permessage-deflate is
-//! negotiated), then one reader and one writer per socket.
+//! negotiated), then one task per socket that reads it and writes its outbox.
 
 mod connection;
 pub mod deflate;
+mod incoming;
+mod outgoing;
 mod ratelimit;
 pub mod upgrade;
 

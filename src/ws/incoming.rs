@@ -1,0 +1,235 @@
+//! Reading one WebSocket: decode, validate, rate-limit, answer what needs no session state
+//! on the spot (decode errors, rate-limit replies, heartbeats, so `t1` is stamped at the
+//! read), and forward the rest to the engine.
+
+use super::deflate::{self, InflateError};
+use super::ratelimit::{SocketRateLimit, Verdict};
+use crate::context::AppContext;
+use crate::engine::{ConnKey, Inbound};
+use crate::frames::WsFrame;
+use crate::outbox::{CloseReason, Outbox};
+use bandsync_protocol::client::ClientEvent;
+use bandsync_protocol::server::{ErrorEvent, RateLimitExceeded};
+use bandsync_protocol::{
+    decode_client_frame, encode_server_frame, ErrorCode, RequestId, ServerEvent,
+};
+use std::time::Instant;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+/// Whether the connection reads on after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Continue,
+    /// Stop reading: the socket failed, or the outbox was closed with a reason to send.
+    Stop,
+}
+
+/// The reading side's state: who we are and the socket's rate limit.
+pub(super) struct Reader {
+    key: ConnKey,
+    limit: SocketRateLimit,
+}
+
+impl Reader {
+    pub(super) fn new(key: ConnKey, ctx: &AppContext) -> Self {
+        let cfg = &ctx.config;
+        Self {
+            key,
+            limit: SocketRateLimit::new(
+                cfg.rate_limit_max_requests,
+                cfg.rate_limit_window(),
+                cfg.rate_limit_close_after,
+            ),
+        }
+    }
+
+    /// Handles one message (or read error) from the socket.
+    pub(super) async fn on_message(
+        &mut self,
+        message: Result<Message, WsError>,
+        outbox: &Outbox<WsFrame>,
+        ctx: &AppContext,
+    ) -> Flow {
+        let received = Instant::now();
+        let text = match message {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Binary(data)) => {
+                ctx.metrics.messages_in.inc();
+                ctx.metrics.bytes_in.inc_by(data.len() as u64);
+                match admit(&mut self.limit, outbox, ctx, None) {
+                    None => return Flow::Stop,
+                    Some(false) => return Flow::Continue,
+                    Some(true) => {}
+                }
+                // Binary frames are audio (protocol/src/audio.rs); the engine checks that
+                // this connection is an authorized sharer and decodes the header.
+                if ctx
+                    .engine
+                    .send(Inbound::AudioIn {
+                        key: self.key,
+                        frame: data,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return Flow::Stop;
+                }
+                return Flow::Continue;
+            }
+            // Pings are answered by tungstenite; a Close is answered on the next poll,
+            // after which the stream ends.
+            Ok(_) => return Flow::Continue,
+            Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
+                tracing::info!(size, max_size, "frame over MAX_FRAME_BYTES; closing (1009)");
+                let message = format!(
+                    "frame of {size} bytes exceeds MAX_FRAME_BYTES ({max_size}); closing (1009)"
+                );
+                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+                outbox.close(CloseReason::FrameTooBig);
+                return Flow::Stop;
+            }
+            Err(WsError::Utf8(_)) => {
+                // tungstenite cannot read past an invalid text frame: say why, then 1007.
+                let message = "text frame is not valid UTF-8; closing (1007)".to_owned();
+                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+                outbox.close(CloseReason::InvalidPayload);
+                return Flow::Stop;
+            }
+            Err(WsError::Io(error)) if deflate::inflate_error(&error).is_some() => {
+                refuse_compressed(&error, outbox, ctx);
+                return Flow::Stop;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "websocket read ended");
+                return Flow::Stop;
+            }
+        };
+        ctx.metrics.messages_in.inc();
+        ctx.metrics.bytes_in.inc_by(text.len() as u64);
+        if text.len() > ctx.config.max_message_bytes {
+            match admit(&mut self.limit, outbox, ctx, None) {
+                None => return Flow::Stop,
+                Some(false) => return Flow::Continue,
+                Some(true) => {}
+            }
+            let message = format!(
+                "frame of {} bytes exceeds MAX_MESSAGE_BYTES ({})",
+                text.len(),
+                ctx.config.max_message_bytes
+            );
+            reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+            return Flow::Continue;
+        }
+        let decoded = decode_client_frame(&text);
+        let id = match &decoded {
+            Ok(frame) => frame.id.as_ref(),
+            Err(failure) => failure.id.as_ref(),
+        };
+        match admit(&mut self.limit, outbox, ctx, id) {
+            None => return Flow::Stop,
+            Some(false) => return Flow::Continue,
+            Some(true) => {}
+        }
+        match decoded {
+            Err(failure) => {
+                let error = failure.error;
+                reply_error(outbox, ctx, error.code, error.message, failure.id.as_ref());
+            }
+            Ok(frame) => {
+                if let ClientEvent::Heartbeat(hb) = frame.event {
+                    let beat = WsFrame::Heartbeat {
+                        id: frame.id,
+                        t0: hb.t0,
+                        t1: ctx.clock.at(received),
+                    };
+                    if outbox.push(beat).is_ok() {
+                        outbox.wake();
+                    }
+                    return Flow::Continue;
+                }
+                let command = Inbound::Command {
+                    key: self.key,
+                    id: frame.id,
+                    event: frame.event,
+                    received,
+                };
+                if ctx.engine.send(command).await.is_err() {
+                    return Flow::Stop;
+                }
+            }
+        }
+        Flow::Continue
+    }
+}
+
+/// Queues a reply from the reading side itself and wakes the writing side at once.
+fn reply(outbox: &Outbox<WsFrame>, ctx: &AppContext, event: &ServerEvent, id: Option<&RequestId>) {
+    let json = encode_server_frame(event, id, ctx.clock.now_ms());
+    if outbox.push(WsFrame::Text(Utf8Bytes::from(json))).is_ok() {
+        outbox.wake();
+    }
+}
+
+fn reply_error(
+    outbox: &Outbox<WsFrame>,
+    ctx: &AppContext,
+    code: ErrorCode,
+    message: String,
+    id: Option<&RequestId>,
+) {
+    ctx.metrics
+        .errors_sent
+        .with_label_values(&[code.as_str()])
+        .inc();
+    reply(
+        outbox,
+        ctx,
+        &ServerEvent::Error(ErrorEvent { code, message }),
+        id,
+    );
+}
+
+/// Ends a connection whose compressed message was refused: an `error` event saying why,
+/// then close 1009 (inflates beyond `MAX_FRAME_BYTES`), 1007 (not DEFLATE data) or 1002
+/// (RSV1 where it is not allowed). Only this socket is affected.
+fn refuse_compressed(error: &std::io::Error, outbox: &Outbox<WsFrame>, ctx: &AppContext) {
+    let Some(failure) = deflate::inflate_error(error) else {
+        return;
+    };
+    let reason = match failure {
+        InflateError::TooBig { .. } => CloseReason::InflatedTooBig,
+        InflateError::Corrupt => CloseReason::CorruptCompression,
+        InflateError::Protocol(_) => CloseReason::ProtocolViolation,
+    };
+    let code = super::connection::close_frame(reason).map_or(0, |f| u16::from(f.code));
+    tracing::info!(%failure, code, "refusing a compressed message; closing");
+    let message = format!("{failure}; closing ({code})");
+    reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+    outbox.close(reason);
+}
+
+/// Applies the rate limit to one incoming frame. Returns false when the socket must close.
+fn admit(
+    limit: &mut SocketRateLimit,
+    outbox: &Outbox<WsFrame>,
+    ctx: &AppContext,
+    id: Option<&RequestId>,
+) -> Option<bool> {
+    match limit.check() {
+        Verdict::Allowed => Some(true),
+        Verdict::Limited { retry_after_ms } => {
+            ctx.metrics.rate_limit_violations.inc();
+            let event = ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms });
+            reply(outbox, ctx, &event, id);
+            Some(false)
+        }
+        Verdict::Close => {
+            ctx.metrics.rate_limit_violations.inc();
+            ctx.metrics.rate_limit_disconnects.inc();
+            tracing::info!("closing socket for repeated rate-limit violations (1008)");
+            outbox.close(CloseReason::RateLimited);
+            None
+        }
+    }
+}
