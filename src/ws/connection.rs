@@ -79,6 +79,12 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
     loop {
         let mut fed_ping = false;
         tokio::select! {
+            // Biased, outbox first: a wake-up for queued frames (the common case under load)
+            // then polls nothing else, instead of the socket, the ping timer and the
+            // shutdown signal too. Reading cannot starve: the outbox is ready only when the
+            // engine queued something since the last drain.
+            biased;
+            () = outbox.ready(), if closing_until.is_none() => {}
             message = socket.next() => {
                 let Some(message) = message else { return };
                 last_seen = Instant::now();
@@ -94,7 +100,6 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
                     outbox.close(CloseReason::PeerGone);
                 }
             }
-            () = outbox.ready(), if closing_until.is_none() => {}
             _ = ping.tick(), if closing_until.is_none() => {
                 if last_seen.elapsed() > ping_timeout {
                     tracing::debug!("ping timeout");
