@@ -183,14 +183,7 @@ impl ShareRegistry {
         let limit = self.settings.limits.metadata_per_sec;
         let push_audience = self.push_audience(id);
         self.with_active(id, |s| {
-            if let Err(wait) = s.metadata_limit.check() {
-                let retry_after_ms = retry_after(&wait);
-                return Err(ShareError::RateLimited {
-                    what: "metadata",
-                    limit,
-                    retry_after_ms,
-                });
-            }
+            check_rate(&s.metadata_limit, "metadata", limit)?;
             let now = Instant::now();
             let json = Bytes::from(serde_json::to_vec(body).expect("a Value always serializes"));
             s.metadata = Some(Metadata {
@@ -206,20 +199,7 @@ impl ShareRegistry {
     /// Buffers one chunk; returns it for push delivery.
     pub fn post_audio(&self, id: &str, body: ChunkBody) -> Result<Arc<AudioChunk>, ShareError> {
         let samples = api::decode_chunk(&body)?;
-        let limit = self.settings.limits.audio_per_sec;
-        self.with_active(id, |s| {
-            if let Err(wait) = s.audio_limit.check() {
-                let retry_after_ms = retry_after(&wait);
-                return Err(ShareError::RateLimited {
-                    what: "audio",
-                    limit,
-                    retry_after_ms,
-                });
-            }
-            let chunk = Arc::new(AudioChunk::from_rest(body, samples));
-            s.push_chunk(chunk.clone(), Instant::now());
-            Ok(chunk)
-        })
+        self.buffer_chunk(id, || AudioChunk::from_rest(body, samples))
     }
 
     /// Buffers one chunk that a WebSocket sharer sent as a binary frame.
@@ -234,17 +214,19 @@ impl ShareRegistry {
                 "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
             )));
         }
+        self.buffer_chunk(id, || AudioChunk::from_frame(header, samples))
+    }
+
+    /// The audio rate limit, then the buffer: what both ways in (REST, WebSocket) share.
+    fn buffer_chunk(
+        &self,
+        id: &str,
+        chunk: impl FnOnce() -> AudioChunk,
+    ) -> Result<Arc<AudioChunk>, ShareError> {
         let limit = self.settings.limits.audio_per_sec;
         self.with_active(id, |s| {
-            if let Err(wait) = s.audio_limit.check() {
-                let retry_after_ms = retry_after(&wait);
-                return Err(ShareError::RateLimited {
-                    what: "audio",
-                    limit,
-                    retry_after_ms,
-                });
-            }
-            let chunk = Arc::new(AudioChunk::from_frame(header, samples));
+            check_rate(&s.audio_limit, "audio", limit)?;
+            let chunk = Arc::new(chunk());
             s.push_chunk(chunk.clone(), Instant::now());
             Ok(chunk)
         })
@@ -377,10 +359,21 @@ impl ShareRegistry {
     }
 }
 
-fn retry_after(not_until: &governor::NotUntil<governor::clock::QuantaInstant>) -> u64 {
+/// Counts one request against a per-session limit; over it, `RateLimited` with the wait.
+fn check_rate(
+    limiter: &governor::DefaultDirectRateLimiter,
+    what: &'static str,
+    limit: u32,
+) -> Result<(), ShareError> {
     use governor::clock::{Clock, DefaultClock};
-    not_until
-        .wait_time_from(DefaultClock::default().now())
-        .as_millis()
-        .max(1) as u64
+    limiter
+        .check()
+        .map_err(|not_until| ShareError::RateLimited {
+            what,
+            limit,
+            retry_after_ms: not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_millis()
+                .max(1) as u64,
+        })
 }
