@@ -85,7 +85,10 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
         None
     };
     let api = ShareApi::new(&args.url, &args.token, &args.session)?;
-    check_status(&api).await?;
+    // Pollers need a running share (the seed's flow checks first); push receivers join the
+    // session and get the audio whenever the sharer starts.
+    let push = !matches!(args.transport, ReceiveTransport::Poll);
+    check_status(&api, push).await?;
     let mut reception = Reception::new(args.out.clone(), player);
     let mut stopped = std::pin::pin!(until_stopped(args.duration));
     let stop: Stop<'_> = stopped.as_mut();
@@ -103,15 +106,28 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     ended.map(drop)
 }
 
-/// `GET .../status`: fails unless the share is active.
-async fn check_status(api: &ShareApi) -> anyhow::Result<()> {
+/// `GET .../status`: fails unless the share is active, or, with `wait`, reports that it
+/// will wait for one (a wrong token still fails).
+async fn check_status(api: &ShareApi, wait: bool) -> anyhow::Result<()> {
     let reply = api.status().await?;
+    let session = api.session();
+    if wait && reply.status.as_u16() == 404 {
+        emit(format!(
+            "no share in session {session} yet; waiting for one to start"
+        ));
+        return Ok(());
+    }
     if !reply.is_success() {
         return Err(api.refusal("checking the share", &reply));
     }
     let status = reply.json()?;
-    let session = api.session();
     if status.get("isActive").and_then(Value::as_bool) != Some(true) {
+        if wait {
+            emit(format!(
+                "the last share in session {session} ended; waiting for a new one"
+            ));
+            return Ok(());
+        }
         anyhow::bail!("the share in session {session} has ended");
     }
     let listeners = status
