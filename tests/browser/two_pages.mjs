@@ -212,6 +212,9 @@ async function run(browser, session) {
   await a.click('#pause');
   for (const [name, page] of [['B', b], ['C', c]]) {
     await waitFor(page, `${name} to see the transport paused`, () => window.bandsync.state.transport?.playing === false);
+    // #beat is redrawn on the next animation frame: wait until it shows the paused position.
+    await waitFor(page, `${name} to draw the paused beat`,
+      () => document.querySelector('#beat').textContent === window.bandsync.state.transport.beat.toFixed(2));
   }
   const pausedAt = { B: await beatOf(b), C: await beatOf(c) };
   await sleep(600);
