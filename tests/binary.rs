@@ -6,8 +6,20 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The spawned server, killed if the test ends (or fails) before it exits by itself.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts the binary on an ephemeral port and returns it with the address it logged.
-fn spawn_server() -> (std::process::Child, String) {
+fn spawn_server() -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bandsync"))
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
@@ -17,6 +29,7 @@ fn spawn_server() -> (std::process::Child, String) {
         .spawn()
         .expect("spawn bandsync");
     let stderr = child.stderr.take().unwrap();
+    let child = Server(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -33,7 +46,7 @@ fn spawn_server() -> (std::process::Child, String) {
 
 #[tokio::test]
 async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
-    let (mut child, addr) = spawn_server();
+    let (mut server, addr) = spawn_server();
     let mut clients = Vec::new();
     for name in ["a", "b"] {
         let mut client = WsClient::connect(&format!("ws://{addr}/ws")).await.unwrap();
@@ -41,7 +54,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         clients.push(client);
     }
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &server.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -54,7 +67,7 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         };
         assert_eq!(code, Some(1001));
     }
-    let exit = tokio::task::spawn_blocking(move || child.wait())
+    let exit = tokio::task::spawn_blocking(move || server.0.wait())
         .await
         .unwrap()
         .unwrap();
