@@ -9,7 +9,7 @@
 
 use crate::audio::{AudioRun, RxState};
 use crate::cli::RxTransport;
-use crate::listener::{self, EventSplitter};
+use crate::listener;
 use crate::progress;
 use crate::target::Endpoints;
 use crate::wire::{self, Lite, Ws, CONNECT_TIMEOUT};
@@ -326,30 +326,14 @@ async fn sse_loop(
     response: reqwest::Response,
     run: &AudioRun,
     mut rx: RxState,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut body = response.bytes_stream();
-    let mut splitter = EventSplitter::default();
-    let stopped = stop.changed();
-    tokio::pin!(stopped);
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            chunk = body.next() => chunk,
-            _ = &mut stopped => break,
-        };
-        let at = Instant::now();
-        match chunk {
-            Some(Ok(bytes)) => splitter.feed(&bytes, |data| on_sse_event(run, &mut rx, data, at)),
-            Some(Err(e)) => {
-                closed_early(run, || format!("sse stream error: {e}"));
-                break;
-            }
-            None => {
-                closed_early(run, || "sse stream ended".into());
-                break;
-            }
-        }
+    let ended = listener::stream_events(response, stop, |data, at, _| {
+        on_sse_event(run, &mut rx, data, at)
+    })
+    .await;
+    if let Some(why) = ended {
+        closed_early(run, || why);
     }
     run.receiver_finished(rx);
 }

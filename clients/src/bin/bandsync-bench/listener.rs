@@ -69,11 +69,25 @@ impl EventSplitter {
 }
 
 /// Reads events until `stop` changes or the stream ends.
-pub async fn read_loop(
+pub async fn read_loop(response: reqwest::Response, mut sink: Sink, stop: watch::Receiver<bool>) {
+    let ended = stream_events(response, stop, |data, at, wall| {
+        sink.on_text(data, at, wall)
+    })
+    .await;
+    if let Some(why) = ended {
+        sink.closed_early(|| why);
+    }
+    sink.finish();
+}
+
+/// Feeds each SSE event's data (with its receive instant and wall clock) to `on_event`
+/// until `stop` changes (returns `None`) or the stream ends or fails (returns why).
+/// Shared by the tick listeners and the audio receivers.
+pub async fn stream_events(
     response: reqwest::Response,
-    mut sink: Sink,
     mut stop: watch::Receiver<bool>,
-) {
+    mut on_event: impl FnMut(&str, Instant, f64),
+) -> Option<String> {
     let mut body = response.bytes_stream();
     let mut splitter = EventSplitter::default();
     // Registered once for the whole loop (see `wire::read_loop`).
@@ -83,23 +97,16 @@ pub async fn read_loop(
         let chunk = tokio::select! {
             biased;
             chunk = body.next() => chunk,
-            _ = &mut stopped => break,
+            _ = &mut stopped => return None,
         };
         let at = Instant::now();
         let wall = wall_clock_ms();
         match chunk {
-            Some(Ok(bytes)) => splitter.feed(&bytes, |data| sink.on_text(data, at, wall)),
-            Some(Err(e)) => {
-                sink.closed_early(|| format!("sse stream error: {e}"));
-                break;
-            }
-            None => {
-                sink.closed_early(|| "sse stream ended".into());
-                break;
-            }
+            Some(Ok(bytes)) => splitter.feed(&bytes, |data| on_event(data, at, wall)),
+            Some(Err(e)) => return Some(format!("sse stream error: {e}")),
+            None => return Some("sse stream ended".into()),
         }
     }
-    sink.finish();
 }
 
 #[cfg(test)]
