@@ -11,6 +11,7 @@
 //! Nothing here spawns tasks: each client is driven by its owner's calls, which keeps the
 //! order of events and every timeout visible in the calling code.
 
+pub mod args;
 pub mod bench_stats;
 pub mod clock;
 pub mod error;

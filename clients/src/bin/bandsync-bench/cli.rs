@@ -1,5 +1,6 @@
 //! The command line: flags and their help (checked and turned into a plan in `plan.rs`).
 
+use bandsync_client::args::parse_secs;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,16 +146,6 @@ impl PcmFormat {
             PcmFormat::I16 => 2,
         }
     }
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|e| format!("not a number of seconds: {e}"))?;
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s} is not a positive number of seconds"))
 }
 
 #[derive(Debug, Parser)]

@@ -71,7 +71,7 @@ pub struct ReceiveArgs {
     pub play: bool,
     /// Stop after this many seconds (fractions allowed); without it, run until the share
     /// ends or Ctrl-C.
-    #[arg(long, value_name = "SECS", value_parser = crate::parse_secs)]
+    #[arg(long, value_name = "SECS", value_parser = bandsync_client::args::parse_secs)]
     pub duration: Option<Duration>,
 }
 
