@@ -105,6 +105,17 @@ struct Inner<F> {
     dropped_audio: u64,
 }
 
+impl<F> Inner<F> {
+    /// Empties the queue and the counters that describe it (after a drain, the queue is
+    /// already empty and only the counters change).
+    fn discard(&mut self) {
+        self.queue.clear();
+        self.bytes = 0;
+        self.tick_queued = false;
+        self.audio_queued = 0;
+    }
+}
+
 pub struct Outbox<F> {
     inner: Mutex<Inner<F>>,
     notify: Notify,
@@ -161,10 +172,7 @@ impl<F: Frame> Outbox<F> {
             || inner.bytes + frame.byte_len() > self.limits.max_bytes
         {
             inner.closed = Some(CloseReason::SlowConsumer);
-            inner.queue.clear();
-            inner.bytes = 0;
-            inner.tick_queued = false;
-            inner.audio_queued = 0;
+            inner.discard();
             drop(inner);
             self.notify.notify_one();
             return Err(PushError::SlowConsumer);
@@ -226,10 +234,7 @@ impl<F: Frame> Outbox<F> {
         if inner.closed.is_none() {
             inner.closed = Some(reason);
             if matches!(reason, CloseReason::SlowConsumer | CloseReason::PeerGone) {
-                inner.queue.clear();
-                inner.bytes = 0;
-                inner.tick_queued = false;
-                inner.audio_queued = 0;
+                inner.discard();
             }
         }
         drop(inner);
@@ -261,9 +266,7 @@ impl<F: Frame> Outbox<F> {
     pub fn drain_into(&self, out: &mut Vec<F>) -> Drained {
         let mut inner = self.lock();
         out.extend(inner.queue.drain(..).map(|(_, f)| f));
-        inner.bytes = 0;
-        inner.tick_queued = false;
-        inner.audio_queued = 0;
+        inner.discard();
         Drained {
             closed: inner.closed,
             dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
