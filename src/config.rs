@@ -62,6 +62,10 @@ pub struct Config {
     /// Most sessions at once; joining a new one beyond it gets `SESSION_LIMIT`.
     #[arg(long, env = "MAX_SYNC_SESSIONS", default_value_t = 10_000)]
     pub max_sync_sessions: usize,
+    /// Most session records kept for their retention window (live sessions' included);
+    /// saving one more forgets the one saved longest ago.
+    #[arg(long, env = "MAX_RETAINED_SESSIONS", default_value_t = 10_000)]
+    pub max_retained_sessions: usize,
     /// Most members (WebSocket) plus listeners (SSE) in one session.
     #[arg(long, env = "MAX_SESSION_MEMBERS", default_value_t = 20_000)]
     pub max_session_members: usize,
@@ -71,6 +75,16 @@ pub struct Config {
     /// Hard cap on any incoming WebSocket frame or message, bytes; larger closes with 1009.
     #[arg(long, env = "MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
     pub max_frame_bytes: usize,
+    /// A message (all its fragments, or the rest of its only frame) must arrive within this
+    /// many ms of its first byte; otherwise the socket closes with 4003. Checked at each
+    /// ping, so it may fire up to `SOCKET_PING_INTERVAL` later.
+    #[arg(long, env = "MESSAGE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub message_timeout_ms: u64,
+    /// Bytes the whole server may hold in partially received WebSocket messages (assembled
+    /// fragments, inflated output, inflate state); a connection that needs more is closed
+    /// with 1013 (try again later).
+    #[arg(long, env = "PARTIAL_MESSAGE_BUDGET_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub partial_message_budget_bytes: usize,
     /// Frames a client's outbound queue may hold before it is disconnected as slow.
     #[arg(long, env = "OUTBOX_MAX_FRAMES", default_value_t = 1024)]
     pub outbox_max_frames: usize,
@@ -143,6 +157,7 @@ impl Config {
             ("OUTBOX_MAX_FRAMES", self.outbox_max_frames as u64),
             ("ENGINE_QUEUE_CAPACITY", self.engine_queue_capacity as u64),
             ("MAX_CONNECTIONS", self.max_connections as u64),
+            ("MAX_RETAINED_SESSIONS", self.max_retained_sessions as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -152,6 +167,13 @@ impl Config {
         self.share.validate()?;
         if self.max_message_bytes > self.max_frame_bytes {
             return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());
+        }
+        if self.partial_message_budget_bytes < self.max_frame_bytes {
+            // One largest message must fit, or no client could ever send one.
+            return Err("PARTIAL_MESSAGE_BUDGET_BYTES must be at least MAX_FRAME_BYTES".into());
+        }
+        if self.message_timeout_ms == 0 {
+            return Err("MESSAGE_TIMEOUT_MS must be greater than 0".into());
         }
         if self.ws_deflate && self.compression_threshold >= self.outbox_max_bytes {
             // A message that large could never be queued, so nothing would be compressed.
@@ -189,6 +211,9 @@ impl Config {
     }
     pub fn sse_keepalive(&self) -> Duration {
         Duration::from_millis(self.sse_keepalive_ms)
+    }
+    pub fn message_timeout(&self) -> Duration {
+        Duration::from_millis(self.message_timeout_ms)
     }
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)

@@ -6,6 +6,8 @@ use crate::config::Config;
 use crate::engine::{ConnKey, EngineHandle};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxLimits;
+use crate::ws::budget::PartialBudget;
+use crate::ws::guard::GuardLimits;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,8 @@ pub struct AppContext {
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket tasks (hyper no longer tracks them once upgraded).
     pub tracker: TaskTracker,
+    /// Bytes all WebSockets together may hold in half-received messages.
+    pub partial_budget: Arc<PartialBudget>,
     next_key: AtomicU64,
     realtime_connections: Arc<AtomicUsize>,
 }
@@ -44,7 +48,12 @@ impl AppContext {
         engine: EngineHandle,
         share: Arc<crate::share::ShareRegistry>,
     ) -> Self {
+        let partial_budget = Arc::new(
+            PartialBudget::new(config.partial_message_budget_bytes)
+                .with_gauge(metrics.partial_message_bytes.clone()),
+        );
         Self {
+            partial_budget,
             share,
             config,
             clock,
@@ -77,6 +86,15 @@ impl AppContext {
                 self.metrics.connections_rejected.inc();
                 None
             }
+        }
+    }
+
+    /// The frame guard's limits for a WebSocket; `deflate` if it negotiated compression.
+    pub fn guard_limits(&self, deflate: bool) -> GuardLimits {
+        GuardLimits {
+            text: self.config.max_message_bytes,
+            hard: self.config.max_frame_bytes,
+            deflate,
         }
     }
 

@@ -36,6 +36,16 @@ pub struct Metrics {
     /// permessage-deflate messages: `out` written compressed (per recipient), `in`
     /// received compressed and inflated.
     pub deflate_messages: IntCounterVec,
+    /// Bytes held right now in partially received WebSocket messages, server-wide.
+    pub partial_message_bytes: IntGauge,
+    /// WebSocket messages refused by the frame guard, by reason (`oversize`: over
+    /// `MAX_MESSAGE_BYTES`, discarded, socket kept; `too_big`, `protocol`, `corrupt`,
+    /// `timeout`, `budget`: socket closed).
+    pub ws_messages_refused: IntCounterVec,
+    /// Sessions kept in the store for their retention window, live or not.
+    pub retained_sessions: IntGauge,
+    /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
+    pub retained_sessions_evicted: IntCounter,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -166,6 +176,29 @@ impl Metrics {
                 &["direction"],
             )
             .unwrap(),
+            partial_message_bytes: IntGauge::new(
+                "partial_message_bytes",
+                "Bytes held in partially received WebSocket messages (PARTIAL_MESSAGE_BUDGET_BYTES bounds it)",
+            )
+            .unwrap(),
+            ws_messages_refused: IntCounterVec::new(
+                Opts::new(
+                    "ws_messages_refused_total",
+                    "WebSocket messages refused by the frame guard, by reason",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            retained_sessions: IntGauge::new(
+                "retained_sessions",
+                "Session records kept for their retention window (MAX_RETAINED_SESSIONS bounds it)",
+            )
+            .unwrap(),
+            retained_sessions_evicted: IntCounter::new(
+                "retained_sessions_evicted_total",
+                "Retained sessions forgotten before their window ended, oldest first, at MAX_RETAINED_SESSIONS",
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -198,6 +231,10 @@ impl Metrics {
             Box::new(self.audio_dropped.clone()),
             Box::new(self.audio_chunks_in.clone()),
             Box::new(self.deflate_messages.clone()),
+            Box::new(self.partial_message_bytes.clone()),
+            Box::new(self.ws_messages_refused.clone()),
+            Box::new(self.retained_sessions.clone()),
+            Box::new(self.retained_sessions_evicted.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

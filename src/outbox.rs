@@ -53,8 +53,13 @@ pub enum CloseReason {
     InflatedTooBig,
     /// A compressed message was not valid DEFLATE data.
     CorruptCompression,
-    /// The peer broke the framing rules (RSV1 where permessage-deflate forbids it).
+    /// The peer broke the framing rules (an unmasked frame, a reserved opcode, an oversized
+    /// or fragmented control frame, RSV1 where no extension allows it).
     ProtocolViolation,
+    /// A message was begun and not finished within `MESSAGE_TIMEOUT_MS`.
+    MessageTimeout,
+    /// The server-wide budget for partially received messages is exhausted.
+    ServerBusy,
     /// A text frame was not UTF-8.
     InvalidPayload,
     /// The peer closed or the socket failed: nothing more can be written.

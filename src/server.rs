@@ -12,7 +12,7 @@ use crate::http::errors::Body;
 use crate::metrics::Metrics;
 use crate::share::api::RemoteAddr;
 use crate::share::ShareRegistry;
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::{MemoryStore, SessionStore, StoreMetrics};
 use crate::{http as routes, sse, ws};
 use anyhow::Context as _;
 use http::{header, HeaderValue, Method, Request, Response};
@@ -45,7 +45,12 @@ pub async fn run(
     }
     let clock = ServerClock::shared();
     let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
+    let store: Arc<dyn SessionStore> = Arc::new(
+        MemoryStore::new(config.max_retained_sessions).with_metrics(StoreMetrics {
+            retained: metrics.retained_sessions.clone(),
+            evicted: metrics.retained_sessions_evicted.clone(),
+        }),
+    );
     let share = Arc::new(ShareRegistry::new(config.share.settings()));
     let (engine, engine_thread) =
         engine::spawn(&config, clock, metrics.clone(), store, share.clone())

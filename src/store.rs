@@ -8,7 +8,9 @@
 //! current state. Implementations must not block: the engine thread calls them inline.
 
 use bandsync_protocol::Transport;
-use std::collections::HashMap;
+use lru::LruCache;
+use prometheus::{IntCounter, IntGauge};
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,35 +37,86 @@ pub trait SessionStore: Send + Sync + 'static {
 }
 
 /// The in-memory store: the default when `REDIS_URL` is unset.
-#[derive(Default)]
+///
+/// Bounded: a client that joins a new session, leaves, and does it again creates a record
+/// each time (finding: 20 sockets made 20,000 in 32 s, about 3.7 KB each). So at most
+/// `capacity` records are kept, and saving one more forgets the one saved longest ago
+/// (least recently saved first: a session that still changes is saved often and stays).
+/// A forgotten session that is joined again starts fresh, as after its retention window.
 pub struct MemoryStore {
-    records: Mutex<HashMap<String, (SessionRecord, Instant)>>,
+    records: Mutex<LruCache<String, (SessionRecord, Instant)>>,
+    metrics: Option<StoreMetrics>,
+}
+
+/// Where the store reports its size and its evictions.
+pub struct StoreMetrics {
+    pub retained: IntGauge,
+    pub evicted: IntCounter,
 }
 
 impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
+    /// A store keeping at most `capacity` records (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            records: Mutex::new(LruCache::new(capacity)),
+            metrics: None,
+        }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SessionRecord, Instant)>> {
+    /// Reports the number of records and the evictions through `metrics`.
+    pub fn with_metrics(mut self, metrics: StoreMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Records held now, expired or not.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<String, (SessionRecord, Instant)>> {
         self.records.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn report(&self, records: &LruCache<String, (SessionRecord, Instant)>, evicted: bool) {
+        if let Some(metrics) = &self.metrics {
+            metrics.retained.set(records.len() as i64);
+            if evicted {
+                metrics.evicted.inc();
+            }
+        }
     }
 }
 
 impl SessionStore for MemoryStore {
     fn save(&self, record: &SessionRecord, ttl: Duration) {
         let expires = Instant::now() + ttl;
-        self.lock()
-            .insert(record.session_id.clone(), (record.clone(), expires));
+        let mut records = self.lock();
+        let evicted = match records.get_mut(record.session_id.as_str()) {
+            Some(entry) => {
+                *entry = (record.clone(), expires);
+                false
+            }
+            None => records
+                .push(record.session_id.clone(), (record.clone(), expires))
+                .is_some(),
+        };
+        self.report(&records, evicted);
     }
 
     fn load(&self, session_id: &str) -> Option<SessionRecord> {
         let now = Instant::now();
         let mut records = self.lock();
-        match records.get(session_id) {
+        match records.peek(session_id) {
             Some((record, expires)) if *expires > now => Some(record.clone()),
             Some(_) => {
-                records.remove(session_id);
+                records.pop(session_id);
+                self.report(&records, false);
                 None
             }
             None => None,
@@ -72,7 +125,16 @@ impl SessionStore for MemoryStore {
 
     fn purge_expired(&self) {
         let now = Instant::now();
-        self.lock().retain(|_, (_, expires)| *expires > now);
+        let mut records = self.lock();
+        let expired: Vec<String> = records
+            .iter()
+            .filter(|(_, (_, expires))| *expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            records.pop(&id);
+        }
+        self.report(&records, false);
     }
 }
 
@@ -93,13 +155,38 @@ mod tests {
 
     #[test]
     fn saved_records_load_until_they_expire() {
-        let store = MemoryStore::new();
+        let store = MemoryStore::new(100);
         store.save(&record("a"), Duration::from_secs(60));
         store.save(&record("b"), Duration::ZERO);
         assert_eq!(store.load("a").unwrap().version, 7);
         assert!(store.load("b").is_none());
         assert!(store.load("c").is_none());
         store.purge_expired();
-        assert_eq!(store.lock().len(), 1);
+        assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn at_capacity_the_record_saved_longest_ago_is_forgotten_and_counted() {
+        let metrics = StoreMetrics {
+            retained: IntGauge::new("retained", "r").unwrap(),
+            evicted: IntCounter::new("evicted", "e").unwrap(),
+        };
+        let (retained, evicted) = (metrics.retained.clone(), metrics.evicted.clone());
+        let store = MemoryStore::new(2).with_metrics(metrics);
+        let hour = Duration::from_secs(3600);
+        store.save(&record("a"), hour);
+        store.save(&record("b"), hour);
+        store.save(&record("a"), hour); // saved again: now b is the oldest
+        assert_eq!(evicted.get(), 0, "updating a record evicts nothing");
+        store.save(&record("c"), hour);
+        assert_eq!(evicted.get(), 1);
+        assert_eq!(retained.get(), 2);
+        assert!(store.load("b").is_none());
+        assert!(store.load("a").is_some() && store.load("c").is_some());
+        for i in 0..1000 {
+            store.save(&record(&format!("churn-{i}")), hour);
+        }
+        assert_eq!(store.len(), 2, "never more than the capacity");
+        assert_eq!(evicted.get(), 1001);
     }
 }

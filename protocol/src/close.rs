@@ -23,12 +23,25 @@ pub const PING_TIMEOUT: u16 = 4000;
 pub const SLOW_CONSUMER: u16 = 4001;
 /// Another connection resumed this client's identity with its resume token.
 pub const REPLACED: u16 = 4002;
+/// A message was begun and not finished within `MESSAGE_TIMEOUT_MS` (its last fragment, or
+/// the rest of its only frame, never came). Reconnect; send whole messages.
+pub const MESSAGE_TIMEOUT: u16 = 4003;
+/// Try again later: the server's budget for partially received messages
+/// (`PARTIAL_MESSAGE_BUDGET_BYTES`) is exhausted. Reconnect with backoff.
+pub const TRY_AGAIN_LATER: u16 = 1013;
 
 /// Whether a client seeing `code` should reconnect automatically.
 pub fn should_reconnect(code: u16) -> bool {
     matches!(
         code,
-        GOING_AWAY | PING_TIMEOUT | SLOW_CONSUMER | 1006 | 1011 | 1012 | 1013
+        GOING_AWAY
+            | PING_TIMEOUT
+            | SLOW_CONSUMER
+            | MESSAGE_TIMEOUT
+            | 1006
+            | 1011
+            | 1012
+            | TRY_AGAIN_LATER
     )
 }
 
@@ -41,6 +54,8 @@ mod tests {
         assert!(should_reconnect(GOING_AWAY));
         assert!(should_reconnect(SLOW_CONSUMER));
         assert!(should_reconnect(PING_TIMEOUT));
+        assert!(should_reconnect(TRY_AGAIN_LATER));
+        assert!(should_reconnect(MESSAGE_TIMEOUT));
         assert!(!should_reconnect(NORMAL));
         assert!(!should_reconnect(POLICY_VIOLATION));
         assert!(!should_reconnect(REPLACED));

@@ -10,6 +10,8 @@ pub struct Health {
     /// Seconds since start.
     uptime: f64,
     active_sessions: i64,
+    /// Session records kept for their retention window (`MAX_RETAINED_SESSIONS` bounds it).
+    retained_sessions: i64,
     connections: i64,
     memory_usage: MemoryUsage,
     timestamp: f64,
@@ -39,6 +41,7 @@ pub fn report(ctx: &AppContext) -> Health {
         },
         uptime: ctx.clock.uptime_secs(),
         active_sessions: ctx.metrics.sessions.get(),
+        retained_sessions: ctx.metrics.retained_sessions.get(),
         connections: ctx.metrics.open_connections(),
         memory_usage: MemoryUsage {
             used: proc_kib("/proc/self/status", "VmRSS:") / 1024.0,

@@ -9,7 +9,7 @@
 //! While it waits for room in the engine queue it does not write; that wait is the
 //! backpressure the socket needs anyway.
 
-use super::deflate::InflateStream;
+use super::guarded_io::GuardedStream;
 use super::incoming::{Flow, Reader};
 use super::outgoing::write_pending;
 use crate::context::{AppContext, ConnectionPermit};
@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-pub(super) type Socket = WebSocketStream<InflateStream<TokioIo<Upgraded>>>;
+pub(super) type Socket = WebSocketStream<GuardedStream<TokioIo<Upgraded>>>;
 
 /// How long we wait for the peer's half of the close handshake after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -68,6 +68,7 @@ pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermi
 async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, ctx: &AppContext) {
     let ping_every = ctx.config.ping_interval();
     let ping_timeout = ctx.config.ping_timeout();
+    let message_timeout = ctx.config.message_timeout();
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = ctx.shutdown.cancelled();
@@ -101,7 +102,17 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
                 }
             }
             _ = ping.tick(), if closing_until.is_none() => {
-                if last_seen.elapsed() > ping_timeout {
+                let unfinished = socket
+                    .get_ref()
+                    .partial_since()
+                    .is_some_and(|since| since.elapsed() > message_timeout);
+                if unfinished {
+                    // Pongs keep `last_seen` fresh, but a message begun and never finished
+                    // holds memory: the deadline is for the message, not the socket.
+                    tracing::info!("message not finished within MESSAGE_TIMEOUT_MS; closing (4003)");
+                    ctx.metrics.ws_messages_refused.with_label_values(&["timeout"]).inc();
+                    outbox.close(CloseReason::MessageTimeout);
+                } else if last_seen.elapsed() > ping_timeout {
                     tracing::debug!("ping timeout");
                     outbox.close(CloseReason::PingTimeout);
                 } else if socket.feed(Message::Ping(bytes::Bytes::new())).await.is_err() {
@@ -138,7 +149,15 @@ pub(super) fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
             "compressed message inflates beyond MAX_FRAME_BYTES",
         ),
         CloseReason::CorruptCompression => (close::INVALID_PAYLOAD, "invalid compressed data"),
-        CloseReason::ProtocolViolation => (close::PROTOCOL_ERROR, "permessage-deflate violation"),
+        CloseReason::ProtocolViolation => (close::PROTOCOL_ERROR, "WebSocket framing violated"),
+        CloseReason::MessageTimeout => (
+            close::MESSAGE_TIMEOUT,
+            "message not finished within MESSAGE_TIMEOUT_MS",
+        ),
+        CloseReason::ServerBusy => (
+            close::TRY_AGAIN_LATER,
+            "too many partially received messages: try again later",
+        ),
         CloseReason::InvalidPayload => (close::INVALID_PAYLOAD, "text frame is not valid UTF-8"),
         CloseReason::PeerGone => return None,
     };

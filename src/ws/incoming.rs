@@ -2,7 +2,8 @@
 //! on the spot (decode errors, rate-limit replies, heartbeats, so `t1` is stamped at the
 //! read), and forward the rest to the engine.
 
-use super::deflate::{self, InflateError};
+use super::guard::{self, GuardError};
+use super::guarded_io::guard_error;
 use super::ratelimit::{SocketRateLimit, Verdict};
 use crate::context::AppContext;
 use crate::engine::{ConnKey, Inbound};
@@ -77,6 +78,34 @@ impl Reader {
                 }
                 return Flow::Continue;
             }
+            Ok(Message::Pong(payload)) => {
+                let Some((compressed, size)) = guard::parse_oversize_marker(&payload) else {
+                    return Flow::Continue;
+                };
+                // The guard discarded a text message over MAX_MESSAGE_BYTES in its place.
+                ctx.metrics.messages_in.inc();
+                match admit(&mut self.limit, outbox, ctx, None) {
+                    None => return Flow::Stop,
+                    Some(false) => return Flow::Continue,
+                    Some(true) => {}
+                }
+                ctx.metrics
+                    .ws_messages_refused
+                    .with_label_values(&["oversize"])
+                    .inc();
+                let limit = ctx.config.max_message_bytes;
+                let message = if compressed {
+                    format!(
+                        "compressed message inflates beyond MAX_MESSAGE_BYTES ({limit}); discarded"
+                    )
+                } else {
+                    format!(
+                        "message of {size} bytes exceeds MAX_MESSAGE_BYTES ({limit}); discarded"
+                    )
+                };
+                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
+                return Flow::Continue;
+            }
             // Pings are answered by tungstenite; a Close is answered on the next poll,
             // after which the stream ends.
             Ok(_) => return Flow::Continue,
@@ -96,8 +125,8 @@ impl Reader {
                 outbox.close(CloseReason::InvalidPayload);
                 return Flow::Stop;
             }
-            Err(WsError::Io(error)) if deflate::inflate_error(&error).is_some() => {
-                refuse_compressed(&error, outbox, ctx);
+            Err(WsError::Io(error)) if guard_error(&error).is_some() => {
+                refuse(&error, outbox, ctx);
                 return Flow::Stop;
             }
             Err(error) => {
@@ -190,20 +219,27 @@ fn reply_error(
     );
 }
 
-/// Ends a connection whose compressed message was refused: an `error` event saying why,
-/// then close 1009 (inflates beyond `MAX_FRAME_BYTES`), 1007 (not DEFLATE data) or 1002
-/// (RSV1 where it is not allowed). Only this socket is affected.
-fn refuse_compressed(error: &std::io::Error, outbox: &Outbox<WsFrame>, ctx: &AppContext) {
-    let Some(failure) = deflate::inflate_error(error) else {
+/// Ends a connection whose stream the frame guard refused: an `error` event saying why,
+/// then close 1009 (over `MAX_FRAME_BYTES`, or inflating beyond it), 1007 (not DEFLATE
+/// data), 1002 (framing rules broken) or 1013 (the server's budget for partial messages is
+/// spent). Only this socket is affected.
+fn refuse(error: &std::io::Error, outbox: &Outbox<WsFrame>, ctx: &AppContext) {
+    let Some(failure) = guard_error(error) else {
         return;
     };
-    let reason = match failure {
-        InflateError::TooBig { .. } => CloseReason::InflatedTooBig,
-        InflateError::Corrupt => CloseReason::CorruptCompression,
-        InflateError::Protocol(_) => CloseReason::ProtocolViolation,
+    let (reason, label) = match failure {
+        GuardError::TooBig { .. } => (CloseReason::FrameTooBig, "too_big"),
+        GuardError::InflatedTooBig { .. } => (CloseReason::InflatedTooBig, "too_big"),
+        GuardError::Corrupt => (CloseReason::CorruptCompression, "corrupt"),
+        GuardError::Protocol(_) => (CloseReason::ProtocolViolation, "protocol"),
+        GuardError::Busy => (CloseReason::ServerBusy, "budget"),
     };
+    ctx.metrics
+        .ws_messages_refused
+        .with_label_values(&[label])
+        .inc();
     let code = super::connection::close_frame(reason).map_or(0, |f| u16::from(f.code));
-    tracing::info!(%failure, code, "refusing a compressed message; closing");
+    tracing::info!(%failure, code, "refusing a client's frames; closing");
     let message = format!("{failure}; closing ({code})");
     reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
     outbox.close(reason);

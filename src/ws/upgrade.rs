@@ -3,7 +3,9 @@
 //! negotiated on this same handshake (see [`super::deflate`]).
 
 use super::connection;
-use super::deflate::{self, InflateStream};
+use super::deflate;
+use super::guard::FrameGuard;
+use super::guarded_io::GuardedStream;
 use crate::context::AppContext;
 use crate::http::errors::{error_response, full, Body};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -96,11 +98,12 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
     ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                // Compressed messages inflate up to the same cap as any other message.
-                let inflate_limit = deflate.then_some(task_ctx.config.max_frame_bytes);
+                let guard = FrameGuard::new(
+                    task_ctx.guard_limits(deflate),
+                    task_ctx.partial_budget.clone(),
+                );
                 let inflated = task_ctx.metrics.deflate_messages.with_label_values(&["in"]);
-                let io =
-                    InflateStream::new(TokioIo::new(upgraded), inflate_limit).counting(inflated);
+                let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
                 connection::serve(socket, task_ctx, permit, deflate).await;
             }

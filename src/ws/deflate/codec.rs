@@ -108,6 +108,11 @@ pub enum InflateError {
 /// Inflates one message at a time, fed in pieces (fragments, partial reads), and refuses
 /// to produce more than `limit` bytes: a small compressed frame never becomes a large
 /// allocation, because the output buffer grows only up to `limit + 1` bytes.
+///
+/// With a smaller `keep` ([`Inflater::begin_with`]), output past `keep` bytes is no longer
+/// kept, only counted against `limit`: a text message over `MAX_MESSAGE_BYTES` is refused
+/// with an error while the socket stays open, yet a deflate bomb past `MAX_FRAME_BYTES` is
+/// still recognised as one, and memory stays at `keep`.
 pub struct Inflater {
     /// Exists only while a message is being inflated. Browsers compress every message, so
     /// keeping the ~40 KiB of inflate state between messages would cost each idle browser
@@ -115,7 +120,10 @@ pub struct Inflater {
     /// (`cargo bench --bench deflate`).
     state: Option<Decompress>,
     out: Vec<u8>,
+    /// Output bytes kept; past them the message has overflowed and is only counted.
+    keep: usize,
     limit: usize,
+    overflowed: bool,
     /// The stream had a final block; whatever follows (the appended tail) is ignored, as
     /// zlib does.
     ended: bool,
@@ -126,16 +134,44 @@ impl Inflater {
         Self {
             state: None,
             out: Vec::new(),
+            keep: limit,
             limit,
+            overflowed: false,
             ended: false,
         }
     }
 
     /// Starts a new message with a fresh DEFLATE state (`client_no_context_takeover`).
     pub fn begin(&mut self) {
+        self.begin_with(self.limit, self.limit);
+    }
+
+    /// Starts a new message that keeps at most `keep` inflated bytes and may inflate to at
+    /// most `limit` (`keep <= limit`).
+    pub fn begin_with(&mut self, keep: usize, limit: usize) {
         self.state = Some(Decompress::new(false));
         self.out = Vec::new();
+        self.keep = keep.min(limit);
+        self.limit = limit;
+        self.overflowed = false;
         self.ended = false;
+    }
+
+    /// Whether the message inflated past `keep`: its output is gone, only its size counted.
+    pub fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Bytes of memory the message holds right now (output buffer, and the inflate state
+    /// while a message is open), for the server's budget of partial messages.
+    pub fn held(&self) -> usize {
+        self.out.capacity() + if self.state.is_some() { STATE_BYTES } else { 0 }
+    }
+
+    /// Drops the message being inflated, and its memory.
+    pub fn abandon(&mut self) {
+        self.state = None;
+        self.out = Vec::new();
     }
 
     /// Inflates the next piece of the message's (unmasked) compressed payload.
@@ -145,14 +181,17 @@ impl Inflater {
             if self.ended {
                 return Ok(());
             }
-            if self.out.len() == self.out.capacity() {
-                // Grow by doubling, but never past one byte over the cap: that byte is how
-                // we notice the cap was crossed without allocating further.
-                let room = self.limit + 1 - self.out.len().min(self.limit + 1);
-                let step = self.out.capacity().max(MIN_GROWTH).min(room);
-                if step == 0 {
-                    return Err(InflateError::TooBig { limit: self.limit });
+            if self.overflowed {
+                // Counting only: inflate into the same buffer over and over.
+                self.out.clear();
+                if self.out.capacity() == 0 {
+                    self.out.reserve_exact(MIN_GROWTH.min(self.keep + 1));
                 }
+            } else if self.out.len() == self.out.capacity() {
+                // Grow by doubling, but never past one byte over `keep`: that byte is how
+                // we notice it was crossed without allocating further.
+                let room = self.keep + 1 - self.out.len().min(self.keep + 1);
+                let step = self.out.capacity().max(MIN_GROWTH).min(room);
                 self.out.reserve_exact(step);
             }
             let (in_before, out_before) = (state.total_in(), state.total_out());
@@ -162,8 +201,11 @@ impl Inflater {
             let consumed = (state.total_in() - in_before) as usize;
             let produced = state.total_out() - out_before;
             input = &input[consumed..];
-            if self.out.len() > self.limit {
+            if state.total_out() > self.limit as u64 {
                 return Err(InflateError::TooBig { limit: self.limit });
+            }
+            if self.out.len() > self.keep {
+                self.overflowed = true;
             }
             if status == Status::StreamEnd {
                 self.ended = true;
@@ -181,13 +223,18 @@ impl Inflater {
         }
     }
 
-    /// Ends the message: appends the `00 00 ff ff` tail and returns the inflated bytes.
+    /// Ends the message: appends the `00 00 ff ff` tail and returns the inflated bytes
+    /// (meaningless when [`Self::overflowed`]).
     pub fn finish(&mut self) -> Result<Vec<u8>, InflateError> {
         self.push(&TAIL)?;
         self.state = None;
         Ok(std::mem::take(&mut self.out))
     }
 }
+
+/// What one inflate state costs while a compressed message is open (miniz_oxide's
+/// `InflateState`, about 43 KB), counted in the server's budget for partial messages.
+pub const STATE_BYTES: usize = 44 * 1024;
 
 /// Inflates one complete compressed payload (tail removed) with a cap. For tests and
 /// benchmarks; the connection path feeds [`Inflater`] piece by piece.

@@ -5,21 +5,17 @@
 //! - [`codec`]: DEFLATE per message. [`Deflater`] compresses a broadcast once, in the
 //!   engine, for every receiver that negotiated deflate; [`Inflater`] inflates one
 //!   incoming message under the `MAX_FRAME_BYTES` cap.
-//! - `rewrite` and `stream`: the read side. An adapter ([`InflateStream`]) between the
-//!   socket and tungstenite turns compressed client messages into plain frames before
-//!   tungstenite sees them.
+//! - The read side is the frame guard (`ws/guard.rs`), which every client byte passes
+//!   through before tungstenite: it inflates compressed client messages into plain frames.
 //!
 //! The write side needs no adapter: the writer sends a compressed message as a
 //! `Message::Frame` with RSV1 set, which tungstenite writes as it is.
 
 pub mod codec;
 pub mod negotiate;
-mod rewrite;
-mod stream;
 
 pub use codec::{Deflater, InflateError, Inflater};
 pub use negotiate::{negotiate, Agreement};
-pub use stream::{inflate_error, InflateStream};
 
 use bytes::Bytes;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};

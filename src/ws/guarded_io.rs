@@ -1,54 +1,49 @@
-//! The socket adapter between hyper's upgraded connection and tungstenite.
+//! The socket adapter between hyper's upgraded connection and tungstenite: the bytes
+//! tungstenite reads pass through the [`FrameGuard`] first (see `guard.rs` for why).
+//! Writes pass through untouched: the writer task already produces compressed frames
+//! itself (`Message::Frame` with RSV1), which tungstenite writes as is.
 //!
-//! tungstenite 0.29 has no extension support: it refuses any frame with RSV1 set. So the
-//! bytes it reads pass through [`Rewriter`] first, which inflates compressed messages
-//! into plain frames. Writes pass through untouched: the writer task already produces
-//! compressed frames itself (`Message::Frame` with RSV1), which tungstenite writes as is.
-//!
-//! A failure (deflate bomb, corrupt data, RSV1 where it is not allowed) is returned as an
-//! `io::Error` of kind `InvalidData` wrapping an [`InflateError`] (see [`inflate_error`]),
-//! after any frames that preceded it were delivered. It is never `WouldBlock`, which
-//! tokio-tungstenite would take for "not ready".
+//! A refusal (a frame too big, a deflate bomb, corrupt data, a framing violation, the
+//! budget spent) is returned as an `io::Error` of kind `InvalidData` wrapping a
+//! [`GuardError`] (see [`guard_error`]), after any frames that preceded it were delivered.
+//! It is never `WouldBlock`, which tokio-tungstenite would take for "not ready".
 
-use super::codec::InflateError;
-use super::rewrite::Rewriter;
+use super::guard::{FrameGuard, GuardError};
 use bytes::{Buf, BytesMut};
 use prometheus::IntCounter;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read from the socket at a time, as tungstenite's own read buffer.
 const READ_CHUNK: usize = 4 * 1024;
-/// An emptied output buffer larger than this is released: one big inflated message must
-/// not pin its size in memory for the rest of the connection.
+/// An emptied output buffer larger than this is released: one big message must not pin
+/// its size in memory for the rest of the connection.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-/// An `AsyncRead + AsyncWrite` that inflates permessage-deflate messages on the way in.
-/// Without deflate it is a plain pass-through, so every WebSocket has the same type.
-pub struct InflateStream<S> {
+/// An `AsyncRead + AsyncWrite` that checks, assembles and inflates client messages on the
+/// way in.
+pub struct GuardedStream<S> {
     inner: S,
-    /// `None` when deflate was not negotiated.
-    rewriter: Option<Rewriter>,
-    /// Read from the socket, not yet rewritten (at most a partial frame header plus one
-    /// read).
+    guard: FrameGuard,
+    /// Read from the socket, not yet through the guard (at most a partial frame header or
+    /// control frame plus one read).
     input: BytesMut,
-    /// Rewritten, not yet handed to tungstenite.
+    /// Through the guard, not yet handed to tungstenite.
     output: BytesMut,
-    failed: Option<InflateError>,
+    failed: Option<GuardError>,
     eof: bool,
     /// Counts inflated messages, if set.
     counter: Option<IntCounter>,
 }
 
-impl<S> InflateStream<S> {
-    /// Wraps `inner`; with `inflate_limit` set, compressed messages are inflated up to
-    /// that many bytes.
-    pub fn new(inner: S, inflate_limit: Option<usize>) -> Self {
+impl<S> GuardedStream<S> {
+    pub fn new(inner: S, guard: FrameGuard) -> Self {
         Self {
             inner,
-            rewriter: inflate_limit.map(Rewriter::new),
+            guard,
             input: BytesMut::new(),
             output: BytesMut::new(),
             failed: None,
@@ -62,23 +57,25 @@ impl<S> InflateStream<S> {
         self.counter = Some(counter);
         self
     }
+
+    /// When the message the client is sending now began, if it is partway through one.
+    pub fn partial_since(&self) -> Option<Instant> {
+        self.guard.partial_since()
+    }
 }
 
-/// The inflate failure behind an I/O error from [`InflateStream`], if that is what it is.
-pub fn inflate_error(error: &io::Error) -> Option<InflateError> {
-    error.get_ref()?.downcast_ref::<InflateError>().copied()
+/// The guard's refusal behind an I/O error from [`GuardedStream`], if that is what it is.
+pub fn guard_error(error: &io::Error) -> Option<GuardError> {
+    error.get_ref()?.downcast_ref::<GuardError>().copied()
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for InflateStream<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let Some(rewriter) = this.rewriter.as_mut() else {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        };
         loop {
             if !this.output.is_empty() {
                 let n = this.output.len().min(buf.remaining());
@@ -92,10 +89,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for InflateStream<S> {
             if let Some(error) = this.failed {
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, error)));
             }
-            let inflated_before = rewriter.inflated;
-            let result = rewriter.process(&mut this.input, &mut this.output);
+            let inflated_before = this.guard.inflated;
+            let result = this.guard.process(&mut this.input, &mut this.output);
             if let Some(counter) = &this.counter {
-                counter.inc_by(rewriter.inflated - inflated_before);
+                counter.inc_by(this.guard.inflated - inflated_before);
             }
             if let Err(error) = result {
                 // Frames rewritten before the failure (a ping, say) still go first.
@@ -123,7 +120,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for InflateStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for InflateStream<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -155,9 +152,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for InflateStream<S> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rewrite::tests::{client_frame, deflated};
+    use super::super::budget::PartialBudget;
+    use super::super::guard::tests::{client_frame, deflated};
+    use super::super::guard::GuardLimits;
     use super::*;
     use futures_util::StreamExt;
+    use std::sync::Arc;
     use tokio::io::AsyncWriteExt;
     use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -177,7 +177,13 @@ mod tests {
             // Keep our end open until the reader is done, so EOF is the shutdown.
             tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         });
-        let stream = InflateStream::new(server, Some(limit));
+        let limits = GuardLimits {
+            text: limit,
+            hard: limit,
+            deflate: true,
+        };
+        let guard = FrameGuard::new(limits, Arc::new(PartialBudget::new(usize::MAX)));
+        let stream = GuardedStream::new(server, guard);
         let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
         let mut seen = Vec::new();
         while let Some(item) = ws.next().await {
@@ -226,8 +232,8 @@ mod tests {
             panic!("expected an I/O error, got {:?}", seen[1]);
         };
         assert_eq!(
-            inflate_error(error),
-            Some(InflateError::TooBig { limit: 100_000 })
+            guard_error(error),
+            Some(GuardError::InflatedTooBig { limit: 100_000 })
         );
     }
 
@@ -237,19 +243,27 @@ mod tests {
         let Some(Err(WsError::Io(error))) = seen.first() else {
             panic!("expected an I/O error, got {seen:?}");
         };
-        assert_eq!(inflate_error(error), Some(InflateError::Corrupt));
+        assert_eq!(guard_error(error), Some(GuardError::Corrupt));
     }
 
     #[tokio::test]
-    async fn without_deflate_rsv1_is_left_for_tungstenite_to_refuse() {
+    async fn without_deflate_rsv1_is_a_recognisable_protocol_error() {
         let (mut client, server) = tokio::io::duplex(1024);
         client
             .write_all(&client_frame(true, true, 0x1, &deflated(b"hi")))
             .await
             .unwrap();
-        let stream = InflateStream::new(server, None);
+        let limits = GuardLimits {
+            text: 1024,
+            hard: 1024,
+            deflate: false,
+        };
+        let guard = FrameGuard::new(limits, Arc::new(PartialBudget::new(usize::MAX)));
+        let stream = GuardedStream::new(server, guard);
         let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, None).await;
-        let first = ws.next().await.unwrap();
-        assert!(matches!(first, Err(WsError::Protocol(_))), "{first:?}");
+        let Some(Err(WsError::Io(error))) = ws.next().await else {
+            panic!("expected an I/O error");
+        };
+        assert!(matches!(guard_error(&error), Some(GuardError::Protocol(_))));
     }
 }
