@@ -347,7 +347,7 @@ async fn shared_wavs_are_received_sample_for_sample() {
         share_and_receive(&server, "123456", i16_wav, "rest", "poll"),
         share_and_receive(&server, "654321", f32_wav, "rest", "poll"),
     );
-    server.shutdown().await.unwrap();
+    server.shutdown().await;
 }
 
 /// Push delivery: audio shared over the WebSocket (i16 stays i16) or REST reaches
@@ -370,7 +370,7 @@ async fn pushed_wavs_are_received_sample_for_sample_over_ws_and_sse() {
         share_and_receive(&server, "333333", tone(8000, 1, 9600), "ws", "sse"),
         share_and_receive(&server, "444444", tone(8000, 2, 9600), "rest", "ws"),
     );
-    server.shutdown().await.unwrap();
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -431,5 +431,5 @@ async fn refusals_end_the_cli_with_a_clear_message() {
     );
 
     let _ = std::fs::remove_dir_all(&dir);
-    server.shutdown().await.unwrap();
+    server.shutdown().await;
 }
