@@ -245,8 +245,10 @@ async fn share_and_receive(
         "Test Tone",
         "--artist",
         "bandsync",
+        // The share stays up 2 s after the file's end, so that a receiver slowed down
+        // by a busy machine still finds it active (with 0.6 s it sometimes did not).
         "--linger",
-        "0.6",
+        "2",
     ])));
     wait_active(server, session).await;
     let receiver = run_cli(args(&[
@@ -311,8 +313,17 @@ async fn share_and_receive(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The receivers join after the sharer started: the CLI processes start while others
+/// run (up to six at once), and on a busy 2-core machine a receiver has taken longer
+/// than the default 1 s `AUDIO_BURST_MS` to join, losing the start of the file. So the
+/// burst is the whole 5 s buffer, longer than any file shared here: every receiver gets
+/// the file from its first chunk, in order, whenever it joins during the share.
 async fn start_server() -> TestServer {
-    TestServer::start_with(|c| c.share.bearer_token = Some(TOKEN.into())).await
+    TestServer::start_with(|c| {
+        c.share.bearer_token = Some(TOKEN.into());
+        c.share.audio_burst_ms = (c.share.audio_buffer_seconds * 1000.0) as u64;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
