@@ -1,6 +1,8 @@
 //! The real `bandsync` binary: configuration from the environment, and SIGTERM closing
 //! every WebSocket with 1001 before the process exits 0.
 
+mod common;
+
 use bandsync_client::{Incoming, WsClient};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -53,6 +55,11 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         client.join("signal-band", None, Some(name)).await.unwrap();
         clients.push(client);
     }
+    // The gate every in-process test has: the engine contained no panic.
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    if let Err(why) = common::engine_panics(addr) {
+        panic!("{why}");
+    }
     let status = Command::new("kill")
         .args(["-TERM", &server.0.id().to_string()])
         .status()
@@ -67,10 +74,19 @@ async fn sigterm_closes_sockets_with_1001_and_exits_cleanly() {
         };
         assert_eq!(code, Some(1001));
     }
-    let exit = tokio::task::spawn_blocking(move || server.0.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    // Bounded by SHUTDOWN_TIMEOUT_MS (5 s by default) plus slack; on failure `Server`'s
+    // Drop kills it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not exit within 15 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(exit.success(), "exit status {exit:?}");
 }
 

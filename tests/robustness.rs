@@ -70,10 +70,10 @@ async fn binary_frames_get_invalid_message_and_the_socket_stays_usable() {
     assert_eq!((state.version, state.message.as_str()), (snap.version, ""));
 }
 
-/// Sends `bytes` as a text frame on a fresh member socket of `session`; returns how the
-/// server answered: `Ok` when it refused the frame as INVALID_MESSAGE and the socket still
-/// works, or when it failed the connection with close 1007 as RFC 6455 asks; `Err`
-/// describing anything else.
+/// Sends `bytes` as a text frame on a fresh member socket of `session`; `Ok` when the
+/// server answered exactly as PROTOCOL.md promises (section 5, close 1007): an `error`
+/// `INVALID_MESSAGE` without an id first (the frame was not parsed), then close 1007, and
+/// nothing else but `room_stats`. `Err` describing anything else.
 async fn send_invalid_utf8(server: &TestServer, session: &str, bytes: &[u8]) -> Result<(), String> {
     let mut raw = raw_connect(server).await;
     let join = format!(r#"{{"type":"join_session","data":{{"sessionId":"{session}"}}}}"#);
@@ -87,18 +87,28 @@ async fn send_invalid_utf8(server: &TestServer, session: &str, bytes: &[u8]) -> 
     raw.send(Message::Frame(frame))
         .await
         .map_err(|e| format!("send failed: {e}"))?;
-    let mut refused = false;
+    let error = loop {
+        match raw_next(&mut raw).await {
+            RawNext::Json(v) if v["type"] == "room_stats" => {}
+            RawNext::Json(v) => break v,
+            other => return Err(format!("no error before {other:?}")),
+        }
+    };
+    if error["type"] != "error" || error["data"]["code"] != "INVALID_MESSAGE" {
+        return Err(format!("expected INVALID_MESSAGE, got {error}"));
+    }
+    if error.get("id").is_some() {
+        return Err(format!("the error carries an id: {error}"));
+    }
     loop {
         match raw_next(&mut raw).await {
             RawNext::Json(v) if v["type"] == "room_stats" => {}
-            RawNext::Json(v) if !refused && v["data"]["code"] == "INVALID_MESSAGE" => {
-                // Refused, and still open: it must still work.
-                refused = true;
-                raw_send_text(&mut raw, r#"{"type":"sync_request"}"#).await;
-            }
-            RawNext::Json(v) if refused && v["type"] == "sync_response" => return Ok(()),
             RawNext::Closed(Some(INVALID_PAYLOAD)) => return Ok(()),
-            other => return Err(format!("{other:?}")),
+            other => {
+                return Err(format!(
+                    "after INVALID_MESSAGE, expected close 1007: {other:?}"
+                ))
+            }
         }
     }
 }
@@ -107,10 +117,10 @@ async fn send_invalid_utf8(server: &TestServer, session: &str, bytes: &[u8]) -> 
 const INVALID_PAYLOAD: u16 = 1007;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_utf8_text_is_refused_or_closed_with_1007_never_dropped() {
-    // The contract: a frame that is not JSON gets INVALID_MESSAGE on an open connection;
-    // RFC 6455: a text frame that is not UTF-8 fails the connection with 1007. Either is
-    // a clear answer; dropping the TCP connection without a close frame is not.
+async fn invalid_utf8_text_gets_invalid_message_then_close_1007() {
+    // The contract: a frame that is not JSON gets INVALID_MESSAGE; RFC 6455: a text frame
+    // that is not UTF-8 fails the connection with 1007. PROTOCOL.md promises both, in
+    // that order (tungstenite cannot read past such a frame).
     let server = TestServer::start().await;
     let (mut member, _) = join_follower(&server, "band").await;
 
@@ -138,7 +148,7 @@ async fn invalid_utf8_text_is_refused_or_closed_with_1007_never_dropped() {
     );
     assert!(
         failures.is_empty(),
-        "invalid UTF-8 must get INVALID_MESSAGE (socket open) or close 1007:\n{}",
+        "invalid UTF-8 must get INVALID_MESSAGE, then close 1007:\n{}",
         failures.join("\n")
     );
 }

@@ -927,7 +927,9 @@ async fn since_returns_at_most_ten_newer_chunks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_round_trips_and_expires_after_its_ttl() {
-    const TTL: Duration = Duration::from_millis(1500);
+    // 3 s, not less: the reads right after the post must come before it expires, and a
+    // busy 2-core machine has stalled a test for over a second (1.5 s used to flake).
+    const TTL: Duration = Duration::from_millis(3000);
     let server = share_server(|c| c.share.share_metadata_ttl_ms = TTL.as_millis() as u64).await;
     let api = Api::new(&server);
     api.start_ok(ID).await;
@@ -948,7 +950,7 @@ async fn metadata_round_trips_and_expires_after_its_ttl() {
         "{status}"
     );
 
-    let expired = eventually("metadata to expire", WAIT, || {
+    let expired = eventually("metadata to expire", TTL + WAIT, || {
         let api = api.clone();
         async move {
             let reply = api.get_metadata(ID).await;
@@ -1068,9 +1070,11 @@ async fn stop_reports_duration_and_bytes_and_the_session_reports_ended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_ends_after_the_timeout() {
-    // 0.025 min = 1.5 s without sharer activity; the sweeper runs once a second.
-    const TIMEOUT: Duration = Duration::from_millis(1500);
-    let server = share_server(|c| c.share.session_timeout_minutes = 0.025).await;
+    // 0.05 min = 3 s without sharer activity; the sweeper runs once a second. Not less:
+    // the busy session's keep-alive posts must never be a timeout apart, and a busy
+    // 2-core machine has stalled a test for over a second (1.5 s used to flake).
+    const TIMEOUT: Duration = Duration::from_millis(3000);
+    let server = share_server(|c| c.share.session_timeout_minutes = 0.05).await;
     let api = Api::new(&server);
     let before_start = Instant::now();
     api.start_ok(ID).await;
@@ -1080,7 +1084,7 @@ async fn an_idle_session_ends_after_the_timeout() {
     // "654321" keeps sending audio (the sharer's activity), "123456" sends nothing; a
     // receiver polls both. Polling is not sharer activity.
     let mut keepalive_seq = 0;
-    let ended_after = eventually("the idle session to end", WAIT, || {
+    let ended_after = eventually("the idle session to end", TIMEOUT + WAIT, || {
         let (api, receiver) = (api.clone(), receiver.clone());
         keepalive_seq += 1;
         let seq = keepalive_seq;
@@ -1114,7 +1118,7 @@ async fn an_idle_session_ends_after_the_timeout() {
     assert!(before_start.elapsed() > TIMEOUT);
 
     // Once it goes quiet, it ends too.
-    eventually("the second session to end", WAIT, || {
+    eventually("the second session to end", TIMEOUT + WAIT, || {
         let api = api.clone();
         async move {
             let status = api.status("654321").await.ok();
@@ -1129,11 +1133,13 @@ async fn an_idle_session_ends_after_the_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_updates_keep_a_session_alive() {
-    let server = share_server(|c| c.share.session_timeout_minutes = 0.025).await;
+    // A 3 s timeout (0.05 min), so that the 600 ms between posts leave 2.4 s for a busy
+    // machine's stalls (a 1.5 s timeout used to flake).
+    let server = share_server(|c| c.share.session_timeout_minutes = 0.05).await;
     let api = Api::new(&server);
     api.start_ok(ID).await;
-    // Metadata every 600 ms (within 2/s) for 2.4 s, well past the 1.5 s timeout.
-    for i in 0..4 {
+    // Metadata every 600 ms (within 2/s) for 4.2 s, well past the 3 s timeout.
+    for i in 0..7 {
         sleep(Duration::from_millis(600)).await;
         api.post_metadata(ID, &seed_metadata("alive", f64::from(i)))
             .await
@@ -1145,7 +1151,9 @@ async fn metadata_updates_keep_a_session_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_session_is_forgotten_after_the_retention() {
-    const RETENTION: Duration = Duration::from_millis(1500);
+    // 3 s, not less: the status read right after the stop must come before the session is
+    // forgotten, and a busy 2-core machine has stalled a test for over a second.
+    const RETENTION: Duration = Duration::from_millis(3000);
     let server = share_server(|c| {
         c.share.share_ended_retention_ms = RETENTION.as_millis() as u64;
     })
@@ -1158,18 +1166,22 @@ async fn an_ended_session_is_forgotten_after_the_retention() {
     assert_eq!(status["isActive"], json!(false), "{status}");
     assert_eq!(status["status"], json!("ended"), "{status}");
 
-    let forgotten = eventually("the ended session to be forgotten", WAIT, || {
-        let api = api.clone();
-        async move {
-            let reply = api.status(ID).await;
-            if reply.status == 200 {
-                assert_eq!(reply.json()["status"], json!("ended"));
-                None
-            } else {
-                Some(reply)
+    let forgotten = eventually(
+        "the ended session to be forgotten",
+        RETENTION + WAIT,
+        || {
+            let api = api.clone();
+            async move {
+                let reply = api.status(ID).await;
+                if reply.status == 200 {
+                    assert_eq!(reply.json()["status"], json!("ended"));
+                    None
+                } else {
+                    Some(reply)
+                }
             }
-        }
-    })
+        },
+    )
     .await;
     assert!(
         before_stop.elapsed() >= RETENTION,

@@ -298,3 +298,99 @@ async fn a_listener_alone_keeps_a_new_session_alive() {
     };
     assert_eq!(state.version, 1, "a new leader is announced");
 }
+
+/// A listener that stops reading is ended as a slow consumer (PROTOCOL.md section 9): once
+/// more than `OUTBOX_MAX_FRAMES` state events wait for it, its backlog is discarded and its
+/// stream simply ends, without a `shutdown` event; it is counted, and leaves the session.
+/// The members carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_does_not_read_is_ended_as_slow() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW: &str = "bandsync_slow_client_disconnects_total";
+    let server = TestServer::start_with(|c| {
+        c.outbox_max_frames = 8;
+        c.rate_limit_max_requests = 100_000;
+    })
+    .await;
+    let (mut leader, _) = join_leader(&server, "slow").await;
+
+    // A plain socket with a small receive buffer, so the kernel holds little for it.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut listener = socket.connect(server.addr).await.unwrap();
+    let head = format!(
+        "GET /sse/slow HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.addr
+    );
+    listener.write_all(head.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, listener.read(&mut buf))
+            .await
+            .expect("a response head")
+            .unwrap();
+        assert!(n > 0, "closed before the response head");
+        received.extend_from_slice(&buf[..n]);
+    }
+    assert!(received.starts_with(b"HTTP/1.1 200"), "{received:?}");
+    room_stats_counts(&mut leader, 1, 1).await;
+
+    // Now it reads nothing while the leader changes the message (1000 four-byte
+    // characters, each text different) until the server gives up on the listener. That
+    // takes megabytes: the kernel's send buffer to the listener grows to 4 MiB before
+    // the server's own queue fills, hence three WAITs.
+    let deadline = tokio::time::Instant::now() + 3 * WAIT;
+    let mut sent = 0;
+    while metric(&server, SLOW).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ended as slow after {sent} updates"
+        );
+        for _ in 0..25 {
+            // Four in flight: the leader's own queue holds at most OUTBOX_MAX_FRAMES (8).
+            let mut texts = Vec::new();
+            for _ in 0..4 {
+                sent += 1;
+                let text = format!("{sent:06}{}", "\u{1F3B8}".repeat(994));
+                leader.send(message(&text)).await.unwrap();
+                texts.push(text);
+            }
+            for text in texts {
+                assert_eq!(next_state_update(&mut leader).await.message, text);
+            }
+        }
+    }
+    assert_eq!(
+        metric(&server, SLOW).await,
+        1.0,
+        "only the listener was slow"
+    );
+
+    // Reading again, it finds what the kernel held, then the end of the stream (the last
+    // chunk of the chunked body): no `shutdown` event, nothing after the end.
+    let ended = tokio::time::timeout(WAIT, async {
+        while !received.ends_with(b"\r\n0\r\n\r\n") {
+            let n = listener.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed instead of ending the stream");
+            received.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream did not end");
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        !text.contains("\"shutdown\""),
+        "a slow listener gets no shutdown event"
+    );
+    assert!(
+        text.matches("\"state_update\"").count() < sent,
+        "the backlog was discarded, not delivered"
+    );
+
+    // It left the session; the leader carries on.
+    room_stats_counts(&mut leader, 1, 0).await;
+    let (status, info) = get_json(&server, "/sessions/slow").await;
+    assert_eq!((status, &info["listeners"]), (200, &serde_json::json!(0)));
+    sync(&mut leader).await;
+}

@@ -69,8 +69,13 @@ fn mean_spacing(ticks: &[ScrollTick]) -> f64 {
 
 /// The spacing is averaged over at least this many server tick intervals (by seq).
 const WINDOW: u64 = 32;
-/// Give up finding a steady window after this many ticks (about 6 s at 16 ms).
-const MAX_TICKS: usize = 400;
+/// Give up finding a steady window after this long. Not a tick count: on a busy 2-core
+/// machine the engine thread may be starved for seconds (skipped deadlines are not
+/// replayed, so a starved window's mean per seq is too long), and a count of ticks (400,
+/// about 6 s) was used up by such a stretch. The claim tested is that the server ticks
+/// on its interval whenever it gets the CPU; a server on the wrong interval, or one that
+/// drifts, never produces a steady window however long we wait.
+const STEADY_WITHIN: Duration = Duration::from_secs(20);
 
 /// Collects ticks until the last [`WINDOW`] intervals have a mean server-side spacing of
 /// `interval` ± 2 ms; usually that is the first window. A server on the wrong interval (or
@@ -83,6 +88,7 @@ async fn ticks_until_steady(
 ) -> Vec<ScrollTick> {
     let mut ticks: Vec<ScrollTick> = Vec::new();
     let mut closest = f64::NAN;
+    let give_up = tokio::time::Instant::now() + STEADY_WITHIN;
     loop {
         let tick = next_tick(client).await;
         assert_on_model(&tick, state);
@@ -98,9 +104,10 @@ async fn ticks_until_steady(
             }
         }
         assert!(
-            ticks.len() < MAX_TICKS,
-            "no {WINDOW} ticks in {MAX_TICKS} had a mean spacing of {interval} ± 2 ms \
-             (closest {closest:.3} ms)"
+            tokio::time::Instant::now() < give_up,
+            "no {WINDOW} ticks of {} in {STEADY_WITHIN:?} had a mean spacing of {interval} \
+             ± 2 ms (closest {closest:.3} ms)",
+            ticks.len()
         );
     }
 }

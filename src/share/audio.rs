@@ -171,10 +171,15 @@ impl AudioRing {
     }
 
     /// The most recent chunks covering at least `secs` (for a late joiner's burst).
+    ///
+    /// Durations are summed as floats, and sums of durations such as 0.1 s fall a hair
+    /// short (ten of them make 0.9999999999999999): a microsecond of slack keeps that from
+    /// costing a whole extra chunk.
     pub fn recent(&self, secs: f64) -> Vec<Arc<AudioChunk>> {
+        const SLACK_SECS: f64 = 1e-6;
         let mut covered = 0.0;
         let mut start = self.chunks.len();
-        while start > 0 && covered < secs {
+        while start > 0 && covered + SLACK_SECS < secs {
             start -= 1;
             covered += self.chunks[start].duration_secs();
         }
@@ -266,6 +271,16 @@ mod tests {
         }
         let burst: Vec<i64> = ring.recent(0.3).iter().map(|c| c.sequence()).collect();
         assert_eq!(burst, vec![17, 18, 19]);
+    }
+
+    #[test]
+    fn ten_tenth_second_chunks_cover_a_second_despite_float_sums() {
+        let mut ring = AudioRing::new(5.0, 1000);
+        for seq in 0..20 {
+            ring.push(chunk(seq, 100));
+        }
+        let burst: Vec<i64> = ring.recent(1.0).iter().map(|c| c.sequence()).collect();
+        assert_eq!(burst, (10..20).collect::<Vec<_>>());
     }
 
     #[test]
