@@ -1,7 +1,8 @@
 //! Server configuration: every option is an environment variable and a command-line flag.
 //!
 //! The names and defaults of the contract's variables (`PORT`, `SCROLL_TICK_INTERVAL`, ...)
-//! are fixed by `../shared/CONTRACT.md`; the rest are bandsync's explicit limits.
+//! are fixed by the wire contract (`protocol/PROTOCOL.md`); the rest are bandsync's explicit
+//! limits.
 
 use clap::Parser;
 use std::time::Duration;

@@ -4,6 +4,17 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// The system allocator is the default, chosen by measurement (BENCHMARKS.md, "Memory after
+// load"); these features exist to repeat that measurement.
+#[cfg(all(feature = "mimalloc", feature = "jemalloc"))]
+compile_error!("enable at most one of the features mimalloc and jemalloc");
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = bandsync::Config::parse();

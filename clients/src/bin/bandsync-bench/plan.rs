@@ -62,7 +62,7 @@ pub struct Preset {
     pub receivers: u64,
 }
 
-/// The seed's load-test scenarios (`shared/seeds/003_…`, "Load Testing").
+/// The Music Share specification's load-test scenarios (its "Load Testing" section).
 pub const AUDIO_SEED: [Preset; 3] = [
     Preset {
         name: "audio-seed-1",
