@@ -1,11 +1,11 @@
 //! One Music Share session: who shares, what plays, the audio buffer, the limits.
 
 use super::audio::{AudioChunk, AudioRing};
+use crate::limits::rate::KeyedRate;
+use crate::limits::AddrKey;
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,15 +38,22 @@ pub struct ShareSession {
     pub metadata: Option<Metadata>,
     pub audio: AudioRing,
     pub bytes_transferred: u64,
-    pub metadata_limit: DefaultDirectRateLimiter,
-    pub audio_limit: DefaultDirectRateLimiter,
+    /// The metadata and audio rate limits, per client address: a stranger holding the token
+    /// cannot use up the sharer's budget.
+    pub metadata_limit: KeyedRate<AddrKey>,
+    pub audio_limit: KeyedRate<AddrKey>,
+    /// Who started the session, for `SHARE_SESSIONS_PER_IP`.
+    pub owner: AddrKey,
     /// Pollers by connection, with when each last polled.
     pollers: HashMap<SocketAddr, Instant>,
 }
 
-fn per_second(n: u32) -> DefaultDirectRateLimiter {
-    let n = NonZeroU32::new(n.max(1)).expect("max(1) is non-zero");
-    RateLimiter::direct(Quota::per_second(n))
+/// Client addresses each session's rate limits remember: a band's sharers are a few.
+const ADDRESSES_PER_SESSION: usize = 64;
+
+/// `n` a second, with a burst of `n`, per address.
+fn per_second(n: u32) -> KeyedRate<AddrKey> {
+    KeyedRate::new(n, Duration::from_secs(1), ADDRESSES_PER_SESSION)
 }
 
 /// Per-session limits and sizes, from the configuration.
@@ -59,8 +66,15 @@ pub struct SessionLimits {
 }
 
 impl ShareSession {
-    pub fn new(id: String, now: Instant, start_time_ms: f64, limits: SessionLimits) -> Self {
+    pub fn new(
+        id: String,
+        now: Instant,
+        start_time_ms: f64,
+        limits: SessionLimits,
+        owner: AddrKey,
+    ) -> Self {
         Self {
+            owner,
             id,
             active: true,
             start_time_ms,

@@ -86,6 +86,7 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
             "the server holds its maximum number of connections; retry later",
         );
     };
+    let client_ip = crate::limits::ClientIp::of_request(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -102,7 +103,7 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
                 let io =
                     InflateStream::new(TokioIo::new(upgraded), inflate_limit).counting(inflated);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection::serve(socket, task_ctx, permit, deflate).await;
+                connection::serve(socket, task_ctx, permit, deflate, client_ip).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
