@@ -5,6 +5,7 @@
 //! gets the seed's 400 with our error format rather than a framework rejection.
 
 use super::audio::{ChunkBody, F32_BYTES};
+use super::body::read_body;
 use super::{auth, ShareError, ShareRegistry, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 use crate::engine::ShareNotice;
 use crate::http::errors::now_ms;
@@ -174,48 +175,6 @@ impl Route {
 
 /// A 1 MiB chunk in base64 is 4/3 larger, plus its JSON fields.
 const AUDIO_BODY_LIMIT: usize = MAX_CHUNK_BYTES / 3 * 4 + 4096;
-
-/// Reads a request body up to `limit` bytes, whether it came with a Content-Length or
-/// chunked (as .NET's `PostAsJsonAsync` sends it). A declared length over the limit is
-/// refused before reading anything.
-async fn read_body<S, B>(
-    headers: &HeaderMap,
-    mut body: S,
-    limit: usize,
-) -> Result<Bytes, ShareError>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: bytes::Buf,
-{
-    use futures_util::StreamExt;
-    let too_large = || {
-        ShareError::TooLarge(format!(
-            "request bodies on this route are at most {limit} bytes"
-        ))
-    };
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut out = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
-    while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ShareError::InvalidBody(format!("reading the body failed: {e}")))?;
-        if out.len() + chunk.remaining() > limit {
-            return Err(too_large());
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(out.freeze())
-}
 
 /// Runs one authorized call for `client`.
 fn handle(
