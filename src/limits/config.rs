@@ -102,3 +102,43 @@ impl LimitsConfig {
         Duration::from_millis(self.auth_ban_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+    use clap::Parser;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::defaults();
+        assert!(c.validate().is_ok());
+        let l = &c.limits;
+        assert_eq!(
+            (l.header_read_timeout_ms, l.idle_timeout_ms),
+            (10_000, 60_000)
+        );
+        assert_eq!((l.max_tcp_connections, l.fd_reserve), (0, 128));
+        assert_eq!(l.max_connections_per_ip, 256);
+        assert_eq!(
+            (l.share_sessions_per_ip, l.share_starts_per_minute),
+            (5, 10)
+        );
+        assert_eq!(l.auth_failure_limit, 10);
+        assert!(l.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn settings_that_would_defeat_a_limit_are_refused() {
+        let bad = |args: &[&str]| {
+            let mut argv = vec!["bandsync"];
+            argv.extend_from_slice(args);
+            Config::parse_from(argv).validate().unwrap_err()
+        };
+        assert!(bad(&["--idle-timeout-ms", "15000"]).contains("IDLE_TIMEOUT_MS"));
+        assert!(bad(&["--share-sessions-per-ip", "50"]).contains("SHARE_SESSIONS_PER_IP"));
+        assert!(bad(&["--trusted-proxies", "10.0.0.0/8,proxy"]).contains("TRUSTED_PROXIES"));
+        assert!(bad(&["--header-read-timeout-ms", "0"]).contains("HEADER_READ_TIMEOUT_MS"));
+        let ok = Config::parse_from(["bandsync", "--trusted-proxies", "10.0.0.0/8, ::1"]);
+        assert!(ok.validate().is_ok());
+    }
+}
