@@ -135,6 +135,9 @@ pub struct Config {
     /// The Music Share relay (`/api/share/...`).
     #[command(flatten)]
     pub share: crate::share::config::ShareConfig,
+    /// Timeouts, connection caps and per-address limits (`src/limits`).
+    #[command(flatten)]
+    pub limits: crate::limits::config::LimitsConfig,
 }
 
 impl Config {
@@ -166,6 +169,8 @@ impl Config {
             }
         }
         self.share.validate()?;
+        self.limits
+            .validate(self.sse_keepalive_ms, self.share.max_share_sessions)?;
         if self.max_message_bytes > self.max_frame_bytes {
             return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());
         }

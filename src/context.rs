@@ -4,6 +4,7 @@
 use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::engine::{ConnKey, EngineHandle};
+use crate::limits::{AuthFailures, AuthLimits, ConnLimits, TrustedProxies};
 use crate::metrics::Metrics;
 use crate::outbox::OutboxLimits;
 use crate::ws::budget::PartialBudget;
@@ -23,10 +24,16 @@ pub struct AppContext {
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket tasks (hyper no longer tracks them once upgraded).
     pub tracker: TaskTracker,
-    /// Bytes all WebSockets together may hold in half-received messages.
-    pub partial_budget: Arc<PartialBudget>,
     next_key: AtomicU64,
     realtime_connections: Arc<AtomicUsize>,
+    /// Per-address limits (`src/limits`): the proxies whose `X-Forwarded-For` is believed,
+    /// the TCP connection caps, and failed authentications (shared with the engine, which
+    /// checks WebSocket `share_start` tokens).
+    pub trusted_proxies: TrustedProxies,
+    pub conn_limits: ConnLimits,
+    pub auth_failures: Arc<AuthFailures>,
+    /// Bytes all WebSockets together may hold in half-received messages.
+    pub partial_budget: Arc<PartialBudget>,
 }
 
 /// One unit of `MAX_CONNECTIONS`, returned when dropped.
@@ -48,12 +55,24 @@ impl AppContext {
         engine: EngineHandle,
         share: Arc<crate::share::ShareRegistry>,
     ) -> Self {
+        let limits = &config.limits;
+        // Validated with the configuration; an unparsable list trusts no one.
+        let trusted_proxies = TrustedProxies::parse(&limits.trusted_proxies).unwrap_or_default();
+        let tcp_cap = match limits.max_tcp_connections {
+            0 => usize::MAX,
+            n => n,
+        };
+        let conn_limits = ConnLimits::new(tcp_cap, limits.max_connections_per_ip);
+        let auth_failures = Arc::new(AuthFailures::new(auth_limits(&config), metrics.clone()));
         let partial_budget = Arc::new(
             PartialBudget::new(config.partial_message_budget_bytes)
                 .with_gauge(metrics.partial_message_bytes.clone()),
         );
         Self {
             partial_budget,
+            trusted_proxies,
+            conn_limits,
+            auth_failures,
             share,
             config,
             clock,
@@ -64,6 +83,12 @@ impl AppContext {
             next_key: AtomicU64::new(1),
             realtime_connections: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// Shares `auth_failures` with the engine, which was started before this context.
+    pub fn with_auth_failures(mut self, auth_failures: Arc<AuthFailures>) -> Self {
+        self.auth_failures = auth_failures;
+        self
     }
 
     pub fn next_key(&self) -> ConnKey {
@@ -104,5 +129,15 @@ impl AppContext {
             max_bytes: self.config.outbox_max_bytes,
             max_audio_frames: self.config.outbox_max_audio_frames,
         }
+    }
+}
+
+/// The failed-authentication limits of `config`.
+pub fn auth_limits(config: &Config) -> AuthLimits {
+    AuthLimits {
+        max_failures: config.limits.auth_failure_limit,
+        window: config.limits.auth_failure_window(),
+        ban: config.limits.auth_ban(),
+        capacity: config.limits.tracked_addresses,
     }
 }

@@ -9,6 +9,8 @@
 //!   encodes each broadcast once and produces the 16 ms ticks.
 //! - `outbox`: each connection's bounded queue and the slow-consumer policy.
 //! - `store`: where session state outlives its connections (memory now, Redis later).
+//! - `net`: the accept loop, connection caps, header and idle timeouts; `limits`: the
+//!   client address and every per-address limit.
 //! - `config`, `clock`, `metrics`, `frames`, `context`: the shared pieces.
 
 pub mod clock;
@@ -17,7 +19,9 @@ pub mod context;
 pub mod engine;
 pub mod frames;
 pub mod http;
+pub mod limits;
 pub mod metrics;
+pub mod net;
 pub mod outbox;
 pub mod server;
 pub mod share;

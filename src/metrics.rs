@@ -36,6 +36,15 @@ pub struct Metrics {
     /// permessage-deflate messages: `out` written compressed (per recipient), `in`
     /// received compressed and inflated.
     pub deflate_messages: IntCounterVec,
+    // Connection-level and per-address limits (`src/net`, `src/limits`).
+    pub tcp_connections: IntGauge,
+    pub connections_refused: IntCounterVec,
+    pub accept_errors: IntCounter,
+    pub http_timeouts: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub auth_bans: IntCounter,
+    pub auth_refused: IntCounter,
+    pub share_starts_refused: IntCounterVec,
     /// Bytes held right now in partially received WebSocket messages, server-wide.
     pub partial_message_bytes: IntGauge,
     /// WebSocket messages refused by the frame guard, by reason (`oversize`: over
@@ -176,6 +185,58 @@ impl Metrics {
                 &["direction"],
             )
             .unwrap(),
+            tcp_connections: IntGauge::new(
+                "tcp_connections",
+                "Open TCP connections of every kind (HTTP, SSE, WebSocket)",
+            )
+            .unwrap(),
+            connections_refused: IntCounterVec::new(
+                Opts::new(
+                    "tcp_connections_refused_total",
+                    "TCP connections refused at accept: server_full (MAX_TCP_CONNECTIONS) or per_address (MAX_CONNECTIONS_PER_IP)",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            accept_errors: IntCounter::new(
+                "accept_errors_total",
+                "Failed accept calls (e.g. out of file descriptors), each followed by a backoff",
+            )
+            .unwrap(),
+            http_timeouts: IntCounterVec::new(
+                Opts::new(
+                    "http_timeouts_total",
+                    "HTTP connections closed for a missing request head (header) or silence (idle)",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "auth_failures_total",
+                    "Failed authentications (wrong token), by transport",
+                ),
+                &["transport"],
+            )
+            .unwrap(),
+            auth_bans: IntCounter::new(
+                "auth_bans_total",
+                "Addresses banned after AUTH_FAILURE_LIMIT failed authentications",
+            )
+            .unwrap(),
+            auth_refused: IntCounter::new(
+                "auth_refused_total",
+                "Attempts refused, without checking credentials, from a banned address",
+            )
+            .unwrap(),
+            share_starts_refused: IntCounterVec::new(
+                Opts::new(
+                    "share_starts_refused_total",
+                    "Share sessions not started: per_address (SHARE_SESSIONS_PER_IP) or rate (SHARE_STARTS_PER_MINUTE)",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
             partial_message_bytes: IntGauge::new(
                 "partial_message_bytes",
                 "Bytes held in partially received WebSocket messages (PARTIAL_MESSAGE_BUDGET_BYTES bounds it)",
@@ -231,6 +292,14 @@ impl Metrics {
             Box::new(self.audio_dropped.clone()),
             Box::new(self.audio_chunks_in.clone()),
             Box::new(self.deflate_messages.clone()),
+            Box::new(self.tcp_connections.clone()),
+            Box::new(self.connections_refused.clone()),
+            Box::new(self.accept_errors.clone()),
+            Box::new(self.http_timeouts.clone()),
+            Box::new(self.auth_failures.clone()),
+            Box::new(self.auth_bans.clone()),
+            Box::new(self.auth_refused.clone()),
+            Box::new(self.share_starts_refused.clone()),
             Box::new(self.partial_message_bytes.clone()),
             Box::new(self.ws_messages_refused.clone()),
             Box::new(self.retained_sessions.clone()),

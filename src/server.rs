@@ -9,8 +9,8 @@ use crate::context::AppContext;
 use crate::engine::ShareNotice;
 use crate::engine::{self, Inbound};
 use crate::http::errors::Body;
+use crate::limits::AuthFailures;
 use crate::metrics::Metrics;
-use crate::share::api::RemoteAddr;
 use crate::share::ShareRegistry;
 use crate::store::{MemoryStore, SessionStore, StoreMetrics};
 use crate::{http as routes, sse, ws};
@@ -18,10 +18,7 @@ use anyhow::Context as _;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -36,13 +33,14 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// most `SHUTDOWN_TIMEOUT_MS`).
 pub async fn run(
     listener: TcpListener,
-    config: Config,
+    mut config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     if config.redis_url.is_some() {
         tracing::warn!("REDIS_URL is set, but this build keeps sessions in memory only");
     }
+    apply_fd_budget(&mut config);
     let clock = ServerClock::shared();
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn SessionStore> = Arc::new(
@@ -51,48 +49,41 @@ pub async fn run(
             evicted: metrics.retained_sessions_evicted.clone(),
         }),
     );
-    let share = Arc::new(ShareRegistry::new(config.share.settings()));
-    let (engine, engine_thread) =
-        engine::spawn(&config, clock, metrics.clone(), store, share.clone())
-            .context("starting the engine thread")?;
-    let ctx = Arc::new(AppContext::new(config, clock, metrics, engine, share));
+    let share = Arc::new(
+        ShareRegistry::new(config.share.settings()).with_address_limits(
+            config.limits.share_sessions_per_ip,
+            config.limits.share_starts_per_minute,
+            config.limits.tracked_addresses,
+        ),
+    );
+    let auth_failures = Arc::new(AuthFailures::new(
+        crate::context::auth_limits(&config),
+        metrics.clone(),
+    ));
+    let (engine, engine_thread) = engine::spawn(
+        &config,
+        clock,
+        metrics.clone(),
+        store,
+        share.clone(),
+        auth_failures.clone(),
+    )
+    .context("starting the engine thread")?;
+    let ctx = Arc::new(
+        AppContext::new(config, clock, metrics, engine, share).with_auth_failures(auth_failures),
+    );
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let service = service(ctx.clone());
-    let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    tracing::info!(addr = %listener.local_addr()?, "bandsync listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        max_tcp_connections = ctx.conn_limits.max_total(),
+        max_connections = ctx.config.max_connections,
+        "bandsync listening"
+    );
 
     tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let service = TowerToHyperService::new(
-                        service.clone().map_request(move |mut req: Request<Incoming>| {
-                            req.extensions_mut().insert(RemoteAddr(peer));
-                            req
-                        }),
-                    );
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(error) = connection.await {
-                            tracing::debug!(%error, "http connection ended with an error");
-                        }
-                    });
-                }
-                Err(error) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => break,
-        }
-    }
+    crate::net::accept_loop(&listener, &ctx, service, &graceful, shutdown.as_mut()).await;
 
     tracing::info!("shutting down");
     drop(listener);
@@ -110,6 +101,37 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the open-file limit and keeps `MAX_TCP_CONNECTIONS` and `MAX_CONNECTIONS` under
+/// it (see [`crate::net::fds`]), with a warning for each value lowered.
+fn apply_fd_budget(config: &mut Config) {
+    let nofile = crate::net::fds::raise_nofile_limit();
+    let limits = &config.limits;
+    let budget = crate::net::fds::plan(
+        nofile,
+        limits.fd_reserve,
+        limits.max_tcp_connections,
+        config.max_connections,
+    );
+    if budget.tcp_clamped {
+        tracing::warn!(
+            configured = limits.max_tcp_connections,
+            clamped = budget.tcp,
+            nofile,
+            "MAX_TCP_CONNECTIONS exceeds the open-file limit minus FD_RESERVE; lowered"
+        );
+    }
+    if budget.realtime_clamped {
+        tracing::warn!(
+            configured = config.max_connections,
+            clamped = budget.realtime,
+            nofile,
+            "MAX_CONNECTIONS leaves no room for plain HTTP under the TCP connection cap; lowered"
+        );
+    }
+    config.limits.max_tcp_connections = budget.tcp;
+    config.max_connections = budget.realtime;
 }
 
 /// Ends idle share sessions and forgets ended ones, once a second.

@@ -28,7 +28,9 @@ const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_refuses_a_missing_or_wrong_token_with_401() {
-    let server = share_server(|_| {}).await;
+    // This test is about the answer to each wrong token, not the ban that many of them
+    // earn (tests/auth_limits.rs): a limit this high never bans.
+    let server = share_server(|c| c.limits.auth_failure_limit = 100_000).await;
     let api = Api::new(&server);
     api.start_ok(ID).await;
 
@@ -270,12 +272,18 @@ async fn an_active_id_conflicts_until_it_is_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_cap_answers_503_and_frees_on_stop() {
-    let server = share_server(|c| c.share.max_share_sessions = 3).await;
-    let api = Api::new(&server);
-    for id in ["100001", "100002", "100003"] {
-        api.start_ok(id).await;
-    }
-    let full = api.start("100004").await.error(503, "SESSION_LIMIT");
+    // Two addresses, two sessions each at most: together they reach the cap of 3.
+    let server = share_server(|c| {
+        c.share.max_share_sessions = 3;
+        c.limits.share_sessions_per_ip = 2;
+    })
+    .await;
+    let api = Api::from_source(&server, [127, 0, 0, 1].into());
+    let other = Api::from_source(&server, [127, 0, 0, 2].into());
+    api.start_ok("100001").await;
+    api.start_ok("100002").await;
+    other.start_ok("100003").await;
+    let full = other.start("100004").await.error(503, "SESSION_LIMIT");
     assert!(full["error"].as_str().unwrap().contains('3'), "{full}");
     api.status("100004").await.error(404, "SESSION_NOT_FOUND");
     // An active id is still a conflict, not the cap.
@@ -286,7 +294,7 @@ async fn the_session_cap_answers_503_and_frees_on_stop() {
     api.stop("100002").await.ok();
     // The ended session (still reported "ended") does not count.
     assert_eq!(api.status("100002").await.ok()["status"], json!("ended"));
-    api.start_ok("100004").await;
+    other.start_ok("100004").await;
     api.start("100005").await.error(503, "SESSION_LIMIT");
     // Restarting the ended id needs a free slot like any other.
     api.start("100002").await.error(503, "SESSION_LIMIT");
@@ -297,11 +305,16 @@ async fn the_session_cap_answers_503_and_frees_on_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_cap_is_fifty_sessions() {
     let server = share_server(|_| {}).await;
-    let api = Api::new(&server);
-    for n in 0..50 {
-        api.start_ok(&format!("{:06}", 200_000 + n)).await;
+    // One address starts at most SHARE_SESSIONS_PER_IP (5): fifty take ten addresses.
+    for n in 0..50u8 {
+        let api = Api::from_source(&server, [127, 0, 0, 10 + n / 5].into());
+        api.start_ok(&format!("{:06}", 200_000 + u32::from(n)))
+            .await;
     }
-    api.start("299999").await.error(503, "SESSION_LIMIT");
+    Api::from_source(&server, [127, 0, 0, 99].into())
+        .start("299999")
+        .await
+        .error(503, "SESSION_LIMIT");
 }
 
 // ---------------------------------------------------------------------------------------

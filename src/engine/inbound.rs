@@ -25,6 +25,8 @@ pub enum Inbound {
     OpenWs {
         key: ConnKey,
         outbox: Arc<Outbox<WsFrame>>,
+        /// Who the client is, for per-address limits (see `crate::limits::client_ip`).
+        client_ip: std::net::IpAddr,
     },
     /// A decoded, validated event from a WebSocket.
     Command {

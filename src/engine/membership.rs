@@ -27,7 +27,12 @@ fn new_client_id() -> Arc<str> {
 }
 
 impl Engine {
-    pub(super) fn open_ws(&mut self, key: ConnKey, outbox: Arc<Outbox<WsFrame>>) {
+    pub(super) fn open_ws(
+        &mut self,
+        key: ConnKey,
+        outbox: Arc<Outbox<WsFrame>>,
+        client_ip: std::net::IpAddr,
+    ) {
         self.conns.insert(
             key,
             Conn {
@@ -38,6 +43,7 @@ impl Engine {
                 peer: Peer::Ws(outbox),
                 resume_token: None,
                 sharing: None,
+                client_ip,
             },
         );
     }
@@ -284,6 +290,8 @@ impl Engine {
                 peer: Peer::Sse(outbox.clone()),
                 resume_token: None,
                 sharing: None,
+                // Listen-only: no per-address decision is ever made for it.
+                client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
             },
         );
         let replay = last_event_id.and_then(|last| self.sessions[&session_id].replay_after(last));

@@ -84,6 +84,9 @@ struct Conn {
     resume_token: Option<String>,
     /// The share session this connection streams audio into (after `share_start`).
     sharing: Option<Arc<str>>,
+    /// The client's address (forwarded by a trusted proxy, or the TCP peer), for the
+    /// per-address limits of `share_start` and shared audio. SSE listeners never need it.
+    client_ip: std::net::IpAddr,
 }
 
 /// Engine settings, copied out of [`Config`] once.
@@ -118,6 +121,8 @@ pub struct Engine {
     share: Arc<crate::share::ShareRegistry>,
     /// How much recent audio a receiver gets when it arrives.
     audio_burst: Duration,
+    /// Failed `share_start` tokens per address, shared with the HTTP side.
+    auth_failures: Arc<crate::limits::AuthFailures>,
 }
 
 /// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
@@ -128,6 +133,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     store: Arc<dyn SessionStore>,
     share: Arc<crate::share::ShareRegistry>,
+    auth_failures: Arc<crate::limits::AuthFailures>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let on_full = {
         let metrics = metrics.clone();
@@ -158,6 +164,7 @@ pub fn spawn(
         deflater: Deflater::new(codec::LEVEL, config.compression_threshold),
         share,
         audio_burst: config.share.audio_burst(),
+        auth_failures,
     };
     let alive = handle.alive_flag();
     let thread = std::thread::Builder::new()
@@ -294,7 +301,11 @@ impl Engine {
 
     fn process(&mut self, msg: Inbound) {
         match msg {
-            Inbound::OpenWs { key, outbox } => self.open_ws(key, outbox),
+            Inbound::OpenWs {
+                key,
+                outbox,
+                client_ip,
+            } => self.open_ws(key, outbox, client_ip),
             Inbound::Command {
                 key,
                 id,

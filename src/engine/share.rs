@@ -37,7 +37,7 @@ fn share_error(error: &ShareError) -> ServerEvent {
     let code = match error {
         ShareError::Unauthorized(_) => ErrorCode::Unauthorized,
         ShareError::InvalidSessionId => ErrorCode::InvalidSessionId,
-        ShareError::TooManySessions(_) => ErrorCode::SessionLimit,
+        ShareError::TooManySessions(_) | ShareError::AddressLimit(_) => ErrorCode::SessionLimit,
         ShareError::NotFound | ShareError::Ended => ErrorCode::NotInSession,
         _ => ErrorCode::InvalidMessage,
     };
@@ -56,8 +56,22 @@ impl Engine {
         session_id: &Arc<str>,
         token: &str,
     ) {
+        let Some(client) = self.conns.get(&key).map(|c| c.client_ip) else {
+            return;
+        };
+        // A banned address is refused before its token is even compared; the reply says
+        // how long to wait, like any rate limit.
+        if let Err(retry) = self.auth_failures.check(client) {
+            let event = ServerEvent::RateLimitExceeded(RateLimitExceeded {
+                retry_after_ms: retry.millis(),
+            });
+            return self.send_to(key, &event, id.as_ref());
+        }
         let configured = self.share.settings().bearer_token.clone();
         if let Err(denied) = auth::check(configured.as_deref(), Some(token.as_bytes())) {
+            if denied == auth::Denied::Wrong {
+                self.auth_failures.record_failure(client, "ws");
+            }
             let error = ProtocolError::new(ErrorCode::Unauthorized, denied.message());
             return self.reply_error(key, id.as_ref(), error);
         }
@@ -68,7 +82,15 @@ impl Engine {
             );
             return self.reply_error(key, id.as_ref(), error);
         }
-        if let Err(e) = self.share.attach_or_start(session_id, self.clock.now_ms()) {
+        if let Err(e) = self
+            .share
+            .attach_or_start(session_id, self.clock.now_ms(), client)
+        {
+            crate::share::api::count_refused_start(&self.metrics, &e);
+            if let ShareError::RateLimited { retry_after_ms, .. } = e {
+                let event = ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms });
+                return self.send_to(key, &event, id.as_ref());
+            }
             return self.send_to(key, &share_error(&e), id.as_ref());
         }
         if let Some(conn) = self.conns.get_mut(&key) {
@@ -111,7 +133,11 @@ impl Engine {
 
     /// A binary frame from a WebSocket: audio from an authorized sharer.
     pub(super) fn audio_in(&mut self, key: ConnKey, frame: Bytes) {
-        let Some(session_id) = self.conns.get(&key).and_then(|c| c.sharing.clone()) else {
+        let Some((session_id, client)) = self
+            .conns
+            .get(&key)
+            .and_then(|c| Some((c.sharing.clone()?, c.client_ip)))
+        else {
             // For anyone but a sharer a binary frame is just not a valid (JSON) frame.
             let error = ProtocolError::new(
                 ErrorCode::InvalidMessage,
@@ -129,7 +155,10 @@ impl Engine {
                 )
             }
         };
-        match self.share.post_audio_frame(&session_id, header, samples) {
+        match self
+            .share
+            .post_audio_frame(&session_id, header, samples, client)
+        {
             Ok(chunk) => {
                 self.metrics.audio_chunks_in.inc();
                 self.fan_out_audio(&session_id, &chunk, Some(key));

@@ -34,6 +34,10 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 /// Every warp route, with rejections turned into the contract's JSON errors.
 pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
     let share_registry = ctx.share.clone();
+    let share_guards = crate::share::api::Guards {
+        auth_failures: ctx.auth_failures.clone(),
+        metrics: ctx.metrics.clone(),
+    };
     let engine = ctx.engine.clone();
     let notify: crate::share::api::Notify = Arc::new(move |notice| {
         // The HTTP handler must not wait on the engine: a full queue only delays push
@@ -71,7 +75,7 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::path::tail())
         .and(with_ctx)
         .and_then(session_info);
-    let share = crate::share::api::routes(share_registry, notify);
+    let share = crate::share::api::routes(share_registry, notify, share_guards);
     let plain = warp::get().or(warp::head()).unify().and(
         index
             .or(app_js)

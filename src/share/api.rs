@@ -5,14 +5,17 @@
 //! gets the seed's 400 with our error format rather than a framework rejection.
 
 use super::audio::{ChunkBody, F32_BYTES};
+use super::body::read_body;
 use super::{auth, ShareError, ShareRegistry, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 use crate::engine::ShareNotice;
 use crate::http::errors::now_ms;
+use crate::limits::{AuthFailures, ClientIp};
+use crate::metrics::Metrics;
 use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
@@ -25,6 +28,13 @@ pub struct RemoteAddr(pub SocketAddr);
 
 /// Hands a change to the engine so push receivers (WebSocket, SSE) get it too.
 pub type Notify = Arc<dyn Fn(ShareNotice) + Send + Sync>;
+
+/// The per-address guards of the API: failed-token bans, and where refusals are counted.
+#[derive(Clone)]
+pub struct Guards {
+    pub auth_failures: Arc<AuthFailures>,
+    pub metrics: Arc<Metrics>,
+}
 
 /// Decodes and checks a chunk's samples.
 pub fn decode_chunk(body: &ChunkBody) -> Result<Bytes, ShareError> {
@@ -72,7 +82,9 @@ fn error_reply(error: &ShareError) -> Response {
     }
     let status = StatusCode::from_u16(error.status()).expect("valid status");
     let mut response = warp::reply::with_status(warp::reply::json(&body), status).into_response();
-    if let ShareError::RateLimited { retry_after_ms, .. } = error {
+    if let ShareError::RateLimited { retry_after_ms, .. } | ShareError::Banned { retry_after_ms } =
+        error
+    {
         let secs = retry_after_ms.div_ceil(1000).max(1);
         response.headers_mut().insert(
             "retry-after",
@@ -164,49 +176,14 @@ impl Route {
 /// A 1 MiB chunk in base64 is 4/3 larger, plus its JSON fields.
 const AUDIO_BODY_LIMIT: usize = MAX_CHUNK_BYTES / 3 * 4 + 4096;
 
-/// Reads a request body up to `limit` bytes, whether it came with a Content-Length or
-/// chunked (as .NET's `PostAsJsonAsync` sends it). A declared length over the limit is
-/// refused before reading anything.
-async fn read_body<S, B>(
-    headers: &HeaderMap,
-    mut body: S,
-    limit: usize,
-) -> Result<Bytes, ShareError>
-where
-    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
-    B: bytes::Buf,
-{
-    use futures_util::StreamExt;
-    let too_large = || {
-        ShareError::TooLarge(format!(
-            "request bodies on this route are at most {limit} bytes"
-        ))
-    };
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    let mut out = BytesMut::with_capacity(declared.map_or(0, |n| n as usize));
-    while let Some(chunk) = body.next().await {
-        let mut chunk =
-            chunk.map_err(|e| ShareError::InvalidBody(format!("reading the body failed: {e}")))?;
-        if out.len() + chunk.remaining() > limit {
-            return Err(too_large());
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(out.freeze())
-}
-
-fn handle(registry: &ShareRegistry, notify: &Notify, call: Call) -> Result<Response, ShareError> {
+/// Runs one authorized call for `client`.
+fn handle(
+    registry: &ShareRegistry,
+    notify: &Notify,
+    call: Call,
+    client: IpAddr,
+    metrics: &Metrics,
+) -> Result<Response, ShareError> {
     let check_id = |id: &str| {
         super::valid_id(id)
             .then_some(())
@@ -216,7 +193,10 @@ fn handle(registry: &ShareRegistry, notify: &Notify, call: Call) -> Result<Respo
         Call::Start(body) => {
             let start: StartBody = parse(&body, 4096, "start")?;
             let now = now_ms();
-            registry.start(&start.session_id, now)?;
+            if let Err(e) = registry.start(&start.session_id, now, client) {
+                count_refused_start(metrics, &e);
+                return Err(e);
+            }
             Ok(json_reply(
                 &json!({"success": true, "sessionId": start.session_id, "timestamp": now}),
             ))
@@ -224,7 +204,7 @@ fn handle(registry: &ShareRegistry, notify: &Notify, call: Call) -> Result<Respo
         Call::PostMetadata(id, body) => {
             check_id(&id)?;
             let value: serde_json::Value = parse(&body, MAX_METADATA_BYTES, "metadata")?;
-            let listeners = registry.post_metadata(&id, &value)?;
+            let listeners = registry.post_metadata(&id, &value, client)?;
             let json = Bytes::from(serde_json::to_vec(&value).expect("a Value always serializes"));
             notify(ShareNotice::Metadata { session: id, json });
             Ok(json_reply(
@@ -234,7 +214,7 @@ fn handle(registry: &ShareRegistry, notify: &Notify, call: Call) -> Result<Respo
         Call::PostAudio(id, body) => {
             check_id(&id)?;
             let chunk: ChunkBody = parse(&body, AUDIO_BODY_LIMIT, "audio")?;
-            let chunk = registry.post_audio(&id, chunk)?;
+            let chunk = registry.post_audio(&id, chunk, client)?;
             notify(ShareNotice::Audio { session: id, chunk });
             Ok(json_reply(&json!({"success": true, "buffered": true})))
         }
@@ -299,12 +279,26 @@ fn handle(registry: &ShareRegistry, notify: &Notify, call: Call) -> Result<Respo
     }
 }
 
+/// Counts a start refused by a per-address limit in `share_starts_refused_total`.
+pub fn count_refused_start(metrics: &Metrics, error: &ShareError) {
+    let reason = match error {
+        ShareError::AddressLimit(_) => "per_address",
+        ShareError::RateLimited { .. } => "rate",
+        _ => return,
+    };
+    metrics
+        .share_starts_refused
+        .with_label_values(&[reason])
+        .inc();
+}
+
 /// The `/api/share/...` routes. Each matches its path before its method, so a wrong path
 /// is 404 and only a wrong method on a real path is 405. The bearer token is checked before
 /// the body is read.
 pub fn routes(
     registry: Arc<ShareRegistry>,
     notify: Notify,
+    guards: Guards,
 ) -> warp::filters::BoxedFilter<(Response,)> {
     let base = warp::path("api").and(warp::path("share"));
     let start = base
@@ -350,18 +344,32 @@ pub fn routes(
         .or(get_audio)
         .unify();
     let remote = warp::ext::optional::<RemoteAddr>().map(|r: Option<RemoteAddr>| r.map(|r| r.0));
+    // Requests that did not come through the accept loop (none in production) share one
+    // unspecified address.
+    let client = warp::ext::optional::<ClientIp>()
+        .map(|c: Option<ClientIp>| c.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0));
     routes
         .and(warp::header::headers_cloned())
         .and(remote)
+        .and(client)
         .and(warp::body::stream())
-        .then(move |route: Route, headers: HeaderMap, poller, body| {
+        .then(move |route: Route, headers: HeaderMap, poller, client: IpAddr, body| {
             let registry = registry.clone();
             let notify = notify.clone();
+            let guards = guards.clone();
             async move {
+                // A banned address is refused before its token is even compared.
+                if let Err(retry) = guards.auth_failures.check(client) {
+                    let retry_after_ms = retry.millis();
+                    return error_reply(&ShareError::Banned { retry_after_ms });
+                }
                 let token = registry.settings().bearer_token.as_deref();
                 let header = headers.get("authorization").map(|v| v.as_bytes());
                 if let Err(denied) = auth::check(token, header) {
-                    tracing::info!(reason = denied.message(), "share API request refused");
+                    tracing::info!(reason = denied.message(), %client, "share API request refused");
+                    if denied == auth::Denied::Wrong {
+                        guards.auth_failures.record_failure(client, "http");
+                    }
                     return error_reply(&ShareError::Unauthorized(denied.message()));
                 }
                 let body = match route.body_limit() {
@@ -371,8 +379,14 @@ pub fn routes(
                         Err(e) => return error_reply(&e),
                     },
                 };
-                handle(&registry, &notify, route.into_call(body, poller))
-                    .unwrap_or_else(|e| error_reply(&e))
+                handle(
+                    &registry,
+                    &notify,
+                    route.into_call(body, poller),
+                    client,
+                    &guards.metrics,
+                )
+                .unwrap_or_else(|e| error_reply(&e))
             }
         })
         .boxed()

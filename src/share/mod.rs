@@ -9,15 +9,21 @@
 pub mod api;
 pub mod audio;
 pub mod auth;
+mod body;
 pub mod config;
+mod error;
 mod session;
 
+pub use error::ShareError;
+
+use crate::limits::rate::KeyedRate;
+use crate::limits::AddrKey;
 use audio::{AudioChunk, ChunkBody};
 use bandsync_protocol::audio::AudioHeader;
 use bytes::Bytes;
 use session::{Metadata, MetadataSummary, ShareSession};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,64 +33,6 @@ pub const POLL_LIMIT: usize = 10;
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// Largest metadata body (large thumbnails).
 pub const MAX_METADATA_BYTES: usize = 5 * 1024 * 1024;
-
-/// Everything the API can answer besides success; each maps to one status and code.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum ShareError {
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    #[error("session id must be exactly 6 digits")]
-    InvalidSessionId,
-    #[error("{0}")]
-    InvalidBody(String),
-    #[error("Session not found")]
-    NotFound,
-    #[error("Session has ended")]
-    Ended,
-    #[error("no metadata available")]
-    NoMetadata,
-    #[error("Session ID already in use")]
-    Conflict,
-    #[error("the server holds its maximum of {0} active share sessions")]
-    TooManySessions(usize),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("rate limit exceeded: at most {limit} {what} requests per second per session")]
-    RateLimited {
-        what: &'static str,
-        limit: u32,
-        retry_after_ms: u64,
-    },
-}
-
-impl ShareError {
-    pub fn status(&self) -> u16 {
-        match self {
-            ShareError::Unauthorized(_) => 401,
-            ShareError::InvalidSessionId | ShareError::InvalidBody(_) => 400,
-            ShareError::NotFound | ShareError::Ended | ShareError::NoMetadata => 404,
-            ShareError::Conflict => 409,
-            ShareError::TooLarge(_) => 413,
-            ShareError::RateLimited { .. } => 429,
-            ShareError::TooManySessions(_) => 503,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        match self {
-            ShareError::Unauthorized(_) => "UNAUTHORIZED",
-            ShareError::InvalidSessionId => "INVALID_SESSION_ID",
-            ShareError::InvalidBody(_) => "INVALID_REQUEST",
-            ShareError::NotFound => "SESSION_NOT_FOUND",
-            ShareError::Ended => "SESSION_ENDED",
-            ShareError::NoMetadata => "NO_METADATA",
-            ShareError::Conflict => "SESSION_CONFLICT",
-            ShareError::TooLarge(_) => "PAYLOAD_TOO_LARGE",
-            ShareError::RateLimited { .. } => "RATE_LIMITED",
-            ShareError::TooManySessions(_) => "SESSION_LIMIT",
-        }
-    }
-}
 
 /// Share settings, from the configuration.
 #[derive(Debug, Clone)]
@@ -110,6 +58,11 @@ pub struct Status {
 
 pub struct ShareRegistry {
     settings: ShareSettings,
+    /// Most active sessions started from one address (`SHARE_SESSIONS_PER_IP`).
+    per_address: usize,
+    /// Session starts per address (`SHARE_STARTS_PER_MINUTE`).
+    start_rate: KeyedRate<AddrKey>,
+    starts_per_minute: u32,
     sessions: Mutex<HashMap<String, ShareSession>>,
     /// WebSocket members + SSE listeners per 6-digit session, kept whether or not a share
     /// is running: receivers often arrive before the sharer starts.
@@ -124,10 +77,27 @@ pub fn valid_id(id: &str) -> bool {
 impl ShareRegistry {
     pub fn new(settings: ShareSettings) -> Self {
         Self {
+            per_address: settings.max_sessions,
+            start_rate: KeyedRate::new(u32::MAX, Duration::from_secs(60), 1),
+            starts_per_minute: u32::MAX,
             settings,
             sessions: Mutex::new(HashMap::new()),
             push_audience: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Limits what one client address may start: `per_address` active sessions, and
+    /// `per_minute` starts a minute, remembered for up to `tracked` addresses.
+    pub fn with_address_limits(
+        mut self,
+        per_address: usize,
+        per_minute: u32,
+        tracked: usize,
+    ) -> Self {
+        self.per_address = per_address;
+        self.start_rate = KeyedRate::new(per_minute, Duration::from_secs(60), tracked);
+        self.starts_per_minute = per_minute;
+        self
     }
 
     pub fn settings(&self) -> &ShareSettings {
@@ -151,7 +121,9 @@ impl ShareRegistry {
         }
     }
 
-    pub fn start(&self, id: &str, now_ms: f64) -> Result<(), ShareError> {
+    /// Starts session `id` for `client`. The per-address cap is checked before the global
+    /// one, so one address is told about its own limit and can never fill the server.
+    pub fn start(&self, id: &str, now_ms: f64, client: IpAddr) -> Result<(), ShareError> {
         if !valid_id(id) {
             return Err(ShareError::InvalidSessionId);
         }
@@ -159,19 +131,45 @@ impl ShareRegistry {
         if sessions.get(id).is_some_and(|s| s.active) {
             return Err(ShareError::Conflict);
         }
+        let owner = AddrKey::of(client);
+        let mine = sessions
+            .values()
+            .filter(|s| s.active && s.owner == owner)
+            .count();
+        if mine >= self.per_address {
+            return Err(ShareError::AddressLimit(self.per_address));
+        }
         let active = sessions.values().filter(|s| s.active).count();
         if active >= self.settings.max_sessions {
             return Err(ShareError::TooManySessions(self.settings.max_sessions));
         }
-        let session =
-            ShareSession::new(id.to_owned(), Instant::now(), now_ms, self.settings.limits);
+        self.start_rate
+            .check(owner)
+            .map_err(|wait| ShareError::RateLimited {
+                what: "share start",
+                per: "minute per address",
+                limit: self.starts_per_minute,
+                retry_after_ms: wait.as_millis().max(1) as u64,
+            })?;
+        let session = ShareSession::new(
+            id.to_owned(),
+            Instant::now(),
+            now_ms,
+            self.settings.limits,
+            owner,
+        );
         sessions.insert(id.to_owned(), session);
         tracing::info!(session = id, "share session started");
         Ok(())
     }
 
     /// Stores new metadata; returns how many receivers it reaches.
-    pub fn post_metadata(&self, id: &str, body: &serde_json::Value) -> Result<usize, ShareError> {
+    pub fn post_metadata(
+        &self,
+        id: &str,
+        body: &serde_json::Value,
+        client: IpAddr,
+    ) -> Result<usize, ShareError> {
         let object = body
             .as_object()
             .ok_or_else(|| ShareError::InvalidBody("metadata must be a JSON object".into()))?;
@@ -183,7 +181,7 @@ impl ShareRegistry {
         let limit = self.settings.limits.metadata_per_sec;
         let push_audience = self.push_audience(id);
         self.with_active(id, |s| {
-            check_rate(&s.metadata_limit, "metadata", limit)?;
+            check_rate(&s.metadata_limit, client, "metadata", limit)?;
             let now = Instant::now();
             let json = Bytes::from(serde_json::to_vec(body).expect("a Value always serializes"));
             s.metadata = Some(Metadata {
@@ -197,9 +195,14 @@ impl ShareRegistry {
     }
 
     /// Buffers one chunk; returns it for push delivery.
-    pub fn post_audio(&self, id: &str, body: ChunkBody) -> Result<Arc<AudioChunk>, ShareError> {
+    pub fn post_audio(
+        &self,
+        id: &str,
+        body: ChunkBody,
+        client: IpAddr,
+    ) -> Result<Arc<AudioChunk>, ShareError> {
         let samples = api::decode_chunk(&body)?;
-        self.buffer_chunk(id, || AudioChunk::from_rest(body, samples))
+        self.buffer_chunk(id, client, || AudioChunk::from_rest(body, samples))
     }
 
     /// Buffers one chunk that a WebSocket sharer sent as a binary frame.
@@ -208,24 +211,26 @@ impl ShareRegistry {
         id: &str,
         header: AudioHeader,
         samples: Bytes,
+        client: IpAddr,
     ) -> Result<Arc<AudioChunk>, ShareError> {
         if samples.len() > MAX_CHUNK_BYTES {
             return Err(ShareError::TooLarge(format!(
                 "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
             )));
         }
-        self.buffer_chunk(id, || AudioChunk::from_frame(header, samples))
+        self.buffer_chunk(id, client, || AudioChunk::from_frame(header, samples))
     }
 
     /// The audio rate limit, then the buffer: what both ways in (REST, WebSocket) share.
     fn buffer_chunk(
         &self,
         id: &str,
+        client: IpAddr,
         chunk: impl FnOnce() -> AudioChunk,
     ) -> Result<Arc<AudioChunk>, ShareError> {
         let limit = self.settings.limits.audio_per_sec;
         self.with_active(id, |s| {
-            check_rate(&s.audio_limit, "audio", limit)?;
+            check_rate(&s.audio_limit, client, "audio", limit)?;
             let chunk = Arc::new(chunk());
             s.push_chunk(chunk.clone(), Instant::now());
             Ok(chunk)
@@ -234,8 +239,8 @@ impl ShareRegistry {
 
     /// Lets a WebSocket sharer (already authorized by token) share into `id`: joins the
     /// active share session, or starts one.
-    pub fn attach_or_start(&self, id: &str, now_ms: f64) -> Result<(), ShareError> {
-        match self.start(id, now_ms) {
+    pub fn attach_or_start(&self, id: &str, now_ms: f64, client: IpAddr) -> Result<(), ShareError> {
+        match self.start(id, now_ms, client) {
             Err(ShareError::Conflict) => Ok(()),
             other => other,
         }
@@ -359,21 +364,20 @@ impl ShareRegistry {
     }
 }
 
-/// Counts one request against a per-session limit; over it, `RateLimited` with the wait.
+/// Counts one request against a session's limit for `client`; over it, `RateLimited` with
+/// the wait.
 fn check_rate(
-    limiter: &governor::DefaultDirectRateLimiter,
+    limiter: &KeyedRate<AddrKey>,
+    client: IpAddr,
     what: &'static str,
     limit: u32,
 ) -> Result<(), ShareError> {
-    use governor::clock::{Clock, DefaultClock};
     limiter
-        .check()
-        .map_err(|not_until| ShareError::RateLimited {
+        .check(AddrKey::of(client))
+        .map_err(|wait| ShareError::RateLimited {
             what,
+            per: "second per session and address",
             limit,
-            retry_after_ms: not_until
-                .wait_time_from(DefaultClock::default().now())
-                .as_millis()
-                .max(1) as u64,
+            retry_after_ms: wait.as_millis().max(1) as u64,
         })
 }

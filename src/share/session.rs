@@ -1,16 +1,19 @@
 //! One Music Share session: who shares, what plays, the audio buffer, the limits.
 
 use super::audio::{AudioChunk, AudioRing};
+use crate::limits::rate::KeyedRate;
+use crate::limits::AddrKey;
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a poller counts as a listener after its last poll.
 pub const POLLER_SEEN_WINDOW: Duration = Duration::from_secs(5);
+
+/// Most pollers a session remembers (connections are attacker-controlled keys).
+pub const MAX_POLLERS: usize = 4096;
 
 /// What a session reports of the latest metadata in `status`.
 #[derive(Debug, Clone, Default)]
@@ -38,15 +41,22 @@ pub struct ShareSession {
     pub metadata: Option<Metadata>,
     pub audio: AudioRing,
     pub bytes_transferred: u64,
-    pub metadata_limit: DefaultDirectRateLimiter,
-    pub audio_limit: DefaultDirectRateLimiter,
+    /// The metadata and audio rate limits, per client address: a stranger holding the token
+    /// cannot use up the sharer's budget.
+    pub metadata_limit: KeyedRate<AddrKey>,
+    pub audio_limit: KeyedRate<AddrKey>,
+    /// Who started the session, for `SHARE_SESSIONS_PER_IP`.
+    pub owner: AddrKey,
     /// Pollers by connection, with when each last polled.
     pollers: HashMap<SocketAddr, Instant>,
 }
 
-fn per_second(n: u32) -> DefaultDirectRateLimiter {
-    let n = NonZeroU32::new(n.max(1)).expect("max(1) is non-zero");
-    RateLimiter::direct(Quota::per_second(n))
+/// Client addresses each session's rate limits remember: a band's sharers are a few.
+const ADDRESSES_PER_SESSION: usize = 64;
+
+/// `n` a second, with a burst of `n`, per address.
+fn per_second(n: u32) -> KeyedRate<AddrKey> {
+    KeyedRate::new(n, Duration::from_secs(1), ADDRESSES_PER_SESSION)
 }
 
 /// Per-session limits and sizes, from the configuration.
@@ -59,8 +69,15 @@ pub struct SessionLimits {
 }
 
 impl ShareSession {
-    pub fn new(id: String, now: Instant, start_time_ms: f64, limits: SessionLimits) -> Self {
+    pub fn new(
+        id: String,
+        now: Instant,
+        start_time_ms: f64,
+        limits: SessionLimits,
+        owner: AddrKey,
+    ) -> Self {
         Self {
+            owner,
             id,
             active: true,
             start_time_ms,
@@ -84,10 +101,19 @@ impl ShareSession {
         self.metadata = None;
     }
 
+    /// Notes a poll. Each connection is a new key, so the map is pruned when it reaches
+    /// [`MAX_POLLERS`]; if every entry is still recent, the poll is not counted (the
+    /// listener count saturates instead of the map growing).
     pub fn saw_poller(&mut self, addr: Option<SocketAddr>, now: Instant) {
-        if let Some(addr) = addr {
-            self.pollers.insert(addr, now);
+        let Some(addr) = addr else { return };
+        if self.pollers.len() >= MAX_POLLERS && !self.pollers.contains_key(&addr) {
+            self.pollers
+                .retain(|_, seen| now.duration_since(*seen) <= POLLER_SEEN_WINDOW);
+            if self.pollers.len() >= MAX_POLLERS {
+                return;
+            }
         }
+        self.pollers.insert(addr, now);
     }
 
     /// Pollers seen within [`POLLER_SEEN_WINDOW`].
@@ -112,5 +138,35 @@ impl ShareSession {
         {
             self.metadata = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> ShareSession {
+        let limits = SessionLimits {
+            buffer_secs: 1.0,
+            buffer_max_chunks: 8,
+            metadata_per_sec: 2,
+            audio_per_sec: 10,
+        };
+        let owner = AddrKey::of([192, 0, 2, 1].into());
+        ShareSession::new("123456".into(), Instant::now(), 0.0, limits, owner)
+    }
+
+    #[test]
+    fn the_poller_map_stays_bounded_and_forgets_old_pollers() {
+        let mut s = session();
+        let t0 = Instant::now();
+        let addr = |n: usize| SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 1));
+        for n in 0..MAX_POLLERS + 100 {
+            s.saw_poller(Some(addr(n)), t0);
+        }
+        assert_eq!(s.recent_pollers(t0), MAX_POLLERS);
+        let later = t0 + POLLER_SEEN_WINDOW + Duration::from_secs(1);
+        s.saw_poller(Some(addr(MAX_POLLERS + 200)), later);
+        assert_eq!(s.recent_pollers(later), 1);
     }
 }

@@ -88,6 +88,7 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
             "the server holds its maximum number of connections; retry later",
         );
     };
+    let client_ip = crate::limits::ClientIp::of_request(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
@@ -105,7 +106,7 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
                 let inflated = task_ctx.metrics.deflate_messages.with_label_values(&["in"]);
                 let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection::serve(socket, task_ctx, permit, deflate).await;
+                connection::serve(socket, task_ctx, permit, deflate, client_ip).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }

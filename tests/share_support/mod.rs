@@ -177,6 +177,22 @@ impl Api {
         }
     }
 
+    /// A client sending [`TOKEN`] from the loopback address `source` (e.g. 127.0.0.2): the
+    /// server's per-address limits see another client.
+    pub fn from_source(server: &TestServer, source: std::net::IpAddr) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .local_address(source)
+            .build()
+            .expect("reqwest client");
+        Self {
+            http,
+            base: server.base_url(),
+            addr: server.addr,
+            auth: Some(TOKEN.to_owned()),
+        }
+    }
+
     /// The same client (same connection pool) sending another `Authorization`.
     pub fn auth(&self, auth: Option<&str>) -> Self {
         Self {
