@@ -63,6 +63,33 @@ async fn get_raw(stream: &mut TcpStream, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// GET over a kept-alive connection; returns the body (read to its Content-Length).
+async fn get_kept_alive(stream: &mut TcpStream, path: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())
+                    .expect("a content-length");
+                if buf.len() >= end + 4 + len {
+                    return String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("an answer")
+}
+
 fn json_code(body: &str) -> String {
     let json: serde_json::Value =
         serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
@@ -232,12 +259,28 @@ async fn past_every_cap_clients_get_503_instead_of_a_hang() {
     // The room left is for plain HTTP: health answers.
     let mut probe = connect_from([127, 0, 2, 1], server.addr).await;
     assert_eq!(get_raw(&mut probe, "/health").await.0, 200);
-    // Fill the TCP cap with silent connections; the next one is answered 503, not hung.
+    // Wait, over one kept-alive connection, until the server holds only the 8 streams and
+    // that connection: a slot freed late (the probe's, the refused stream's) would
+    // otherwise let the connection below in.
+    let mut asking = connect_from([127, 0, 2, 2], server.addr).await;
+    let deadline = Instant::now() + LIMIT;
+    while !get_kept_alive(&mut asking, "/metrics")
+        .await
+        .lines()
+        .any(|l| l == "bandsync_tcp_connections 9")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "connections never went back to 9"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Fill the TCP cap (12) with silent connections; the next one is answered 503, not
+    // hung. The kernel hands connections to accept in order, so all 3 come before it.
     let mut silent = Vec::new();
-    for n in 0..4u8 {
+    for n in 0..3u8 {
         silent.push(connect_from([127, 0, 3, n], server.addr).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let mut over = connect_from([127, 0, 4, 1], server.addr).await;
     let (status, body) = get_raw(&mut over, "/health").await;
     assert_eq!(status, 503, "{body}");
