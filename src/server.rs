@@ -51,7 +51,9 @@ pub async fn run(
     );
     let share = Arc::new(
         ShareRegistry::new(config.share.settings()).with_address_limits(
-            config.limits.share_sessions_per_ip,
+            config
+                .limits
+                .share_sessions_per_ip_under(config.share.max_share_sessions),
             config.limits.share_starts_per_minute,
             config.limits.tracked_addresses,
         ),

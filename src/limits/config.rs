@@ -33,7 +33,8 @@ pub struct LimitsConfig {
     /// (e.g. `10.0.0.0/8,::1`). Empty: the TCP peer is always the client.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
-    /// Most active share sessions started from one address. Must be below `MAX_SESSIONS`.
+    /// Most active share sessions started from one address; held below `MAX_SESSIONS` (see
+    /// [`Self::share_sessions_per_ip_under`]).
     #[arg(long, env = "SHARE_SESSIONS_PER_IP", default_value_t = 5)]
     pub share_sessions_per_ip: usize,
     /// Share sessions one address may start per minute (a burst of as many).
@@ -80,13 +81,18 @@ impl LimitsConfig {
             // An SSE stream on a quiet session writes only its keep-alive comments.
             return Err("IDLE_TIMEOUT_MS must exceed SSE_KEEPALIVE_MS".into());
         }
-        if self.share_sessions_per_ip >= max_share_sessions {
-            // Otherwise one address could take every share session from everyone else.
-            return Err("SHARE_SESSIONS_PER_IP must be below MAX_SESSIONS".into());
-        }
         super::client_ip::TrustedProxies::parse(&self.trusted_proxies)
             .map_err(|e| format!("TRUSTED_PROXIES: {e}"))?;
         Ok(())
+    }
+
+    /// The per-address share cap in force under `max_share_sessions`: below it, so that one
+    /// address never takes every share session from everyone else, except on a server
+    /// configured for a single share (`MAX_SESSIONS=1`), where that one is all there is.
+    pub fn share_sessions_per_ip_under(&self, max_share_sessions: usize) -> usize {
+        self.share_sessions_per_ip
+            .min(max_share_sessions.saturating_sub(1))
+            .max(1)
     }
 
     pub fn header_read_timeout(&self) -> Duration {
@@ -135,10 +141,26 @@ mod tests {
             Config::parse_from(argv).validate().unwrap_err()
         };
         assert!(bad(&["--idle-timeout-ms", "15000"]).contains("IDLE_TIMEOUT_MS"));
-        assert!(bad(&["--share-sessions-per-ip", "50"]).contains("SHARE_SESSIONS_PER_IP"));
         assert!(bad(&["--trusted-proxies", "10.0.0.0/8,proxy"]).contains("TRUSTED_PROXIES"));
         assert!(bad(&["--header-read-timeout-ms", "0"]).contains("HEADER_READ_TIMEOUT_MS"));
         let ok = Config::parse_from(["bandsync", "--trusted-proxies", "10.0.0.0/8, ::1"]);
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn the_per_address_share_cap_stays_below_max_sessions() {
+        let limits = Config::parse_from(["bandsync", "--share-sessions-per-ip", "50"]).limits;
+        assert_eq!(limits.share_sessions_per_ip_under(50), 49);
+        assert_eq!(limits.share_sessions_per_ip_under(100), 50);
+        assert_eq!(
+            limits.share_sessions_per_ip_under(1),
+            1,
+            "a one-share server"
+        );
+        assert!(
+            Config::parse_from(["bandsync", "--max-share-sessions", "1"])
+                .validate()
+                .is_ok()
+        );
     }
 }
