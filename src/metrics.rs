@@ -36,6 +36,11 @@ pub struct Metrics {
     /// permessage-deflate messages: `out` written compressed (per recipient), `in`
     /// received compressed and inflated.
     pub deflate_messages: IntCounterVec,
+    /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
+    /// re-sent) or `snapshot` (the log no longer held them; the snapshot alone).
+    pub resume_replays: IntCounterVec,
+    /// `state_update`s re-sent to resuming clients.
+    pub resume_replayed_events: IntCounter,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -166,6 +171,19 @@ impl Metrics {
                 &["direction"],
             )
             .unwrap(),
+            resume_replays: IntCounterVec::new(
+                Opts::new(
+                    "resume_replays_total",
+                    "WebSocket resumes with lastVersion, by outcome (replayed, snapshot)",
+                ),
+                &["outcome"],
+            )
+            .unwrap(),
+            resume_replayed_events: IntCounter::new(
+                "resume_replayed_events_total",
+                "state_updates re-sent to resuming clients",
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -198,6 +216,8 @@ impl Metrics {
             Box::new(self.audio_dropped.clone()),
             Box::new(self.audio_chunks_in.clone()),
             Box::new(self.deflate_messages.clone()),
+            Box::new(self.resume_replays.clone()),
+            Box::new(self.resume_replayed_events.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

@@ -5,7 +5,7 @@ use super::session::Session;
 use super::{Conn, ConnKey, Engine, Peer, SessionInfo};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
-use bandsync_protocol::server::{Member, Snapshot};
+use bandsync_protocol::server::{Member, SessionState, Snapshot};
 use bandsync_protocol::{ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -57,7 +57,8 @@ impl Engine {
         let session = match self.store.load(session_id) {
             Some(record) => Session::from_record(record, cap),
             None => Session::new(session_id.into(), self.clock.now_ms(), cap),
-        };
+        }
+        .with_state_log(self.settings.resume_history);
         let id = session.id.clone();
         self.sessions.insert(id.clone(), session);
         self.metrics.sessions.set(self.sessions.len() as i64);
@@ -111,12 +112,12 @@ impl Engine {
                 } else {
                     Role::Follower
                 };
-                (entry.client_id, role, join.name.or(entry.name))
+                (entry.client_id, role, join.name.clone().or(entry.name))
             }
             None => (
                 self.conns[&key].client_id.clone(),
                 Role::Follower,
-                join.name,
+                join.name.clone(),
             ),
         };
         let session = self.sessions.get_mut(&session_id).unwrap();
@@ -149,7 +150,12 @@ impl Engine {
         conn.role = role;
         conn.session = Some(session_id.clone());
         conn.resume_token = Some(token.clone());
-        let snapshot = self.snapshot(key, &session_id, token, resumed);
+        let replayed = match join.last_version {
+            Some(last) if resumed => self.replay_missed(key, &session_id, last),
+            _ => 0,
+        };
+        let mut snapshot = self.snapshot(key, &session_id, token, resumed);
+        snapshot.replayed = replayed;
         self.send_to(key, &ServerEvent::Snapshot(snapshot), id.as_ref());
         if leader_changed {
             self.state_changed(&session_id, Some(key));
@@ -157,6 +163,41 @@ impl Engine {
         self.stats_changed(&session_id);
         self.share_burst(key, &session_id);
         tracing::debug!(session = %session_id, resumed, ?role, "joined");
+    }
+
+    /// Sends a resuming client the `state_update`s after version `last`, marked `replayed`,
+    /// in order, when the session's log still holds every one of them; returns how many.
+    /// When it does not (or `last` is not a version of this session), nothing is sent and
+    /// the snapshot that follows brings the client up to date on its own.
+    fn replay_missed(&mut self, key: ConnKey, session_id: &str, last: u64) -> u64 {
+        let session = &self.sessions[session_id];
+        let Some(states) = session.states.after(last, session.version) else {
+            self.metrics
+                .resume_replays
+                .with_label_values(&["snapshot"])
+                .inc();
+            return 0;
+        };
+        let events: Vec<ServerEvent> = states
+            .into_iter()
+            .map(|state| {
+                ServerEvent::StateUpdate(SessionState {
+                    replayed: true,
+                    ..state.clone()
+                })
+            })
+            .collect();
+        self.metrics
+            .resume_replays
+            .with_label_values(&["replayed"])
+            .inc();
+        self.metrics
+            .resume_replayed_events
+            .inc_by(events.len() as u64);
+        for event in &events {
+            self.send_to(key, event, None);
+        }
+        events.len() as u64
     }
 
     /// Detaches a connection whose identity another connection just resumed.
@@ -345,6 +386,7 @@ impl Engine {
             server_time: state.server_time,
             resumed,
             members_truncated: session.members.len() > limit,
+            replayed: 0,
         }
     }
 

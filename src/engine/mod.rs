@@ -22,6 +22,7 @@ mod commands;
 mod fanout;
 pub mod inbound;
 mod membership;
+mod replay;
 pub mod resume;
 mod session;
 mod share;
@@ -99,6 +100,7 @@ struct Settings {
     snapshot_member_limit: usize,
     room_stats_interval: Duration,
     sse_history: usize,
+    resume_history: usize,
 }
 
 pub struct Engine {
@@ -146,6 +148,7 @@ pub fn spawn(
             snapshot_member_limit: config.snapshot_member_limit,
             room_stats_interval: config.room_stats_interval(),
             sse_history: config.sse_history,
+            resume_history: config.resume_history,
         },
         clock,
         metrics,
