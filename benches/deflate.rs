@@ -103,7 +103,7 @@ fn snapshot(members: usize) -> Vec<u8> {
         server_time: NOW,
         resumed: false,
         members_truncated: false,
-        replayed: 0,
+        replay_count: 0,
     });
     encode_server_frame(&event, Some(&"j1".into()), NOW).into_bytes()
 }

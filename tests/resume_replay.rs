@@ -72,7 +72,7 @@ async fn a_resumed_follower_gets_every_missed_version_in_order_then_its_snapshot
     let tempos: Vec<f64> = replayed.iter().map(|s| s.transport.tempo).collect();
     assert_eq!(tempos, [100.0, 101.0, 102.0], "each as it was then");
     assert!(resumed.resumed);
-    assert_eq!(resumed.replayed, 3);
+    assert_eq!(resumed.replay_count, 3);
     assert_eq!(resumed.version, newest);
     assert_eq!(
         (resumed.client_id.as_str(), resumed.role),
@@ -98,7 +98,7 @@ async fn a_resumed_leader_keeps_its_seat_and_an_up_to_date_client_gets_no_replay
     let (mut again, resumed, replayed) =
         resume_from(&server, "band", &snap.resume_token, Some(snap.version)).await;
     assert!(replayed.is_empty(), "nothing changed meanwhile");
-    assert_eq!(resumed.replayed, 0);
+    assert_eq!(resumed.replay_count, 0);
     assert!(resumed.resumed);
     assert_eq!(
         (resumed.client_id.as_str(), resumed.role),
@@ -129,7 +129,7 @@ async fn a_gap_longer_than_the_log_gets_the_snapshot_alone() {
         snap.version + 1
     );
     assert!(resumed.resumed);
-    assert_eq!((resumed.replayed, resumed.version), (0, newest));
+    assert_eq!((resumed.replay_count, resumed.version), (0, newest));
     assert_eq!(
         metric(
             &server,
@@ -154,7 +154,7 @@ async fn without_last_version_or_a_valid_token_a_join_replays_nothing() {
     let (_a, resumed, replayed) = resume_from(&server, "band", &snap.resume_token, None).await;
     assert!(resumed.resumed);
     assert!(replayed.is_empty());
-    assert_eq!(resumed.replayed, 0);
+    assert_eq!(resumed.replay_count, 0);
 
     // A spent token: a new member, whose lastVersion means nothing.
     let (_b, fresh, replayed) =

@@ -81,7 +81,7 @@ pub struct Snapshot {
     /// Extension: how many `state_update`s (marked `replayed`) were sent just before this
     /// snapshot because the join resumed with a `lastVersion` (0 otherwise).
     #[serde(default)]
-    pub replayed: u64,
+    pub replay_count: u64,
 }
 
 /// Body of `state_update` and `sync_response`.

@@ -155,7 +155,7 @@ impl Engine {
             _ => 0,
         };
         let mut snapshot = self.snapshot(key, &session_id, token, resumed);
-        snapshot.replayed = replayed;
+        snapshot.replay_count = replayed;
         self.send_to(key, &ServerEvent::Snapshot(snapshot), id.as_ref());
         if leader_changed {
             self.state_changed(&session_id, Some(key));
@@ -386,7 +386,7 @@ impl Engine {
             server_time: state.server_time,
             resumed,
             members_truncated: session.members.len() > limit,
-            replayed: 0,
+            replay_count: 0,
         }
     }
 

@@ -69,7 +69,7 @@ fn snapshot(client_id: &str) -> ServerEvent {
         server_time: T,
         resumed: false,
         members_truncated: false,
-        replayed: 0,
+        replay_count: 0,
     })
 }
 
