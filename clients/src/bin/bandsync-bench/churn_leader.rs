@@ -1,7 +1,8 @@
 //! The churn scenario's leader: changes the session's state once a period (tempo, play,
 //! seek, message, pause, in turn, so each one is a real change and bumps `version`), and
 //! churns like the followers: drops, comes back after `away` with its token, and must get
-//! its seat back to carry on. Changes due while it is away are skipped and counted.
+//! its seat back to carry on. Time slots that fall while it is away are skipped and
+//! counted; the cycle resumes where it stopped, so every change sent is a real one.
 
 use crate::churn_member::{resumed, Identity, ResumeCounters};
 use anyhow::{bail, Context as _};
@@ -155,26 +156,28 @@ impl ChurnLeader {
             every,
             away,
         } = plan;
-        let mut k: u64 = 0;
+        // `slot`: the time slot; `self.sent`: the position in the change cycle.
+        let mut slot: u32 = 0;
         let mut next_drop = first_drop;
         loop {
-            let due = start + period * k as u32;
+            let due = start + period * slot;
             if due >= until {
                 return Ok(());
             }
             let drop_due = next_drop + away + Duration::from_secs(1) <= until;
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {
-                    self.ws().send_with_id(change(k), None).await?;
+                    let next = change(self.sent);
+                    self.ws().send_with_id(next, None).await?;
                     self.sent += 1;
-                    k += 1;
+                    slot += 1;
                 }
                 () = tokio::time::sleep_until(next_drop), if drop_due => {
                     self.drop_and_resume(away, counters).await?;
                     next_drop += every;
-                    while start + period * k as u32 <= Instant::now() {
+                    while start + period * slot <= Instant::now() {
                         self.skipped += 1;
-                        k += 1;
+                        slot += 1;
                     }
                 }
                 incoming = self.ws().next() => self.on_incoming(incoming)?,
