@@ -141,6 +141,35 @@ async fn a_gap_longer_than_the_log_gets_the_snapshot_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_larger_than_half_the_outbox_gets_the_snapshot_alone() {
+    // Three 1000-character messages are ~3.5 KB of replay: over half of a 4 KiB outbox.
+    let server = TestServer::start_with(|c| c.outbox_max_bytes = 4096).await;
+    let (mut leader, _) = join_leader(&server, "band").await;
+    let (follower, snap) = join_follower(&server, "band").await;
+    room_stats_counts(&mut leader, 2, 0).await;
+    follower.close().await.unwrap();
+    room_stats_counts(&mut leader, 1, 0).await;
+    let mut newest = 0;
+    for c in ['a', 'b', 'c'] {
+        leader
+            .send(message(&c.to_string().repeat(1000)))
+            .await
+            .unwrap();
+        newest = next_state_update(&mut leader).await.version;
+    }
+
+    let (_again, resumed, replayed) =
+        resume_from(&server, "band", &snap.resume_token, Some(snap.version)).await;
+    assert!(
+        replayed.is_empty(),
+        "a replay must not overflow the new connection"
+    );
+    assert!(resumed.resumed);
+    assert_eq!((resumed.replay_count, resumed.version), (0, newest));
+    assert_eq!(resumed.message, "c".repeat(1000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_last_version_or_a_valid_token_a_join_replays_nothing() {
     let server = TestServer::start().await;
     let (mut leader, _) = join_leader(&server, "band").await;

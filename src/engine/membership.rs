@@ -6,7 +6,9 @@ use super::{Conn, ConnKey, Engine, Peer, SessionInfo};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::server::{Member, SessionState, Snapshot};
-use bandsync_protocol::{ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent};
+use bandsync_protocol::{
+    encode_server_frame, ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -166,9 +168,10 @@ impl Engine {
     }
 
     /// Sends a resuming client the `state_update`s after version `last`, marked `replayed`,
-    /// in order, when the session's log still holds every one of them; returns how many.
-    /// When it does not (or `last` is not a version of this session), nothing is sent and
-    /// the snapshot that follows brings the client up to date on its own.
+    /// in order, when the session's log still holds every one of them and they fit the
+    /// replay budget; returns how many. Otherwise (or when `last` is not a version of this
+    /// session) nothing is sent and the snapshot that follows brings the client up to date
+    /// on its own.
     fn replay_missed(&mut self, key: ConnKey, session_id: &str, last: u64) -> u64 {
         let session = &self.sessions[session_id];
         let Some(states) = session.states.after(last, session.version) else {
@@ -187,6 +190,18 @@ impl Engine {
                 })
             })
             .collect();
+        let now_ms = self.clock.now_ms();
+        let bytes: usize = events
+            .iter()
+            .map(|e| encode_server_frame(e, None, now_ms).len())
+            .sum();
+        if bytes > self.settings.replay_budget_bytes {
+            self.metrics
+                .resume_replays
+                .with_label_values(&["snapshot"])
+                .inc();
+            return 0;
+        }
         self.metrics
             .resume_replays
             .with_label_values(&["replayed"])

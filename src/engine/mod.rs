@@ -101,6 +101,10 @@ struct Settings {
     room_stats_interval: Duration,
     sse_history: usize,
     resume_history: usize,
+    /// The most bytes of replayed events one resume may queue: half of OUTBOX_MAX_BYTES,
+    /// so a replay never makes the new connection a slow consumer (which would close it,
+    /// and its next resume would replay the same again).
+    replay_budget_bytes: usize,
 }
 
 pub struct Engine {
@@ -149,6 +153,7 @@ pub fn spawn(
             room_stats_interval: config.room_stats_interval(),
             sse_history: config.sse_history,
             resume_history: config.resume_history,
+            replay_budget_bytes: config.outbox_max_bytes / 2,
         },
         clock,
         metrics,
