@@ -95,8 +95,9 @@ pub struct Config {
     pub sse_history: usize,
     /// State versions per session kept for WebSocket resume with `lastVersion`: a client
     /// that resumes within the recovery window gets the `state_update`s it missed replayed,
-    /// if it missed at most this many (else a snapshot alone). 0 turns replay off. Must be
-    /// below OUTBOX_MAX_FRAMES, since a replay is queued at once.
+    /// if it missed at most this many (else a snapshot alone). 0 turns replay off. A replay
+    /// is also held to half of OUTBOX_MAX_FRAMES and OUTBOX_MAX_BYTES, since it is queued
+    /// at once.
     #[arg(long, env = "RESUME_HISTORY", default_value_t = 128)]
     pub resume_history: usize,
     /// SSE keep-alive comment interval, ms.
@@ -156,10 +157,6 @@ impl Config {
             }
         }
         self.share.validate()?;
-        if self.resume_history >= self.outbox_max_frames {
-            // A full replay plus the snapshot must fit the new connection's outbox.
-            return Err("RESUME_HISTORY must be below OUTBOX_MAX_FRAMES".into());
-        }
         if self.max_message_bytes > self.max_frame_bytes {
             return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());
         }

@@ -141,6 +141,22 @@ async fn a_gap_longer_than_the_log_gets_the_snapshot_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_missed_events_than_half_the_outbox_holds_get_the_snapshot_alone() {
+    let server = TestServer::start_with(|c| c.outbox_max_frames = 8).await;
+    let (mut leader, _) = join_leader(&server, "band").await;
+    let (follower, snap) = join_follower(&server, "band").await;
+    room_stats_counts(&mut leader, 2, 0).await;
+    follower.close().await.unwrap();
+    room_stats_counts(&mut leader, 1, 0).await;
+    let newest = change_tempo(&mut leader, 5).await;
+
+    let (_again, resumed, replayed) =
+        resume_from(&server, "band", &snap.resume_token, Some(snap.version)).await;
+    assert!(replayed.is_empty(), "5 events are over the budget of 4");
+    assert_eq!((resumed.replay_count, resumed.version), (0, newest));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_larger_than_half_the_outbox_gets_the_snapshot_alone() {
     // Three 1000-character messages are ~3.5 KB of replay: over half of a 4 KiB outbox.
     let server = TestServer::start_with(|c| c.outbox_max_bytes = 4096).await;

@@ -174,7 +174,9 @@ impl Engine {
     /// on its own.
     fn replay_missed(&mut self, key: ConnKey, session_id: &str, last: u64) -> u64 {
         let session = &self.sessions[session_id];
-        let Some(states) = session.states.after(last, session.version) else {
+        let budget = self.settings.replay_budget_frames;
+        let missed = session.states.after(last, session.version);
+        let Some(states) = missed.filter(|states| states.len() <= budget) else {
             self.metrics
                 .resume_replays
                 .with_label_values(&["snapshot"])

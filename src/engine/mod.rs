@@ -101,9 +101,10 @@ struct Settings {
     room_stats_interval: Duration,
     sse_history: usize,
     resume_history: usize,
-    /// The most bytes of replayed events one resume may queue: half of OUTBOX_MAX_BYTES,
-    /// so a replay never makes the new connection a slow consumer (which would close it,
-    /// and its next resume would replay the same again).
+    /// The most replayed events (and bytes of them) one resume may queue: half of
+    /// OUTBOX_MAX_FRAMES (OUTBOX_MAX_BYTES), so a replay never makes the new connection a
+    /// slow consumer (which would close it, and its next resume would replay the same).
+    replay_budget_frames: usize,
     replay_budget_bytes: usize,
 }
 
@@ -153,6 +154,7 @@ pub fn spawn(
             room_stats_interval: config.room_stats_interval(),
             sse_history: config.sse_history,
             resume_history: config.resume_history,
+            replay_budget_frames: config.outbox_max_frames / 2,
             replay_budget_bytes: config.outbox_max_bytes / 2,
         },
         clock,
