@@ -77,6 +77,7 @@ fn state_update() -> Vec<u8> {
         leader_id: Some("c3f9a01b27d4e8c56".into()),
         version: 42,
         server_time: NOW,
+        replayed: false,
     });
     encode_server_frame(&event, None, NOW).into_bytes()
 }
@@ -102,6 +103,7 @@ fn snapshot(members: usize) -> Vec<u8> {
         server_time: NOW,
         resumed: false,
         members_truncated: false,
+        replay_count: 0,
     });
     encode_server_frame(&event, Some(&"j1".into()), NOW).into_bytes()
 }

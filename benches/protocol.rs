@@ -40,6 +40,7 @@ fn encode(c: &mut Criterion) {
         leader_id: Some("c0123456789abcdef".into()),
         version: 42,
         server_time: now,
+        replayed: false,
     });
     c.bench_function("encode/scroll_tick", |b| {
         b.iter(|| encode_server_frame(black_box(&tick), None, now))

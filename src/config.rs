@@ -108,6 +108,13 @@ pub struct Config {
     /// State events per session kept for SSE `Last-Event-ID` resume.
     #[arg(long, env = "SSE_HISTORY", default_value_t = 512)]
     pub sse_history: usize,
+    /// State versions per session kept for WebSocket resume with `lastVersion`: a client
+    /// that resumes within the recovery window gets the `state_update`s it missed replayed,
+    /// if it missed at most this many (else a snapshot alone). 0 turns replay off. A replay
+    /// is also held to half of OUTBOX_MAX_FRAMES and OUTBOX_MAX_BYTES, since it is queued
+    /// at once.
+    #[arg(long, env = "RESUME_HISTORY", default_value_t = 128)]
+    pub resume_history: usize,
     /// SSE keep-alive comment interval, ms.
     #[arg(long, env = "SSE_KEEPALIVE_MS", default_value_t = 15_000)]
     pub sse_keepalive_ms: u64,
@@ -169,8 +176,7 @@ impl Config {
             }
         }
         self.share.validate()?;
-        self.limits
-            .validate(self.sse_keepalive_ms, self.share.max_share_sessions)?;
+        self.limits.validate(self.sse_keepalive_ms)?;
         if self.max_message_bytes > self.max_frame_bytes {
             return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());
         }

@@ -55,6 +55,11 @@ pub struct Metrics {
     pub retained_sessions: IntGauge,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
+    /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
+    /// re-sent) or `snapshot` (the log no longer held them; the snapshot alone).
+    pub resume_replays: IntCounterVec,
+    /// `state_update`s re-sent to resuming clients.
+    pub resume_replayed_events: IntCounter,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -260,6 +265,19 @@ impl Metrics {
                 "Retained sessions forgotten before their window ended, oldest first, at MAX_RETAINED_SESSIONS",
             )
             .unwrap(),
+            resume_replays: IntCounterVec::new(
+                Opts::new(
+                    "resume_replays_total",
+                    "WebSocket resumes with lastVersion, by outcome (replayed, snapshot)",
+                ),
+                &["outcome"],
+            )
+            .unwrap(),
+            resume_replayed_events: IntCounter::new(
+                "resume_replayed_events_total",
+                "state_updates re-sent to resuming clients",
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -304,6 +322,8 @@ impl Metrics {
             Box::new(self.ws_messages_refused.clone()),
             Box::new(self.retained_sessions.clone()),
             Box::new(self.retained_sessions_evicted.clone()),
+            Box::new(self.resume_replays.clone()),
+            Box::new(self.resume_replayed_events.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

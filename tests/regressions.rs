@@ -38,6 +38,7 @@ async fn resuming_the_only_member_while_its_socket_is_open_takes_over_cleanly() 
     let join = JoinSession {
         session_id: "solo".into(),
         resume_token: Some(first.resume_token.clone()),
+        last_version: None,
         ..Default::default()
     };
     let resumed = new.join_with(join, WAIT).await.unwrap();

@@ -109,6 +109,7 @@ mod tests {
             leader_id: None,
             version,
             server_time: anchor,
+            replayed: false,
         })
     }
 

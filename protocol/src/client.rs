@@ -86,6 +86,12 @@ pub struct JoinSession {
     /// window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_token: Option<String>,
+    /// Extension: the highest `version` this client saw before it dropped. With a
+    /// `resume_token` that resumes, the server first replays the `state_update`s after it
+    /// (marked `replayed`), when it still holds all of them, then sends the snapshot.
+    /// Without it a resume gets the snapshot alone, as a client unaware of replay expects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -339,6 +339,7 @@ mod tests {
                 name: Some("Ada".into()),
                 role: Some(Role::Leader),
                 resume_token: None,
+                last_version: None,
             }),
             ClientEvent::LeaveSession,
             ClientEvent::SetRole(SetRole {
@@ -376,6 +377,7 @@ mod tests {
             leader_id: None,
             version: 3,
             server_time: 1_732_190_000_123.456,
+            replayed: false,
         });
         let text = encode_server_frame(&event, Some(&RequestId::from("r1")), 1_732_190_000_123.456);
         assert!(text.starts_with(

@@ -78,6 +78,10 @@ pub struct Snapshot {
     /// Extension: true when `members` was cut to the cap; `room_stats` has exact counts.
     #[serde(default)]
     pub members_truncated: bool,
+    /// Extension: how many `state_update`s (marked `replayed`) were sent just before this
+    /// snapshot because the join resumed with a `lastVersion` (0 otherwise).
+    #[serde(default)]
+    pub replay_count: u64,
 }
 
 /// Body of `state_update` and `sync_response`.
@@ -90,6 +94,10 @@ pub struct SessionState {
     pub leader_id: Option<String>,
     pub version: u64,
     pub server_time: f64,
+    /// Extension: true on a `state_update` re-sent to a resuming client that missed it
+    /// (`join_session` with `lastVersion`); `serverTime` is then when it was first sent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// The position every `SCROLL_TICK_INTERVAL` ms while playing.

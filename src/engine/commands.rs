@@ -140,6 +140,7 @@ impl Engine {
             leader_id: session.leader.as_deref().map(str::to_owned),
             version: session.version,
             server_time: self.clock.now_ms(),
+            replayed: false,
         }
     }
 
@@ -149,8 +150,11 @@ impl Engine {
             return;
         };
         self.store.save(&session.record(), self.settings.retention);
-        let event = ServerEvent::StateUpdate(self.session_state(session));
-        self.broadcast(session_id, &event, except);
+        let state = self.session_state(session);
+        if let Some(session) = self.sessions.get_mut(session_id) {
+            session.states.record(state.clone());
+        }
+        self.broadcast(session_id, &ServerEvent::StateUpdate(state), except);
     }
 
     /// Answers `sync_request` (and no-op commands) with the current state.

@@ -5,8 +5,10 @@ use super::session::Session;
 use super::{Conn, ConnKey, Engine, Peer, SessionInfo};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
-use bandsync_protocol::server::{Member, Snapshot};
-use bandsync_protocol::{ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent};
+use bandsync_protocol::server::{Member, SessionState, Snapshot};
+use bandsync_protocol::{
+    encode_server_frame, ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent,
+};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,7 +65,8 @@ impl Engine {
         let session = match self.store.load(session_id) {
             Some(record) => Session::from_record(record, cap),
             None => Session::new(session_id.into(), self.clock.now_ms(), cap),
-        };
+        }
+        .with_state_log(self.settings.resume_history);
         let id = session.id.clone();
         self.sessions.insert(id.clone(), session);
         self.metrics.sessions.set(self.sessions.len() as i64);
@@ -117,12 +120,12 @@ impl Engine {
                 } else {
                     Role::Follower
                 };
-                (entry.client_id, role, join.name.or(entry.name))
+                (entry.client_id, role, join.name.clone().or(entry.name))
             }
             None => (
                 self.conns[&key].client_id.clone(),
                 Role::Follower,
-                join.name,
+                join.name.clone(),
             ),
         };
         let session = self.sessions.get_mut(&session_id).unwrap();
@@ -155,7 +158,12 @@ impl Engine {
         conn.role = role;
         conn.session = Some(session_id.clone());
         conn.resume_token = Some(token.clone());
-        let snapshot = self.snapshot(key, &session_id, token, resumed);
+        let replayed = match join.last_version {
+            Some(last) if resumed => self.replay_missed(key, &session_id, last),
+            _ => 0,
+        };
+        let mut snapshot = self.snapshot(key, &session_id, token, resumed);
+        snapshot.replay_count = replayed;
         self.send_to(key, &ServerEvent::Snapshot(snapshot), id.as_ref());
         if leader_changed {
             self.state_changed(&session_id, Some(key));
@@ -163,6 +171,56 @@ impl Engine {
         self.stats_changed(&session_id);
         self.share_burst(key, &session_id);
         tracing::debug!(session = %session_id, resumed, ?role, "joined");
+    }
+
+    /// Sends a resuming client the `state_update`s after version `last`, marked `replayed`,
+    /// in order, when the session's log still holds every one of them and they fit the
+    /// replay budget; returns how many. Otherwise (or when `last` is not a version of this
+    /// session) nothing is sent and the snapshot that follows brings the client up to date
+    /// on its own.
+    fn replay_missed(&mut self, key: ConnKey, session_id: &str, last: u64) -> u64 {
+        let session = &self.sessions[session_id];
+        let budget = self.settings.replay_budget_frames;
+        let missed = session.states.after(last, session.version);
+        let Some(states) = missed.filter(|states| states.len() <= budget) else {
+            self.metrics
+                .resume_replays
+                .with_label_values(&["snapshot"])
+                .inc();
+            return 0;
+        };
+        let events: Vec<ServerEvent> = states
+            .into_iter()
+            .map(|state| {
+                ServerEvent::StateUpdate(SessionState {
+                    replayed: true,
+                    ..state.clone()
+                })
+            })
+            .collect();
+        let now_ms = self.clock.now_ms();
+        let bytes: usize = events
+            .iter()
+            .map(|e| encode_server_frame(e, None, now_ms).len())
+            .sum();
+        if bytes > self.settings.replay_budget_bytes {
+            self.metrics
+                .resume_replays
+                .with_label_values(&["snapshot"])
+                .inc();
+            return 0;
+        }
+        self.metrics
+            .resume_replays
+            .with_label_values(&["replayed"])
+            .inc();
+        self.metrics
+            .resume_replayed_events
+            .inc_by(events.len() as u64);
+        for event in &events {
+            self.send_to(key, event, None);
+        }
+        events.len() as u64
     }
 
     /// Detaches a connection whose identity another connection just resumed.
@@ -353,6 +411,7 @@ impl Engine {
             server_time: state.server_time,
             resumed,
             members_truncated: session.members.len() > limit,
+            replay_count: 0,
         }
     }
 

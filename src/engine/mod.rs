@@ -22,6 +22,7 @@ mod commands;
 mod fanout;
 pub mod inbound;
 mod membership;
+mod replay;
 pub mod resume;
 mod session;
 mod share;
@@ -102,6 +103,12 @@ struct Settings {
     snapshot_member_limit: usize,
     room_stats_interval: Duration,
     sse_history: usize,
+    resume_history: usize,
+    /// The most replayed events (and bytes of them) one resume may queue: half of
+    /// OUTBOX_MAX_FRAMES (OUTBOX_MAX_BYTES), so a replay never makes the new connection a
+    /// slow consumer (which would close it, and its next resume would replay the same).
+    replay_budget_frames: usize,
+    replay_budget_bytes: usize,
 }
 
 pub struct Engine {
@@ -152,6 +159,9 @@ pub fn spawn(
             snapshot_member_limit: config.snapshot_member_limit,
             room_stats_interval: config.room_stats_interval(),
             sse_history: config.sse_history,
+            resume_history: config.resume_history,
+            replay_budget_frames: config.outbox_max_frames / 2,
+            replay_budget_bytes: config.outbox_max_bytes / 2,
         },
         clock,
         metrics,

@@ -1,6 +1,7 @@
 //! One live session: its state, its audience, and its SSE history.
 
 use super::inbound::ConnKey;
+use super::replay::StateLog;
 use crate::frames::WsFrame;
 use crate::outbox::Outbox;
 use crate::store::SessionRecord;
@@ -35,6 +36,9 @@ pub struct Session {
     history_cap: usize,
     /// Highest event id no longer in `history` (the id base while nothing is evicted).
     history_floor: u64,
+    /// Recent versions for WebSocket resume with `lastVersion` (empty until
+    /// [`Self::with_state_log`] gives it a capacity).
+    pub states: StateLog,
     pub stats_sent_at: Option<Instant>,
 }
 
@@ -61,8 +65,15 @@ impl Session {
             history: VecDeque::new(),
             history_cap,
             history_floor: id_base,
+            states: StateLog::default(),
             stats_sent_at: None,
         }
+    }
+
+    /// Keeps the last `cap` versions for resume replay (`RESUME_HISTORY`).
+    pub fn with_state_log(mut self, cap: usize) -> Self {
+        self.states = StateLog::new(cap);
+        self
     }
 
     /// Revives a session from its stored record. The SSE history starts empty, so a

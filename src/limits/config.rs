@@ -56,9 +56,8 @@ pub struct LimitsConfig {
 }
 
 impl LimitsConfig {
-    /// Checks what clap cannot. `sse_keepalive_ms` and `max_share_sessions` come from the
-    /// rest of the configuration.
-    pub fn validate(&self, sse_keepalive_ms: u64, max_share_sessions: usize) -> Result<(), String> {
+    /// Checks what clap cannot. `sse_keepalive_ms` comes from the rest of the configuration.
+    pub fn validate(&self, sse_keepalive_ms: u64) -> Result<(), String> {
         let positive = [
             ("HEADER_READ_TIMEOUT_MS", self.header_read_timeout_ms),
             ("IDLE_TIMEOUT_MS", self.idle_timeout_ms),

@@ -141,6 +141,7 @@ pub fn join_event(session: &str, role: Option<Role>, token: Option<&str>) -> Cli
         session_id: session.to_owned(),
         name: None,
         role,
+        last_version: None,
         resume_token: token.map(str::to_owned),
     })
 }

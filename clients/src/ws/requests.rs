@@ -36,6 +36,7 @@ impl WsClient {
             name: name.map(str::to_owned),
             role,
             resume_token: None,
+            last_version: None,
         };
         self.join_with(join, DEFAULT_REQUEST_TIMEOUT).await
     }

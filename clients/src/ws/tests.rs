@@ -69,6 +69,7 @@ fn snapshot(client_id: &str) -> ServerEvent {
         server_time: T,
         resumed: false,
         members_truncated: false,
+        replay_count: 0,
     })
 }
 

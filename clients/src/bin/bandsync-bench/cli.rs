@@ -20,6 +20,16 @@ OUTPUT
     (receive wall clock - serverTime), negative_lag.
   connect: join_latency_us, connect_s, joins_per_s, rss_kib {before, after, per_connection},
     hold {seconds, server_cpu_percent}.
+  churn: churn {drop_every_s, away_s, last_version (resumes sent lastVersion), state_events_sent,
+    skipped_leader_away, first_version, last_version_seen, versions, pairs (clients x
+    versions), as_event, replayed, via_snapshot (not seen as an event, covered by a later
+    snapshot), missing, duplicates, out_of_order, delivered_share ((as_event + via_snapshot)
+    / pairs), event_share (as_event / pairs), clients_converged, replayed_events, resumes and
+    leader_resumes {attempted, resumed, kept_identity, kept_role, failed, kept_role_share}},
+    resources {rss_kib_before, rss_kib_after, fds_before, fds_after} (server, window edges).
+  mixed --sample-every: samples [{t_s, rss_kib, fds, deliveries, latency_p50_us,
+    latency_p99_us, latency_max_us, ticks, missing_seq}] (latency of each interval), and
+    resources from the first and last sample.
   audio: [preset,] receivers, receiver_transport, uplink, chunk_ms, sample_rate, channels,
     format, chunk_bytes, deflate (always false: the bench's WebSocket cannot negotiate it),
     share_audio_rate (what a --spawn server got, else null); sent (chunks), expected_deliveries
@@ -49,6 +59,8 @@ EXAMPLES
   bandsync-bench --url ws://127.0.0.1:3001 --server-pid $(pgrep -x bandsync) connect -n 10000
   bandsync-bench --spawn audio-seed -d 5 --receiver-transport sse
   bandsync-bench --spawn audio --sessions 20 --receivers 4 --uplink ws --format i16 --chunk-ms 50
+  bandsync-bench --spawn churn --clients 1000 --duration 120 --drop-every 15 --away 2
+  bandsync-bench --spawn mixed --sessions 100 --members 10 -d 1800 --sample-every 300
 
 AUDIO AND THE SERVER
   --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
@@ -72,6 +84,10 @@ pub enum Scenario {
     All,
     /// Music Share relay: S sharers stream real-time audio, R receivers per session.
     Audio,
+    /// N followers of one session each drop every --drop-every s and resume --away s
+    /// later, while the leader changes the state --rate times a second: delivery of
+    /// every version, resumes that kept their role.
+    Churn,
     /// The seed's three load tests, each an `audio` run: 10 sessions x 1 receiver,
     /// 5 x 10, 50 x 5.
     AudioSeed,
@@ -88,6 +104,7 @@ impl Scenario {
             Scenario::All => "all",
             Scenario::Audio => "audio",
             Scenario::AudioSeed => "audio-seed",
+            Scenario::Churn => "churn",
         }
     }
 }
@@ -235,6 +252,20 @@ pub struct Cli {
     /// A --spawn server gets it as BEARER_TOKEN.
     #[arg(long, value_name = "TOKEN", default_value = "Bearer Token")]
     pub token: String,
+    /// churn: seconds between two drops of one client (drops are staggered so 1/S of
+    /// the clients drop each second).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "15")]
+    pub drop_every: Duration,
+    /// churn: seconds a dropped client stays away before it resumes.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs, default_value = "2")]
+    pub away: Duration,
+    /// churn: resume without `lastVersion` (a client that does not ask for a replay).
+    #[arg(long)]
+    pub no_last_version: bool,
+    /// mixed: sample the server's RSS, open fds and the interval's latency every SECS
+    /// (and at both ends) into `samples`: the soak (`scripts/soak.sh`).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub sample_every: Option<Duration>,
     /// Members per session for mixed (one leader, the rest followers).
     #[arg(long, value_name = "M", default_value_t = 10)]
     pub members: u64,

@@ -8,11 +8,16 @@
 //! `wire` + `listener` (many cheap receiving connections), `leader` (the senders),
 //! `recorder` + `report` + `procfs` + `metrics` (measurements and output), one file per
 //! scenario; `audio` (the Music Share relay) has its sharers in `audio_tx` and its
-//! receivers in `audio_rx`.
+//! receivers in `audio_rx`; `churn` has its leader in `churn_leader`, its followers in
+//! `churn_member` and its bookkeeping in `churn_tally`; `soak` samples long `mixed` runs.
 
 mod audio;
 mod audio_rx;
 mod audio_tx;
+mod churn;
+mod churn_leader;
+mod churn_member;
+mod churn_tally;
 mod cli;
 mod connect;
 mod fanout;
@@ -26,6 +31,7 @@ mod procfs;
 mod progress;
 mod recorder;
 mod report;
+mod soak;
 mod target;
 mod ticks;
 mod wire;
@@ -74,6 +80,7 @@ async fn dispatch(
         Scenario::Connect => connect::run(s, ep, rec).await,
         Scenario::Mixed => mixed::run(s, ep, rec).await,
         Scenario::Audio => audio::run(s, ep, rec).await,
+        Scenario::Churn => churn::run(s, ep, rec).await,
         Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
     }
 }
@@ -123,7 +130,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
         ..Params::default()
     };
     match scenario {
-        Scenario::Fanout => params.rate_hz = Some(s.rate),
+        Scenario::Fanout | Scenario::Churn => params.rate_hz = Some(s.rate),
         Scenario::Connect => params.sessions = Some(s.sessions),
         Scenario::Mixed => {
             params.n = s.sessions * s.members;

@@ -1,12 +1,15 @@
 //! `mixed`: S sessions of M members each (one leader, M-1 followers); every leader plays
 //! and changes tempo R times a second (default once), the leaders' phases spread evenly
-//! over the period: many bands at once. Reports tempo latency and ticks together.
+//! over the period: many bands at once. Reports tempo latency and ticks together. With
+//! `--sample-every` it is the soak: server memory, descriptors and latency sampled through
+//! the run (`soak.rs`).
 
 use crate::fanout::{DRAIN, SETTLE};
 use crate::fleet::{self, Member, Transport};
 use crate::leader::{Leader, TempoCounter};
 use crate::progress::WindowBar;
-use crate::recorder::Recorder;
+use crate::recorder::{lock, Recorder};
+use crate::soak;
 use crate::target::Endpoints;
 use crate::wire::Track;
 use crate::Settings;
@@ -149,6 +152,9 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
     let start = Instant::now();
     let until = start + s.duration;
     let _ = phase_tx.send(Phase::Go { start, until });
+    let sampler = s
+        .sample_every
+        .map(|every| tokio::spawn(soak::sample(rec.clone(), ep.pid, start, every, until)));
     tokio::time::sleep_until(until).await;
     let drain_end = Instant::now() + DRAIN;
     while Instant::now() < drain_end && rec.deliveries.load(Relaxed) < rec.expected.load(Relaxed) {
@@ -156,6 +162,18 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
     }
     rec.end_window();
     drop(bar);
+    if let Some(sampler) = sampler {
+        if let Ok(samples) = sampler.await {
+            let mut extra = lock(&rec.extra);
+            let edge =
+                |s: Option<&soak::Sample>| (s.and_then(|s| s.rss_kib), s.and_then(|s| s.fds));
+            extra.resources = Some(soak::Resources::between(
+                edge(samples.first()),
+                edge(samples.last()),
+            ));
+            extra.samples = Some(samples);
+        }
+    }
 
     let _ = phase_tx.send(Phase::Stop);
     fleet.stop(Duration::from_secs(3)).await;

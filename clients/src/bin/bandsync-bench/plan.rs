@@ -17,6 +17,18 @@ pub struct Settings {
     pub tick_interval_ms: f64,
     pub session_base: String,
     pub audio: AudioSettings,
+    pub churn: ChurnSettings,
+    /// mixed: sample the server and the latency this often (the soak).
+    pub sample_every: Option<Duration>,
+}
+
+/// What the `churn` scenario reads besides the common settings.
+#[derive(Debug, Clone)]
+pub struct ChurnSettings {
+    pub drop_every: Duration,
+    pub away: Duration,
+    /// Resume with `lastVersion`.
+    pub last_version: bool,
 }
 
 /// What the `audio` scenario reads besides the common settings.
@@ -125,12 +137,13 @@ pub fn tempo_slots(scenario: Scenario, s: &Settings) -> u64 {
     }
 }
 
-/// -d when not given: audio streams for 10 s (the seed's runs), the rest 5 s.
+/// -d when not given: audio streams for 10 s (the seed's runs), churn for 120 s (eight
+/// drops per client at the default 15 s), the rest 5 s.
 pub fn default_duration(scenario: Scenario) -> Duration {
-    if scenario == Scenario::Audio {
-        Duration::from_secs(10)
-    } else {
-        Duration::from_secs(5)
+    match scenario {
+        Scenario::Audio => Duration::from_secs(10),
+        Scenario::Churn => Duration::from_secs(120),
+        _ => Duration::from_secs(5),
     }
 }
 
@@ -143,7 +156,7 @@ impl Plan {
 
     /// The settings of job number `index`: a preset fixes sessions and receivers.
     pub fn job_settings(&self, job: &Job, index: usize) -> Settings {
-        let default_rate = if job.scenario == Scenario::Mixed {
+        let default_rate = if matches!(job.scenario, Scenario::Mixed | Scenario::Churn) {
             1.0
         } else {
             10.0
@@ -228,10 +241,24 @@ impl Cli {
         }
         if jobs.is_empty() {
             return Err(
-                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio or audio-seed"
+                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed or churn"
                     .into(),
             );
         }
+        let check_churn = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
+        check_churn(
+            self.away > Duration::ZERO && self.away < self.drop_every,
+            "--away must be above 0 and below --drop-every",
+        )?;
+        check_churn(
+            self.drop_every <= Duration::from_secs(3600),
+            "--drop-every must be at most 3600 s",
+        )?;
+        check_churn(
+            self.sample_every
+                .is_none_or(|e| e >= Duration::from_secs(1)),
+            "--sample-every must be at least 1 s",
+        )?;
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
         check(
             (1..=100_000).contains(&self.n),
@@ -319,6 +346,12 @@ impl Cli {
                     token: self.token,
                     id_seed: (u64::from(std::process::id()) << 32) ^ unix_ms.wrapping_mul(1000),
                 },
+                churn: ChurnSettings {
+                    drop_every: self.drop_every,
+                    away: self.away,
+                    last_version: !self.no_last_version,
+                },
+                sample_every: self.sample_every,
             },
             rate: self.rate,
             url,
@@ -450,6 +483,29 @@ mod tests {
     }
 
     #[test]
+    fn churn_defaults_match_the_issue() {
+        let p = plan(&["churn", "--clients", "1000"]).unwrap();
+        let s = p.settings_for(Scenario::Churn);
+        assert_eq!(s.duration, Duration::from_secs(120));
+        assert_eq!(s.rate, 1.0);
+        assert_eq!(s.churn.drop_every, Duration::from_secs(15));
+        assert_eq!(s.churn.away, Duration::from_secs(2));
+        assert!(s.churn.last_version);
+        assert_eq!(p.timeout, Duration::from_secs(180));
+        let p = plan(&[
+            "churn",
+            "--no-last-version",
+            "--drop-every",
+            "5",
+            "--away",
+            "0.5",
+        ])
+        .unwrap();
+        assert!(!p.settings.churn.last_version);
+        assert_eq!(p.settings.churn.away, Duration::from_millis(500));
+    }
+
+    #[test]
     fn bad_audio_flags_are_refused_clearly() {
         let err = |args: &[&str]| plan(args).unwrap_err();
         assert!(err(&["audio", "--format", "i16"]).contains("--uplink ws"));
@@ -495,6 +551,13 @@ mod tests {
         );
         assert!(plan(&["ticks", "--connect-concurrency", "0"]).is_err());
         assert!(plan(&["bogus"]).is_err());
+        assert!(plan(&["churn", "--away", "15"])
+            .unwrap_err()
+            .contains("--away"));
+        assert!(plan(&["churn", "--away", "0"]).is_err());
+        assert!(plan(&["mixed", "--sample-every", "0.5"])
+            .unwrap_err()
+            .contains("--sample-every"));
         assert!(plan(&["ticks", "-d", "soon"]).is_err());
         assert_eq!(
             plan(&["ticks", "-d", "0.25"]).unwrap().settings.duration,

@@ -64,6 +64,11 @@ pub fn read_rss_kib(pid: Option<u32>) -> Option<u64> {
     parse_vm_rss_kib(&std::fs::read_to_string(proc_path(pid, "status")).ok()?)
 }
 
+/// How many file descriptors process `pid` has open (entries of `/proc/PID/fd`).
+pub fn read_fd_count(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
 /// CPU used between two readings over `wall` time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CpuUsage {
@@ -117,6 +122,10 @@ mod tests {
         // This process can read itself.
         assert!(read_cpu(None).is_some());
         assert!(read_rss_kib(None).unwrap() > 0);
+        assert!(
+            read_fd_count(std::process::id()).unwrap() >= 3,
+            "stdio at least"
+        );
     }
 
     #[test]

@@ -106,6 +106,14 @@ pub struct Extra {
     pub server_metrics: Option<crate::metrics::ServerMetrics>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio: Option<AudioResults>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<crate::churn::ChurnResults>,
+    /// The server's memory and open descriptors at the window's edges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<crate::soak::Resources>,
+    /// `mixed --sample-every`: the server and the latency sampled through the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub samples: Option<Vec<crate::soak::Sample>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -377,6 +385,15 @@ pub fn human(r: &Report) -> String {
             a.receivers_with_loss,
             a.max_lost_per_receiver
         );
+    }
+    if let Some(c) = &r.extra.churn {
+        out.push_str(&crate::churn::human(c, r.connections.connected));
+    }
+    if let Some(samples) = &r.extra.samples {
+        out.push_str(&crate::soak::human(samples));
+    }
+    if let Some(res) = &r.extra.resources {
+        out.push_str(&res.human());
     }
     if let Some(t) = &r.ticks {
         let _ = writeln!(

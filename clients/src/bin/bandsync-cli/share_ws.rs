@@ -89,6 +89,7 @@ impl ShareSocket {
             name: Some(name.to_owned()),
             role: None,
             resume_token: None,
+            last_version: None,
         });
         let id = RequestId::from(JOIN_ID);
         self.send_text(encode_client_frame(&join, Some(&id)))
