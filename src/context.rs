@@ -17,6 +17,8 @@ pub struct AppContext {
     pub metrics: Arc<Metrics>,
     pub engine: EngineHandle,
     pub share: Arc<crate::share::ShareRegistry>,
+    /// Origin rule, token verification, share-receive authorization.
+    pub auth: Arc<crate::auth::Auth>,
     /// Cancelled when shutdown starts; every connection task watches it.
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket tasks (hyper no longer tracks them once upgraded).
@@ -43,9 +45,11 @@ impl AppContext {
         metrics: Arc<Metrics>,
         engine: EngineHandle,
         share: Arc<crate::share::ShareRegistry>,
+        auth: Arc<crate::auth::Auth>,
     ) -> Self {
         Self {
             share,
+            auth,
             config,
             clock,
             metrics,

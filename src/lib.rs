@@ -9,8 +9,10 @@
 //!   encodes each broadcast once and produces the 16 ms ticks.
 //! - `outbox`: each connection's bounded queue and the slow-consumer policy.
 //! - `store`: where session state outlives its connections (memory now, Redis later).
+//! - `auth`: the `Origin` rule, the authenticated mode's JWTs, share-receive authorization.
 //! - `config`, `clock`, `metrics`, `frames`, `context`: the shared pieces.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod context;

@@ -36,6 +36,11 @@ pub struct Metrics {
     /// permessage-deflate messages: `out` written compressed (per recipient), `in`
     /// received compressed and inflated.
     pub deflate_messages: IntCounterVec,
+    /// Refused authorizations (bad or missing JWT, wrong share token, follower token
+    /// asking to lead), by transport and reason.
+    pub auth_failures: IntCounterVec,
+    /// WebSocket upgrades and SSE requests refused for their `Origin`.
+    pub origin_rejected: IntCounterVec,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -166,6 +171,22 @@ impl Metrics {
                 &["direction"],
             )
             .unwrap(),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "auth_failures_total",
+                    "Refused authorizations (token missing, invalid, expired, wrong session or role; wrong share token)",
+                ),
+                &["transport", "reason"],
+            )
+            .unwrap(),
+            origin_rejected: IntCounterVec::new(
+                Opts::new(
+                    "origin_rejected_total",
+                    "WebSocket upgrades and SSE requests refused because their Origin is not allowed",
+                ),
+                transport,
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -198,6 +219,8 @@ impl Metrics {
             Box::new(self.audio_dropped.clone()),
             Box::new(self.audio_chunks_in.clone()),
             Box::new(self.deflate_messages.clone()),
+            Box::new(self.auth_failures.clone()),
+            Box::new(self.origin_rejected.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

@@ -3,6 +3,7 @@
 //! `/ws` (our own upgrade) and `/sse/...` (streams fed by the engine) are routed here;
 //! everything else goes to warp. CORS and security headers wrap all of it.
 
+use crate::auth::Auth;
 use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::context::AppContext;
@@ -47,10 +48,20 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
     let share = Arc::new(ShareRegistry::new(config.share.settings()));
-    let (engine, engine_thread) =
-        engine::spawn(&config, clock, metrics.clone(), store, share.clone())
-            .context("starting the engine thread")?;
-    let ctx = Arc::new(AppContext::new(config, clock, metrics, engine, share));
+    let auth = Arc::new(Auth::from_config(&config)?);
+    if auth.authenticated() {
+        tracing::info!("authenticated mode: joining, listening and session reads need a token");
+    }
+    let (engine, engine_thread) = engine::spawn(
+        &config,
+        clock,
+        metrics.clone(),
+        store,
+        share.clone(),
+        auth.clone(),
+    )
+    .context("starting the engine thread")?;
+    let ctx = Arc::new(AppContext::new(config, clock, metrics, engine, share, auth));
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let service = service(ctx.clone());
     let builder = auto::Builder::new(TokioExecutor::new());

@@ -86,6 +86,16 @@ pub struct JoinSession {
     /// window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_token: Option<String>,
+    /// Extension, authenticated mode (`JWT_SECRET` / `JWT_PUBLIC_KEY`): a JWT whose claims
+    /// allow this session (and the leader seat, for `role: leader`). Overrides a `?token=`
+    /// given on the `/ws` URL for this join. Ignored in the open mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Extension: the Music Share API's bearer token. When this session is an active share,
+    /// only members who present it (or, in the authenticated mode, a JWT for the session)
+    /// receive its metadata and audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -102,6 +102,11 @@ impl Engine {
         let conn = &self.conns[&key];
         let client_id = conn.client_id.clone();
         let current = conn.role;
+        if current == Role::Follower && wanted == Role::Leader {
+            if let Err(e) = self.check_may_lead(key) {
+                return self.reply_error(key, id.as_ref(), e);
+            }
+        }
         let session = self.sessions.get_mut(session_id).unwrap();
         match (current, wanted) {
             (Role::Follower, Role::Leader) => {

@@ -6,6 +6,7 @@
 //! a full queue makes them wait on a [`Notify`] that the engine signals after each drain:
 //! backpressure flows to the socket (we stop reading it) instead of growing a queue.
 
+use crate::auth::jwt::Grant;
 use crate::frames::WsFrame;
 use crate::outbox::Outbox;
 use bandsync_protocol::{ClientEvent, ProtocolError, RequestId};
@@ -25,6 +26,9 @@ pub enum Inbound {
     OpenWs {
         key: ConnKey,
         outbox: Arc<Outbox<WsFrame>>,
+        /// Authenticated mode: the grant of a `?token=` on the `/ws` URL, used by every join
+        /// on this socket that carries no `token` of its own.
+        url_grant: Option<Grant>,
     },
     /// A decoded, validated event from a WebSocket.
     Command {
@@ -43,6 +47,8 @@ pub enum Inbound {
         session_id: String,
         last_event_id: Option<u64>,
         outbox: Arc<Outbox<Bytes>>,
+        /// The access the stream was admitted with (checked by the HTTP handler).
+        access: super::Access,
         reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
     /// An SSE stream ended.

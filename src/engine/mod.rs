@@ -18,6 +18,7 @@
 //! bursts are coalesced without adding latency to a lone event. Relayed audio is never held:
 //! it is forwarded, not decided, so holding it would only add latency.
 
+mod access;
 mod commands;
 mod fanout;
 pub mod inbound;
@@ -26,6 +27,7 @@ pub mod resume;
 mod session;
 mod share;
 
+pub use access::Access;
 pub use share::ShareNotice;
 
 pub use inbound::{ConnKey, EngineHandle, Inbound};
@@ -84,6 +86,10 @@ struct Conn {
     resume_token: Option<String>,
     /// The share session this connection streams audio into (after `share_start`).
     sharing: Option<Arc<str>>,
+    /// Authenticated mode: the grant of the `/ws` URL's `?token=` (WebSocket only).
+    url_grant: Option<crate::auth::jwt::Grant>,
+    /// What the current membership was admitted with.
+    access: Access,
 }
 
 /// Engine settings, copied out of [`Config`] once.
@@ -118,6 +124,8 @@ pub struct Engine {
     share: Arc<crate::share::ShareRegistry>,
     /// How much recent audio a receiver gets when it arrives.
     audio_burst: Duration,
+    /// Token verification and the share token, for joins, resumes and role changes.
+    auth: Arc<crate::auth::Auth>,
 }
 
 /// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
@@ -128,6 +136,7 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     store: Arc<dyn SessionStore>,
     share: Arc<crate::share::ShareRegistry>,
+    auth: Arc<crate::auth::Auth>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let on_full = {
         let metrics = metrics.clone();
@@ -158,6 +167,7 @@ pub fn spawn(
         deflater: Deflater::new(codec::LEVEL, config.compression_threshold),
         share,
         audio_burst: config.share.audio_burst(),
+        auth,
     };
     let alive = handle.alive_flag();
     let thread = std::thread::Builder::new()
@@ -294,7 +304,11 @@ impl Engine {
 
     fn process(&mut self, msg: Inbound) {
         match msg {
-            Inbound::OpenWs { key, outbox } => self.open_ws(key, outbox),
+            Inbound::OpenWs {
+                key,
+                outbox,
+                url_grant,
+            } => self.open_ws(key, outbox, url_grant),
             Inbound::Command {
                 key,
                 id,
@@ -317,9 +331,10 @@ impl Engine {
                 session_id,
                 last_event_id,
                 outbox,
+                access,
                 reply,
             } => {
-                let result = self.open_sse(key, &session_id, last_event_id, outbox);
+                let result = self.open_sse(key, &session_id, last_event_id, outbox, access);
                 let _ = reply.send(result);
             }
             Inbound::Query { session_id, reply } => {

@@ -34,8 +34,15 @@ pub(super) type Socket = WebSocketStream<InflateStream<TokioIo<Upgraded>>>;
 /// How long we wait for the peer's half of the close handshake after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one upgraded socket; `deflate` says whether permessage-deflate was negotiated.
-pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermit, deflate: bool) {
+/// Serves one upgraded socket; `deflate` says whether permessage-deflate was negotiated,
+/// `url_grant` what a `?token=` on the URL grants (authenticated mode).
+pub async fn serve(
+    socket: Socket,
+    ctx: Arc<AppContext>,
+    permit: ConnectionPermit,
+    deflate: bool,
+    url_grant: Option<crate::auth::jwt::Grant>,
+) {
     let key = ctx.next_key();
     let span = tracing::debug_span!("ws", conn = key, deflate);
     async move {
@@ -44,6 +51,7 @@ pub async fn serve(socket: Socket, ctx: Arc<AppContext>, permit: ConnectionPermi
         let open = Inbound::OpenWs {
             key,
             outbox: outbox.clone(),
+            url_grant,
         };
         if ctx.engine.send(open).await.is_err() {
             return;

@@ -142,6 +142,7 @@ pub fn join_event(session: &str, role: Option<Role>, token: Option<&str>) -> Cli
         name: None,
         role,
         resume_token: token.map(str::to_owned),
+        ..Default::default()
     })
 }
 

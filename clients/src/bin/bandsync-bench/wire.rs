@@ -156,6 +156,7 @@ pub fn join_text(session_id: &str, role: Role) -> String {
         name: None,
         role: Some(role),
         resume_token: None,
+        ..Default::default()
     });
     encode_client_frame(&join, Some(&RequestId::from(1)))
 }

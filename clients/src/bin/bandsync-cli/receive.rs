@@ -94,8 +94,13 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     let stop: Stop<'_> = stopped.as_mut();
     let ended = match args.transport {
         ReceiveTransport::Poll => poll(&api, &mut reception, stop).await,
-        ReceiveTransport::Ws => websocket(&api, &args.url, &mut reception, stop).await,
-        ReceiveTransport::Sse => sse(&args.url, &args.session, &mut reception, stop).await,
+        ReceiveTransport::Ws => {
+            websocket(&api, &args.url, Some(&args.token), &mut reception, stop).await
+        }
+        ReceiveTransport::Sse => {
+            let token = Some(args.token.as_str());
+            sse(&args.url, &args.session, token, &mut reception, stop).await
+        }
     };
     // The recording is finished (and its summary printed) whatever ended the run.
     let summary = reception.finish().await;
@@ -214,15 +219,19 @@ fn on_event(
     Ok(None)
 }
 
+/// Push receivers present the share token (in `join_session`, or on the SSE URL): without
+/// it the server sends them the session's sync events but none of the share's data.
 async fn websocket(
     api: &ShareApi,
     base: &str,
+    share_token: Option<&str>,
     reception: &mut Reception,
     mut stop: Stop<'_>,
 ) -> anyhow::Result<String> {
     let url = ws_url(base)?;
     let mut socket = ShareSocket::connect(&url).await?;
-    socket.join(api.session(), "bandsync-cli receive").await?;
+    let name = "bandsync-cli receive";
+    socket.join(api.session(), name, share_token).await?;
     let ended = loop {
         let pushed = tokio::select! {
             () = &mut stop => break Ok(STOPPED.into()),
@@ -252,10 +261,15 @@ async fn websocket(
 async fn sse(
     base: &str,
     session: &str,
+    share_token: Option<&str>,
     reception: &mut Reception,
     mut stop: Stop<'_>,
 ) -> anyhow::Result<String> {
-    let connect = SseClient::connect(base, session, None);
+    let credentials = bandsync_client::Credentials {
+        token: None,
+        share_token: share_token.map(str::to_owned),
+    };
+    let connect = SseClient::connect_with(base, session, None, &credentials);
     let mut sse = tokio::time::timeout(crate::CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {base}: timed out"))?
@@ -341,7 +355,7 @@ mod tests {
         let mut reception = Reception::new(Some(out.0.clone()), None);
         let api = ShareApi::new(&base, "T", "123456").unwrap();
         let mut never = std::pin::pin!(std::future::pending::<()>());
-        let ended = websocket(&api, &base, &mut reception, never.as_mut())
+        let ended = websocket(&api, &base, None, &mut reception, never.as_mut())
             .await
             .unwrap();
         assert_eq!(ended, "the share ended (stopped)");
@@ -399,7 +413,7 @@ mod tests {
         });
         let mut reception = Reception::new(None, None);
         let mut never = std::pin::pin!(std::future::pending::<()>());
-        let ended = sse(&base, "123456", &mut reception, never.as_mut())
+        let ended = sse(&base, "123456", None, &mut reception, never.as_mut())
             .await
             .unwrap();
         assert_eq!(ended, "the share ended (stopped)");

@@ -81,14 +81,20 @@ impl ShareSocket {
         })
     }
 
-    /// Joins `session` as a follower; returns the `snapshot`'s client id. Everything that
+    /// Joins `session` as a follower, presenting the share token (receivers need it to get
+    /// the share's audio and metadata); returns the `snapshot`'s client id. Everything that
     /// arrives before the reply is kept for [`Self::next`].
-    pub async fn join(&mut self, session: &str, name: &str) -> anyhow::Result<String> {
+    pub async fn join(
+        &mut self,
+        session: &str,
+        name: &str,
+        share_token: Option<&str>,
+    ) -> anyhow::Result<String> {
         let join = ClientEvent::JoinSession(JoinSession {
             session_id: session.to_owned(),
             name: Some(name.to_owned()),
-            role: None,
-            resume_token: None,
+            share_token: share_token.map(str::to_owned),
+            ..Default::default()
         });
         let id = RequestId::from(JOIN_ID);
         self.send_text(encode_client_frame(&join, Some(&id)))
@@ -265,7 +271,7 @@ pub mod tests {
         .await;
         let url = crate::share_api::ws_url(&base).unwrap();
         let mut socket = ShareSocket::connect(&url).await.unwrap();
-        assert_eq!(socket.join("123456", "test").await.unwrap(), "c1");
+        assert_eq!(socket.join("123456", "test", None).await.unwrap(), "c1");
         assert!(
             matches!(socket.next().await.unwrap(), Pushed::Binary { bytes, .. } if bytes == [1, 2, 3])
         );
@@ -296,7 +302,11 @@ pub mod tests {
             send_json(&mut ws, &error).await;
         });
         let mut socket = ShareSocket::connect(&url).await.unwrap();
-        let err = socket.join("123456", "test").await.unwrap_err().to_string();
+        let err = socket
+            .join("123456", "test", None)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SESSION_FULL: the session is full"), "{err}");
         server.await.unwrap();
     }
