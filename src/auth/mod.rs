@@ -135,6 +135,19 @@ impl Auth {
         false
     }
 
+    /// Authenticated mode: verifies the `token` of a `join_session` on the connection's own
+    /// task, so the engine thread only checks the claims against the session.
+    pub fn verify_join(
+        &self,
+        event: &bandsync_protocol::ClientEvent,
+    ) -> Option<Result<Grant, AuthError>> {
+        let bandsync_protocol::ClientEvent::JoinSession(join) = event else {
+            return None;
+        };
+        let verifier = self.jwt.as_ref()?;
+        Some(verifier.verify(join.token.as_deref()?))
+    }
+
     /// Checks a presented share token against `BEARER_TOKEN` (constant-time; the bare
     /// token or `Bearer <token>`, as the REST API accepts it).
     pub fn share_token_ok(&self, presented: &str) -> Result<(), AuthError> {

@@ -4,6 +4,7 @@
 //! Every check runs before the join changes anything, so a refused join leaves the
 //! connection where it was. Refusals go through [`auth::deny`] (counted, one place).
 
+use super::inbound::Verified;
 use super::resume::ResumeEntry;
 use super::{ConnKey, Engine};
 use crate::auth::jwt::{now_secs, Grant};
@@ -38,21 +39,27 @@ pub(super) fn resumable_by(entry: &ResumeEntry, grant: Option<&Grant>) -> bool {
 }
 
 impl Engine {
-    /// Decides a join before it happens.
+    /// Decides a join before it happens. `verified`: the join's own token as the connection
+    /// task verified it (verified here only when that did not happen).
     pub(super) fn admit_join(
         &self,
         key: ConnKey,
         join: &JoinSession,
+        verified: Option<Verified>,
     ) -> Result<Access, ProtocolError> {
         let deny = |e: AuthError| auth::deny(&self.metrics, "ws", &e);
         let grant = if self.auth.authenticated() {
             let url_grant = self.conns.get(&key).and_then(|c| c.url_grant.as_ref());
-            let grant = match (join.token.as_deref(), url_grant) {
-                (Some(token), _) => self.auth.admit(Some(token), &join.session_id),
-                (None, Some(grant)) => grant
+            let admits = |grant: Grant| {
+                grant
                     .admits(&join.session_id, now_secs())
-                    .map(|()| Some(grant.clone())),
-                (None, None) => Err(AuthError::Missing),
+                    .map(|()| Some(grant))
+            };
+            let grant = match (join.token.as_deref(), url_grant, verified) {
+                (Some(_), _, Some(verified)) => verified.and_then(admits),
+                (Some(token), _, None) => self.auth.admit(Some(token), &join.session_id),
+                (None, Some(grant), _) => admits(grant.clone()),
+                (None, None, _) => Err(AuthError::Missing),
             };
             grant.map_err(deny)?
         } else {

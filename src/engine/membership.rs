@@ -83,8 +83,14 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn join(&mut self, key: ConnKey, id: Option<RequestId>, join: JoinSession) {
-        let access = match self.admit_join(key, &join) {
+    pub(super) fn join(
+        &mut self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        join: JoinSession,
+        verified: Option<super::inbound::Verified>,
+    ) {
+        let access = match self.admit_join(key, &join, verified) {
             Ok(access) => access,
             Err(e) => return self.reply_error(key, id.as_ref(), e),
         };

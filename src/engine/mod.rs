@@ -314,9 +314,10 @@ impl Engine {
                 id,
                 event,
                 received,
+                verified,
             } => {
                 let started = Instant::now();
-                self.command(key, id, event);
+                self.command(key, id, event, verified);
                 let done = Instant::now();
                 self.metrics
                     .event_processing
