@@ -271,3 +271,40 @@ async fn live_types(base: &str, query: &str) -> Vec<String> {
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_authenticated_mode_a_token_for_the_session_opens_the_share() {
+    const SECRET: &str = "the share test's secret, 32+ bytes";
+    let server = share_server(|c| c.jwt_secret = Some(SECRET.into())).await;
+    running_share(&server).await;
+    let spec = |session: &str| bandsync_client::token::TokenSpec {
+        session: session.into(),
+        leader: false,
+        ttl: Duration::from_secs(120),
+        sub: None,
+    };
+    let key = bandsync_client::token::SigningKey::Secret(SECRET.into());
+    let jwt = bandsync_client::token::mint(&key, &spec(ID)).unwrap();
+
+    // WebSocket: the JWT on the URL, no shareToken.
+    let url = format!("{}?token={jwt}", server.ws_url());
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let join = json!({"type": "join_session", "id": 1, "data": {"sessionId": ID}});
+    socket.send(Message::text(join.to_string())).await.unwrap();
+    let seen = watch_ws(&mut socket, WINDOW).await;
+    assert!(
+        seen.has("snapshot") && seen.has("share_metadata"),
+        "{seen:?}"
+    );
+    assert_eq!(seen.audio_frames, 2, "{seen:?}");
+
+    // SSE: the JWT as a bearer token; without one the stream is refused outright.
+    let (status, seen, _) = watch_sse(&server, "", Some(&format!("Bearer {jwt}"))).await;
+    assert_eq!(status, 200);
+    assert!(
+        seen.has("share_metadata") && seen.has("audio_chunk"),
+        "{seen:?}"
+    );
+    let (status, _, _) = watch_sse(&server, "?shareToken=Bearer%20Token", None).await;
+    assert_eq!(status, 401, "the share token alone is no session token");
+}
