@@ -169,3 +169,46 @@ async fn mint_token_refuses_bad_arguments() {
     .await;
     assert_eq!(bad_role.status.code(), Some(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_presents_the_session_token_over_ws_and_sse() {
+    let server = TestServer::start_with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.share.bearer_token = Some("Bearer Token".into());
+    })
+    .await;
+    let base = server.base_url();
+    let jwt = mint("123456", "follower").await;
+    for transport in ["ws", "sse"] {
+        let receive = [
+            "receive",
+            "--url",
+            &base,
+            "--session",
+            "123456",
+            "--token",
+            "Bearer Token",
+            "--transport",
+            transport,
+            "--duration",
+            "0.5",
+        ];
+        let out = run(&[&receive[..], &["--session-token", &jwt]].concat()).await;
+        assert!(
+            out.status.success(),
+            "{transport}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(&receive).await;
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{transport} without a session token"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("UNAUTHORIZED") || stderr.contains("401"),
+            "{stderr}"
+        );
+    }
+}

@@ -149,7 +149,11 @@ impl Uplink {
         let url = ws_url(base)?;
         let mut socket = ShareSocket::connect(&url).await?;
         socket
-            .join(api.session(), "bandsync-cli share", None)
+            .join(
+                api.session(),
+                "bandsync-cli share",
+                &bandsync_client::Credentials::default(),
+            )
             .await?;
         socket.send_text(share_start_text(token)).await?;
         let reply = tokio::time::timeout(REPLY_TIMEOUT, async {
