@@ -145,6 +145,18 @@ pub struct Config {
     /// Timeouts, connection caps and per-address limits (`src/limits`).
     #[command(flatten)]
     pub limits: crate::limits::config::LimitsConfig,
+
+    // Access control (src/auth). Unset: the open mode, anyone may join any session.
+    /// Authenticated mode: HS256 secret that signs session tokens (at least 32 bytes).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Authenticated mode: RS256 or ES256 (P-256) public key that verifies session tokens,
+    /// as inline PEM (starting `-----BEGIN`) or the path of a PEM file.
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+    /// Clock skew tolerated on a token's `exp` (and `nbf`), seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
 }
 
 impl Config {
@@ -261,6 +273,16 @@ mod tests {
         assert_eq!(c.scroll_tick_interval, 10);
         let c = Config::parse_from(["bandsync", "--scroll-tick-interval", "0"]);
         assert!(c.validate().unwrap_err().contains("SCROLL_TICK_INTERVAL"));
+    }
+
+    #[test]
+    fn the_open_mode_is_the_default_and_jwt_options_parse() {
+        let c = Config::defaults();
+        assert!(c.jwt_secret.is_none() && c.jwt_public_key.is_none());
+        assert_eq!(c.jwt_leeway_secs, 30);
+        let c = Config::parse_from(["bandsync", "--jwt-secret", "s", "--jwt-leeway-secs", "5"]);
+        assert_eq!(c.jwt_secret.as_deref(), Some("s"));
+        assert_eq!(c.jwt_leeway_secs, 5);
     }
 
     #[test]

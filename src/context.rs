@@ -20,6 +20,8 @@ pub struct AppContext {
     pub metrics: Arc<Metrics>,
     pub engine: EngineHandle,
     pub share: Arc<crate::share::ShareRegistry>,
+    /// Origin rule, token verification, share-receive authorization.
+    pub auth: Arc<crate::auth::Auth>,
     /// Cancelled when shutdown starts; every connection task watches it.
     pub shutdown: CancellationToken,
     /// Upgraded WebSocket tasks (hyper no longer tracks them once upgraded).
@@ -54,6 +56,7 @@ impl AppContext {
         metrics: Arc<Metrics>,
         engine: EngineHandle,
         share: Arc<crate::share::ShareRegistry>,
+        auth: Arc<crate::auth::Auth>,
     ) -> Self {
         let limits = &config.limits;
         // Validated with the configuration; an unparsable list trusts no one.
@@ -74,6 +77,7 @@ impl AppContext {
             conn_limits,
             auth_failures,
             share,
+            auth,
             config,
             clock,
             metrics,

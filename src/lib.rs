@@ -11,8 +11,10 @@
 //! - `store`: where session state outlives its connections (memory now, Redis later).
 //! - `net`: the accept loop, connection caps, header and idle timeouts; `limits`: the
 //!   client address and every per-address limit.
+//! - `auth`: the `Origin` rule, the authenticated mode's JWTs, share-receive authorization.
 //! - `config`, `clock`, `metrics`, `frames`, `context`: the shared pieces.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod context;

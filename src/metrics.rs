@@ -41,6 +41,9 @@ pub struct Metrics {
     pub connections_refused: IntCounterVec,
     pub accept_errors: IntCounter,
     pub http_timeouts: IntCounterVec,
+    /// Refused authorizations, by transport and reason: wrong share tokens (`wrong_token`,
+    /// counted toward the per-address ban) and, in the authenticated mode, JWTs missing,
+    /// invalid, expired, for another session, or a follower's asking to lead.
     pub auth_failures: IntCounterVec,
     pub auth_bans: IntCounter,
     pub auth_refused: IntCounter,
@@ -60,6 +63,8 @@ pub struct Metrics {
     pub resume_replays: IntCounterVec,
     /// `state_update`s re-sent to resuming clients.
     pub resume_replayed_events: IntCounter,
+    /// WebSocket upgrades and SSE requests refused for their `Origin`.
+    pub origin_rejected: IntCounterVec,
 }
 
 /// Latency buckets from 10 µs to 1 s: sync work is measured in microseconds, and a bucket
@@ -219,9 +224,9 @@ impl Metrics {
             auth_failures: IntCounterVec::new(
                 Opts::new(
                     "auth_failures_total",
-                    "Failed authentications (wrong token), by transport",
+                    "Refused authorizations (wrong share token; JWT missing, invalid, expired, for another session or role), by transport and reason",
                 ),
-                &["transport"],
+                &["transport", "reason"],
             )
             .unwrap(),
             auth_bans: IntCounter::new(
@@ -278,6 +283,14 @@ impl Metrics {
                 "state_updates re-sent to resuming clients",
             )
             .unwrap(),
+            origin_rejected: IntCounterVec::new(
+                Opts::new(
+                    "origin_rejected_total",
+                    "WebSocket upgrades and SSE requests refused because their Origin is not allowed",
+                ),
+                transport,
+            )
+            .unwrap(),
             registry,
         };
         m.register_all();
@@ -324,6 +337,7 @@ impl Metrics {
             Box::new(self.retained_sessions_evicted.clone()),
             Box::new(self.resume_replays.clone()),
             Box::new(self.resume_replayed_events.clone()),
+            Box::new(self.origin_rejected.clone()),
         ];
         for c in collectors {
             self.registry.register(c).expect("metric names are unique");

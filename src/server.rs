@@ -3,6 +3,7 @@
 //! `/ws` (our own upgrade) and `/sse/...` (streams fed by the engine) are routed here;
 //! everything else goes to warp. CORS and security headers wrap all of it.
 
+use crate::auth::Auth;
 use crate::clock::ServerClock;
 use crate::config::Config;
 use crate::context::AppContext;
@@ -62,6 +63,10 @@ pub async fn run(
         crate::context::auth_limits(&config),
         metrics.clone(),
     ));
+    let auth = Arc::new(Auth::from_config(&config)?);
+    if auth.authenticated() {
+        tracing::info!("authenticated mode: joining, listening and session reads need a token");
+    }
     let (engine, engine_thread) = engine::spawn(
         &config,
         clock,
@@ -69,10 +74,12 @@ pub async fn run(
         store,
         share.clone(),
         auth_failures.clone(),
+        auth.clone(),
     )
     .context("starting the engine thread")?;
     let ctx = Arc::new(
-        AppContext::new(config, clock, metrics, engine, share).with_auth_failures(auth_failures),
+        AppContext::new(config, clock, metrics, engine, share, auth)
+            .with_auth_failures(auth_failures),
     );
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let service = service(ctx.clone());

@@ -4,8 +4,10 @@
 //! drains whatever is queued into one chunk per wake-up (one write), and sends a keep-alive
 //! comment when idle. `Last-Event-ID` resumes from the session's history when it can.
 
+use crate::auth::credentials::{deny_response, Presented};
+use crate::auth::AuthError;
 use crate::context::{AppContext, ConnectionPermit};
-use crate::engine::{ConnKey, EngineHandle, Inbound};
+use crate::engine::{Access, ConnKey, EngineHandle, Inbound};
 use crate::frames::SSE_KEEPALIVE;
 use crate::http::errors::{error_response, Body};
 use crate::outbox::Outbox;
@@ -91,6 +93,21 @@ async fn next_chunk(
     }
 }
 
+/// Who may listen, and whether they get the session's share data. Authenticated mode: a
+/// token for the session (`?token=` or `Authorization: Bearer`), which also opens the
+/// share. Share token: `?shareToken=`, or in the open mode the `Authorization` header (as
+/// the share REST API takes it); a wrong one is refused, a missing one only withholds the
+/// share's metadata and audio.
+fn admit<B>(req: &Request<B>, ctx: &AppContext, session_id: &str) -> Result<Access, AuthError> {
+    let presented = Presented::of(req.uri(), req.headers())?;
+    let grant = ctx.auth.admit(presented.jwt(), session_id)?;
+    let share_ok = match presented.share_token(ctx.auth.authenticated()) {
+        Some(token) => ctx.auth.share_token_ok(token).map(|()| true)?,
+        None => grant.is_some(),
+    };
+    Ok(Access { grant, share_ok })
+}
+
 pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) -> Response<Body> {
     if req.method() != Method::GET {
         return error_response(
@@ -102,6 +119,13 @@ pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) 
     if let Err(e) = validate::session_id(session_id) {
         return error_response(StatusCode::BAD_REQUEST, e.code.as_str(), &e.message);
     }
+    if !ctx.auth.origin_allowed(req.headers(), &ctx.metrics, "sse") {
+        return crate::auth::origin_refusal();
+    }
+    let access = match admit(&req, &ctx, session_id) {
+        Ok(access) => access,
+        Err(e) => return deny_response(&ctx.metrics, "sse", &e),
+    };
     let Some(permit) = ctx.try_acquire_connection() else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +146,7 @@ pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) 
         session_id: session_id.to_owned(),
         last_event_id,
         outbox: outbox.clone(),
+        access,
         reply,
     };
     let unavailable = || {

@@ -33,6 +33,17 @@
   const params = new URLSearchParams(location.search);
   /** `?transport=sse`: follow as a listener without trying the WebSocket. */
   const sseRequested = params.get('transport') === 'sse';
+  /**
+   * `?token=`: a session token for a server in the authenticated mode, passed on to the
+   * WebSocket and SSE URLs (browsers cannot set an Authorization header on either).
+   * `?shareToken=`: the share's token, to receive a share's data over SSE.
+   */
+  const credentials = new URLSearchParams();
+  for (const name of ['token', 'shareToken']) {
+    const value = params.get(name);
+    if (value) credentials.set(name, value);
+  }
+  const credentialQuery = credentials.toString() ? `?${credentials}` : '';
 
   const $ = (id) => document.getElementById(id);
   const el = {
@@ -315,6 +326,8 @@
     if (name) data.name = name;
     data.role = el.role.value === 'leader' ? 'leader' : 'follower';
     if (state.resumeToken) data.resumeToken = state.resumeToken;
+    // The session token rides on the /ws URL; the share token goes in the join.
+    if (credentials.has('shareToken')) data.shareToken = credentials.get('shareToken');
     joinRequestId = send('join_session', data);
   }
 
@@ -335,7 +348,7 @@
 
   function wsUrl() {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    return `${scheme}//${location.host}/ws`;
+    return `${scheme}//${location.host}/ws${credentialQuery}`;
   }
 
   function connectWebSocket() {
@@ -443,7 +456,7 @@
       render();
       return;
     }
-    const source = new EventSource(`/sse/${state.sessionId}`);
+    const source = new EventSource(`/sse/${state.sessionId}${credentialQuery}`);
     es = source;
     const onEvent = (ev) => {
       // A connection failure also fires `error`, as a plain Event without data: skip it.

@@ -714,8 +714,7 @@ impl Peer {
     }
 
     async fn join(&mut self, session: &str) -> Value {
-        let join =
-            json!({"type":"join_session","id":"j","data":{"sessionId":session,"role":"follower"}});
+        let join = json!({"type":"join_session","id":"j","data":{"sessionId":session,"role":"follower","shareToken":SHARE_TOKEN}});
         self.send_json(join).await;
         self.event_of_type("snapshot").await
     }

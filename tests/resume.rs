@@ -24,7 +24,7 @@ async fn resume(
         name: None,
         role,
         resume_token: Some(token.into()),
-        last_version: None,
+        ..Default::default()
     };
     let snapshot = client
         .join_with(join, DEFAULT_REQUEST_TIMEOUT)
@@ -181,7 +181,7 @@ async fn a_token_only_resumes_its_own_session() {
         name: None,
         role: None,
         resume_token: Some(snap_a.resume_token.clone()),
-        last_version: None,
+        ..Default::default()
     };
     let snap = a2.join_with(join, DEFAULT_REQUEST_TIMEOUT).await.unwrap();
     assert!(snap.resumed);

@@ -22,7 +22,7 @@ async fn join_replies_with_a_full_snapshot_of_a_new_session() {
         name: Some("ada".into()),
         role: None,
         resume_token: None,
-        last_version: None,
+        ..Default::default()
     });
     let frame = request(&mut a, join).await;
     assert!(frame.timestamp > 1.6e12, "timestamp is epoch ms: {frame:?}");
@@ -442,7 +442,7 @@ async fn value_checks_reply_with_their_codes_and_change_nothing() {
                 name: Some(long_name),
                 role: None,
                 resume_token: None,
-                last_version: None,
+                ..Default::default()
             }),
             ErrorCode::InvalidName,
         ),

@@ -67,6 +67,10 @@ pub enum ClientError {
     #[error("rate limited; retry after {retry_after_ms} ms")]
     RateLimited { retry_after_ms: u64 },
 
+    /// A session token could not be minted (unusable key).
+    #[error("cannot mint a token: {0}")]
+    Token(String),
+
     /// The reply to a request was of an unexpected type.
     #[error("expected a `{expected}` reply, got `{got}`")]
     UnexpectedReply {

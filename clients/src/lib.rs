@@ -7,6 +7,8 @@
 //! - [`ClockEstimator`] / [`ServerClock`]: server time from `heartbeat` round trips.
 //! - [`Timeline`]: the session position between events, extrapolated from the transport.
 //! - [`TickStats`]: lost ticks, jitter and lag of a `scroll_tick` stream.
+//! - [`Credentials`] / [`token`]: what a client presents to a server that checks access,
+//!   and minting the authenticated mode's tokens.
 //!
 //! Nothing here spawns tasks: each client is driven by its owner's calls, which keeps the
 //! order of events and every timeout visible in the calling code.
@@ -14,13 +16,16 @@
 pub mod args;
 pub mod bench_stats;
 pub mod clock;
+pub mod credentials;
 pub mod error;
 pub mod sse;
 pub mod stats;
 pub mod timeline;
+pub mod token;
 pub mod ws;
 
 pub use clock::{server_now, wall_clock_ms, ClockEstimate, ClockEstimator, ServerClock};
+pub use credentials::Credentials;
 pub use error::{ClientError, Result};
 pub use sse::{SseClient, SseEvent};
 pub use stats::{Percentiles, TickStats, TickSummary};

@@ -7,6 +7,7 @@
 //! which `Last-Event-ID`.
 
 use crate::clock::wall_clock_ms;
+use crate::credentials::Credentials;
 use crate::error::{ClientError, Result};
 use bandsync_protocol::ServerFrame;
 use eventsource_stream::{Event, EventStreamError, Eventsource};
@@ -67,7 +68,24 @@ impl SseClient {
         session_id: &str,
         last_event_id: Option<&str>,
     ) -> Result<Self> {
-        let url = sse_url(base_http_url, session_id);
+        Self::connect_with(
+            base_http_url,
+            session_id,
+            last_event_id,
+            &Credentials::default(),
+        )
+        .await
+    }
+
+    /// [`Self::connect`] presenting `credentials` on the URL (`?token=`, `?shareToken=`):
+    /// a session token for an authenticated server, the share token to receive a share.
+    pub async fn connect_with(
+        base_http_url: &str,
+        session_id: &str,
+        last_event_id: Option<&str>,
+        credentials: &Credentials,
+    ) -> Result<Self> {
+        let url = sse_url(base_http_url, session_id) + &credentials.query();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()?;

@@ -92,6 +92,16 @@ pub struct JoinSession {
     /// Without it a resume gets the snapshot alone, as a client unaware of replay expects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_version: Option<u64>,
+    /// Extension, authenticated mode (`JWT_SECRET` / `JWT_PUBLIC_KEY`): a JWT whose claims
+    /// allow this session (and the leader seat, for `role: leader`). Overrides a `?token=`
+    /// given on the `/ws` URL for this join. Ignored in the open mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Extension: the Music Share API's bearer token. When this session is an active share,
+    /// only members who present it (or, in the authenticated mode, a JWT for the session)
+    /// receive its metadata and audio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_token: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -153,6 +153,12 @@ fn validate_event(event: &ClientEvent) -> Result<(), ProtocolError> {
             if join.role == Some(Role::Listener) {
                 return Err(invalid("role must be `leader` or `follower`"));
             }
+            if let Some(token) = &join.token {
+                validate::credential("token", token)?;
+            }
+            if let Some(token) = &join.share_token {
+                validate::credential("shareToken", token)?;
+            }
             Ok(())
         }
         ClientEvent::SetRole(SetRole { role }) if *role == Role::Listener => {
@@ -340,6 +346,8 @@ mod tests {
                 role: Some(Role::Leader),
                 resume_token: None,
                 last_version: None,
+                token: Some("eyJ.a.b".into()),
+                share_token: Some("Bearer Token".into()),
             }),
             ClientEvent::LeaveSession,
             ClientEvent::SetRole(SetRole {

@@ -13,6 +13,9 @@ pub const DEFAULT_TEMPO: f64 = 120.0;
 pub const MAX_MESSAGE_CHARS: usize = 1000;
 /// Longest member name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
+/// Longest credential (`token`, `shareToken`), in bytes: a signed JWT with a few claims is
+/// well under 1 KiB, an RS256 one with a 4096-bit key under 1.5 KiB.
+pub const MAX_CREDENTIAL_BYTES: usize = 4096;
 
 /// A session id: 1 to 128 characters of `A-Z a-z 0-9 . _ - /`.
 pub fn session_id(id: &str) -> Result<(), ProtocolError> {
@@ -70,9 +73,33 @@ pub fn name(name: &str) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+/// A credential (`token`, `shareToken`): 1 to 4096 bytes, printable ASCII (JWTs, bearer
+/// tokens). Checked at the edge so the server never hashes or parses megabytes of "token".
+pub fn credential(field: &str, value: &str) -> Result<(), ProtocolError> {
+    let printable = |b: u8| (0x20..0x7f).contains(&b);
+    if value.is_empty() || value.len() > MAX_CREDENTIAL_BYTES || !value.bytes().all(printable) {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            format!("{field} must be 1-{MAX_CREDENTIAL_BYTES} bytes of printable ASCII"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_bounded_and_printable() {
+        assert!(credential("token", "eyJhbGciOi.x.y").is_ok());
+        assert!(credential("token", "Bearer Token").is_ok());
+        assert!(credential("token", "").is_err());
+        assert!(credential("token", "a\nb").is_err());
+        assert!(credential("token", &"a".repeat(MAX_CREDENTIAL_BYTES)).is_ok());
+        let long = credential("shareToken", &"a".repeat(MAX_CREDENTIAL_BYTES + 1));
+        assert!(long.unwrap_err().message.contains("shareToken"));
+    }
 
     #[test]
     fn session_ids_follow_the_contract() {

@@ -10,7 +10,13 @@ use std::sync::Arc;
 
 impl Engine {
     /// Applies one decoded, validated event from connection `key`.
-    pub(super) fn command(&mut self, key: ConnKey, id: Option<RequestId>, event: ClientEvent) {
+    pub(super) fn command(
+        &mut self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        event: ClientEvent,
+        verified: Option<super::inbound::Verified>,
+    ) {
         let Some(conn) = self.conns.get(&key) else {
             return; // closed while the event was queued
         };
@@ -20,7 +26,7 @@ impl Engine {
         let session_id = conn.session.clone();
         let role = conn.role;
         let event = match event {
-            ClientEvent::JoinSession(join) => return self.join(key, id, join),
+            ClientEvent::JoinSession(join) => return self.join(key, id, join, verified),
             ClientEvent::Heartbeat(hb) => {
                 // Connections answer heartbeats themselves; this path only serves callers
                 // that route everything through the engine.
@@ -102,6 +108,11 @@ impl Engine {
         let conn = &self.conns[&key];
         let client_id = conn.client_id.clone();
         let current = conn.role;
+        if current == Role::Follower && wanted == Role::Leader {
+            if let Err(e) = self.check_may_lead(key) {
+                return self.reply_error(key, id.as_ref(), e);
+            }
+        }
         let session = self.sessions.get_mut(session_id).unwrap();
         match (current, wanted) {
             (Role::Follower, Role::Leader) => {

@@ -67,7 +67,8 @@ fn ws_frame(json: String, deflater: &mut Deflater, wanted: impl FnOnce() -> bool
     WsFrame::shared(Utf8Bytes::from(json), deflated)
 }
 
-/// Encodes `event` once and queues it for every member (except `except`) and listener.
+/// Encodes `event` once and queues it for every member (except `except`) and listener,
+/// and keeps it in the SSE history for `Last-Event-ID` resumes.
 pub(super) fn broadcast(
     session: &mut Session,
     wakes: &mut Wakes,
@@ -77,6 +78,38 @@ pub(super) fn broadcast(
     now_ms: f64,
     except: Option<ConnKey>,
 ) {
+    let (id, sse) = queue(session, wakes, metrics, deflater, event, now_ms, &|key| {
+        Some(key) != except
+    });
+    session.remember(id, sse);
+}
+
+/// Encodes `event` once and queues it for the members and listeners `admit` accepts, and
+/// leaves it out of the SSE history: events for some receivers only (a share's metadata)
+/// must not reach the others through a `Last-Event-ID` replay.
+pub(super) fn broadcast_to(
+    session: &mut Session,
+    wakes: &mut Wakes,
+    metrics: &Metrics,
+    deflater: &mut Deflater,
+    event: &ServerEvent,
+    now_ms: f64,
+    admit: &dyn Fn(ConnKey) -> bool,
+) {
+    queue(session, wakes, metrics, deflater, event, now_ms, admit);
+}
+
+/// Queues one encoding of `event` for every connection `admit` accepts; returns the SSE
+/// event id and frame.
+fn queue(
+    session: &mut Session,
+    wakes: &mut Wakes,
+    metrics: &Metrics,
+    deflater: &mut Deflater,
+    event: &ServerEvent,
+    now_ms: f64,
+    admit: &dyn Fn(ConnKey) -> bool,
+) -> (u64, Bytes) {
     let json = encode_server_frame(event, None, now_ms);
     let id = session.next_event_id();
     let sse = sse_event(id, &json);
@@ -84,19 +117,21 @@ pub(super) fn broadcast(
     let frame = ws_frame(json, deflater, || {
         members
             .iter()
-            .any(|(key, outbox)| Some(*key) != except && outbox.deflate())
+            .any(|(key, outbox)| admit(*key) && outbox.deflate())
     });
     for (key, outbox) in &session.members {
-        if Some(*key) != except {
+        if admit(*key) {
             let result = outbox.push(frame.clone());
             after_push(result, outbox, &mut wakes.ws, metrics, &session.id);
         }
     }
-    for outbox in session.listeners.values() {
-        let result = outbox.push(sse.clone());
-        after_push(result, outbox, &mut wakes.sse, metrics, &session.id);
+    for (key, outbox) in &session.listeners {
+        if admit(*key) {
+            let result = outbox.push(sse.clone());
+            after_push(result, outbox, &mut wakes.sse, metrics, &session.id);
+        }
     }
-    session.remember(id, sse);
+    (id, sse)
 }
 
 /// Queues the session's next `scroll_tick` for everyone, if it is playing. Ticks (about

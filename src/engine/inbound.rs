@@ -6,6 +6,7 @@
 //! a full queue makes them wait on a [`Notify`] that the engine signals after each drain:
 //! backpressure flows to the socket (we stop reading it) instead of growing a queue.
 
+use crate::auth::jwt::Grant;
 use crate::frames::WsFrame;
 use crate::outbox::Outbox;
 use bandsync_protocol::{ClientEvent, ProtocolError, RequestId};
@@ -15,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{oneshot, Notify};
+
+/// The outcome of verifying a `join_session`'s token off the engine thread.
+pub type Verified = Result<Grant, crate::auth::AuthError>;
 
 /// Server-side key of one connection. Never sent to clients (they see `clientId`).
 pub type ConnKey = u64;
@@ -27,6 +31,9 @@ pub enum Inbound {
         outbox: Arc<Outbox<WsFrame>>,
         /// Who the client is, for per-address limits (see `crate::limits::client_ip`).
         client_ip: std::net::IpAddr,
+        /// Authenticated mode: the grant of a `?token=` on the `/ws` URL, used by every join
+        /// on this socket that carries no `token` of its own.
+        url_grant: Option<Grant>,
     },
     /// A decoded, validated event from a WebSocket.
     Command {
@@ -35,6 +42,9 @@ pub enum Inbound {
         event: ClientEvent,
         /// When the frame was read off the socket (for the fan-out latency metric).
         received: Instant,
+        /// Authenticated mode: a `join_session`'s `token`, verified by the connection task
+        /// (an RS256/ES256 check takes hundreds of microseconds: not on the engine thread).
+        verified: Option<Verified>,
     },
     /// A WebSocket ended, for whatever reason.
     ClosedWs { key: ConnKey },
@@ -45,6 +55,8 @@ pub enum Inbound {
         session_id: String,
         last_event_id: Option<u64>,
         outbox: Arc<Outbox<Bytes>>,
+        /// The access the stream was admitted with (checked by the HTTP handler).
+        access: super::Access,
         reply: oneshot::Sender<Result<(), ProtocolError>>,
     },
     /// An SSE stream ended.

@@ -1,5 +1,6 @@
 //! Who is in which session: joining, resuming, leaving, dropping, listening over SSE.
 
+use super::access::Access;
 use super::resume::{new_token, ResumeEntry};
 use super::session::Session;
 use super::{Conn, ConnKey, Engine, Peer, SessionInfo};
@@ -34,6 +35,7 @@ impl Engine {
         key: ConnKey,
         outbox: Arc<Outbox<WsFrame>>,
         client_ip: std::net::IpAddr,
+        url_grant: Option<crate::auth::jwt::Grant>,
     ) {
         self.conns.insert(
             key,
@@ -46,6 +48,8 @@ impl Engine {
                 resume_token: None,
                 sharing: None,
                 client_ip,
+                url_grant,
+                access: Access::default(),
             },
         );
     }
@@ -84,7 +88,17 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) fn join(&mut self, key: ConnKey, id: Option<RequestId>, join: JoinSession) {
+    pub(super) fn join(
+        &mut self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        join: JoinSession,
+        verified: Option<super::inbound::Verified>,
+    ) {
+        let access = match self.admit_join(key, &join, verified) {
+            Ok(access) => access,
+            Err(e) => return self.reply_error(key, id.as_ref(), e),
+        };
         if self.conns.get(&key).is_some_and(|c| c.session.is_some()) {
             self.leave(key, Departure::Left);
         }
@@ -101,6 +115,7 @@ impl Engine {
             Some((token.to_owned(), entry))
         });
         let resumed = claim.is_some();
+        let mut seat_released = false;
         let (client_id, mut role, name) = match claim {
             Some((token, entry)) => {
                 self.resume.revoke(&token);
@@ -112,10 +127,16 @@ impl Engine {
                         session.ghosts = session.ghosts.saturating_sub(1);
                     }
                 }
-                let session = &self.sessions[&session_id];
+                let session = self.sessions.get_mut(&session_id).unwrap();
                 let held_seat = entry.role == Role::Leader
                     && session.leader.as_deref() == Some(&*entry.client_id);
-                let role = if held_seat {
+                // A resume never grants more than the presented token: a leader identity
+                // resumed with a follower token gives its seat up.
+                if held_seat && access.may_lead().is_err() {
+                    session.leader = None;
+                    seat_released = true;
+                }
+                let role = if held_seat && !seat_released {
                     Role::Leader
                 } else {
                     Role::Follower
@@ -132,7 +153,8 @@ impl Engine {
         if role == Role::Follower && join.role == Some(Role::Leader) && session.leader.is_none() {
             role = Role::Leader;
         }
-        let leader_changed = role == Role::Leader && session.leader.as_deref() != Some(&*client_id);
+        let leader_changed = seat_released
+            || (role == Role::Leader && session.leader.as_deref() != Some(&*client_id));
         let Some(Peer::Ws(outbox)) = self.conns.get(&key).map(|c| &c.peer) else {
             return;
         };
@@ -151,6 +173,7 @@ impl Engine {
             role,
             live: Some(key),
             expires: None,
+            identity: access.grant.as_ref().map(crate::auth::jwt::Grant::identity),
         });
         let conn = self.conns.get_mut(&key).unwrap();
         conn.client_id = client_id;
@@ -158,6 +181,7 @@ impl Engine {
         conn.role = role;
         conn.session = Some(session_id.clone());
         conn.resume_token = Some(token.clone());
+        conn.access = access;
         let replayed = match join.last_version {
             Some(last) if resumed => self.replay_missed(key, &session_id, last),
             _ => 0,
@@ -334,6 +358,7 @@ impl Engine {
         session_id: &str,
         last_event_id: Option<u64>,
         outbox: Arc<Outbox<Bytes>>,
+        access: Access,
     ) -> Result<(), ProtocolError> {
         bandsync_protocol::validate::session_id(session_id)?;
         let session_id = self.session_for_join(session_id)?;
@@ -350,6 +375,8 @@ impl Engine {
                 sharing: None,
                 // Listen-only: no per-address decision is ever made for it.
                 client_ip: std::net::IpAddr::from([0, 0, 0, 0]),
+                url_grant: None,
+                access,
             },
         );
         let replay = last_event_id.and_then(|last| self.sessions[&session_id].replay_after(last));

@@ -18,6 +18,7 @@
 //! bursts are coalesced without adding latency to a lone event. Relayed audio is never held:
 //! it is forwarded, not decided, so holding it would only add latency.
 
+mod access;
 mod commands;
 mod fanout;
 pub mod inbound;
@@ -27,6 +28,7 @@ pub mod resume;
 mod session;
 mod share;
 
+pub use access::Access;
 pub use share::ShareNotice;
 
 pub use inbound::{ConnKey, EngineHandle, Inbound};
@@ -88,6 +90,10 @@ struct Conn {
     /// The client's address (forwarded by a trusted proxy, or the TCP peer), for the
     /// per-address limits of `share_start` and shared audio. SSE listeners never need it.
     client_ip: std::net::IpAddr,
+    /// Authenticated mode: the grant of the `/ws` URL's `?token=` (WebSocket only).
+    url_grant: Option<crate::auth::jwt::Grant>,
+    /// What the current membership was admitted with.
+    access: Access,
 }
 
 /// Engine settings, copied out of [`Config`] once.
@@ -130,6 +136,8 @@ pub struct Engine {
     audio_burst: Duration,
     /// Failed `share_start` tokens per address, shared with the HTTP side.
     auth_failures: Arc<crate::limits::AuthFailures>,
+    /// Token verification and the share token, for joins, resumes and role changes.
+    auth: Arc<crate::auth::Auth>,
 }
 
 /// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
@@ -141,6 +149,7 @@ pub fn spawn(
     store: Arc<dyn SessionStore>,
     share: Arc<crate::share::ShareRegistry>,
     auth_failures: Arc<crate::limits::AuthFailures>,
+    auth: Arc<crate::auth::Auth>,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let on_full = {
         let metrics = metrics.clone();
@@ -175,6 +184,7 @@ pub fn spawn(
         share,
         audio_burst: config.share.audio_burst(),
         auth_failures,
+        auth,
     };
     let alive = handle.alive_flag();
     let thread = std::thread::Builder::new()
@@ -315,15 +325,17 @@ impl Engine {
                 key,
                 outbox,
                 client_ip,
-            } => self.open_ws(key, outbox, client_ip),
+                url_grant,
+            } => self.open_ws(key, outbox, client_ip, url_grant),
             Inbound::Command {
                 key,
                 id,
                 event,
                 received,
+                verified,
             } => {
                 let started = Instant::now();
-                self.command(key, id, event);
+                self.command(key, id, event, verified);
                 let done = Instant::now();
                 self.metrics
                     .event_processing
@@ -338,9 +350,10 @@ impl Engine {
                 session_id,
                 last_event_id,
                 outbox,
+                access,
                 reply,
             } => {
-                let result = self.open_sse(key, &session_id, last_event_id, outbox);
+                let result = self.open_sse(key, &session_id, last_event_id, outbox, access);
                 let _ = reply.send(result);
             }
             Inbound::Query { session_id, reply } => {

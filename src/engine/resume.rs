@@ -22,6 +22,9 @@ pub struct ResumeEntry {
     pub live: Option<ConnKey>,
     /// When a dropped identity lapses.
     pub expires: Option<Instant>,
+    /// Authenticated mode: who the identity was issued to ([`crate::auth::jwt::Grant::identity`]);
+    /// only a token of the same identity may resume it.
+    pub identity: Option<String>,
 }
 
 #[derive(Default)]
@@ -97,6 +100,7 @@ mod tests {
             role: Role::Leader,
             live,
             expires: None,
+            identity: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! plus now-playing metadata and the end of the share. A WebSocket client may also share:
 //! `share_start` with the API's bearer token, then binary audio frames.
 
-use super::fanout::after_push;
+use super::fanout::{after_push, broadcast_to};
 use super::{ConnKey, Engine, Peer};
 use crate::frames::{sse_event, WsFrame};
 use crate::share::audio::AudioChunk;
@@ -95,6 +95,8 @@ impl Engine {
         }
         if let Some(conn) = self.conns.get_mut(&key) {
             conn.sharing = Some(session_id.clone());
+            // It proved the share token: it may also receive the share's metadata.
+            conn.access.share_ok = true;
         }
         let started = ServerEvent::ShareStarted(events::ShareStarted {
             session_id: session_id.to_string(),
@@ -125,7 +127,7 @@ impl Engine {
                     session_duration: None,
                     bytes_transferred: None,
                 });
-                self.broadcast(&session_id, &for_others, Some(key));
+                self.share_broadcast(&session_id, &for_others, Some(key));
             }
             Err(e) => self.send_to(key, &share_error(&e), id.as_ref()),
         }
@@ -176,7 +178,7 @@ impl Engine {
         match notice {
             ShareNotice::Metadata { session, json } => {
                 if let Some(event) = metadata_event(&session, &json) {
-                    self.broadcast(&session, &event, None);
+                    self.share_broadcast(&session, &event, None);
                 }
             }
             ShareNotice::Audio { session, chunk } => {
@@ -195,14 +197,37 @@ impl Engine {
                     session_duration: None,
                     bytes_transferred: None,
                 });
-                self.broadcast(&session, &ended, None);
+                self.share_broadcast(&session, &ended, None);
             }
         }
     }
 
+    /// Broadcasts a share event to the session's authorized receivers only (see
+    /// [`super::Access::share_ok`]); the others keep getting the sync events alone.
+    fn share_broadcast(&mut self, session_id: &str, event: &ServerEvent, except: Option<ConnKey>) {
+        let now_ms = self.clock.now_ms();
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        let conns = &self.conns;
+        let admit = |key: ConnKey| {
+            Some(key) != except && conns.get(&key).is_some_and(|c| c.access.share_ok)
+        };
+        broadcast_to(
+            session,
+            &mut self.wakes,
+            &self.metrics,
+            &mut self.deflater,
+            event,
+            now_ms,
+            &admit,
+        );
+    }
+
     /// Queues one chunk for every receiver: the binary frame (made once) for WebSocket
-    /// members, the JSON event (made once) for SSE listeners. Audio is drop-oldest per
-    /// receiver, so a slow receiver loses old audio and never holds up the others.
+    /// members, the JSON event (made once) for SSE listeners, authorized receivers only.
+    /// Audio is drop-oldest per receiver, so a slow receiver loses old audio and never
+    /// holds up the others.
     fn fan_out_audio(
         &mut self,
         session_id: &str,
@@ -213,9 +238,11 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(session_id) else {
             return;
         };
+        let conns = &self.conns;
+        let authorized = |key: &ConnKey| conns.get(key).is_some_and(|c| c.access.share_ok);
         let frame = WsFrame::Binary(chunk.ws_frame().clone());
         for (key, outbox) in &session.members {
-            if Some(*key) != except {
+            if Some(*key) != except && authorized(key) {
                 let result = outbox.push_audio(frame.clone());
                 after_push(
                     result,
@@ -226,10 +253,11 @@ impl Engine {
                 );
             }
         }
-        if !session.listeners.is_empty() {
+        if session.listeners.keys().any(authorized) {
             let json = encode_server_frame(&audio_event(session_id, chunk), None, now_ms);
             let sse = sse_event(session.next_event_id(), &json);
-            for outbox in session.listeners.values() {
+            let receivers = session.listeners.iter().filter(|(key, _)| authorized(key));
+            for (_, outbox) in receivers {
                 let result = outbox.push_audio(sse.clone());
                 after_push(
                     result,
@@ -245,7 +273,7 @@ impl Engine {
     /// A receiver that just arrived gets the current metadata and the last `AUDIO_BURST_MS`
     /// of audio at once, so playback can start without waiting for the buffer to refill.
     pub(super) fn share_burst(&mut self, key: ConnKey, session_id: &str) {
-        if !valid_id(session_id) {
+        if !valid_id(session_id) || !self.share_receiver(key) {
             return;
         }
         if let Some(event) = self

@@ -3,6 +3,9 @@
 pub mod errors;
 mod health;
 
+use crate::auth::credentials::Presented;
+use crate::auth::jwt::Scope;
+use crate::auth::AuthError;
 use crate::context::AppContext;
 use crate::engine::Inbound;
 use bandsync_protocol::validate;
@@ -63,7 +66,11 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
         });
     let metrics = warp::path!("metrics")
         .and(with_ctx.clone())
-        .map(|ctx: Arc<AppContext>| {
+        .and(presented())
+        .map(|ctx: Arc<AppContext>, presented| {
+            if let Err(e) = authorize(&ctx, presented, None) {
+                return unauthorized(&ctx, &e);
+            }
             warp::reply::with_header(
                 ctx.metrics.render(),
                 "content-type",
@@ -74,6 +81,7 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
     let sessions = warp::path("sessions")
         .and(warp::path::tail())
         .and(with_ctx)
+        .and(presented())
         .and_then(session_info);
     let share = crate::share::api::routes(share_registry, notify, share_guards);
     let plain = warp::get().or(warp::head()).unify().and(
@@ -97,7 +105,59 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
         .boxed()
 }
 
-async fn session_info(tail: warp::path::Tail, ctx: Arc<AppContext>) -> Result<Response, Rejection> {
+/// The credentials of a request (`?token=`, `Authorization`), for the reads the
+/// authenticated mode guards.
+fn presented() -> impl Filter<Extract = (Result<Presented, AuthError>,), Error = Infallible> + Clone
+{
+    let query = warp::query::raw()
+        .map(Some)
+        .or(warp::any().map(|| None))
+        .unify();
+    query
+        .and(warp::header::headers_cloned())
+        .map(|query: Option<String>, headers| Presented::from_parts(query.as_deref(), &headers))
+}
+
+/// Authenticated mode: a read of one session's data needs a token for that session; a
+/// server-wide read (`session: None`, i.e. `/metrics`) a token for every session (`"*"`).
+/// The open mode lets every read through.
+fn authorize(
+    ctx: &AppContext,
+    presented: Result<Presented, AuthError>,
+    session: Option<&str>,
+) -> Result<(), AuthError> {
+    let Some(verifier) = &ctx.auth.jwt else {
+        return Ok(());
+    };
+    let grant = verifier.verify(presented?.jwt().ok_or(AuthError::Missing)?)?;
+    let now = crate::auth::jwt::now_secs();
+    match session {
+        Some(id) => grant.admits(id, now),
+        None if grant.scope == Scope::Any => grant.unexpired(now),
+        None => Err(AuthError::NotServerWide),
+    }
+}
+
+/// 401 with the contract's JSON error, counted by [`crate::auth::deny`].
+fn unauthorized(ctx: &AppContext, error: &AuthError) -> Response {
+    let error = crate::auth::deny(&ctx.metrics, "http", error);
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        error.code.as_str(),
+        &error.message,
+    );
+    response.headers_mut().insert(
+        warp::http::header::WWW_AUTHENTICATE,
+        warp::http::HeaderValue::from_static("Bearer"),
+    );
+    response
+}
+
+async fn session_info(
+    tail: warp::path::Tail,
+    ctx: Arc<AppContext>,
+    presented: Result<Presented, AuthError>,
+) -> Result<Response, Rejection> {
     let session_id = tail.as_str();
     if let Err(e) = validate::session_id(session_id) {
         return Ok(json_error(
@@ -105,6 +165,9 @@ async fn session_info(tail: warp::path::Tail, ctx: Arc<AppContext>) -> Result<Re
             e.code.as_str(),
             &e.message,
         ));
+    }
+    if let Err(e) = authorize(&ctx, presented, Some(session_id)) {
+        return Ok(unauthorized(&ctx, &e));
     }
     let (reply, answer) = oneshot::channel();
     let query = Inbound::Query {

@@ -67,7 +67,7 @@ impl AuthFailures {
     pub fn record_failure(&self, ip: IpAddr, transport: &'static str) -> Option<RetryAfter> {
         self.metrics
             .auth_failures
-            .with_label_values(&[transport])
+            .with_label_values(&[transport, "wrong_token"])
             .inc();
         let banned = self.record_failure_at(ip, Instant::now());
         if banned.is_some() {

@@ -36,12 +36,14 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one upgraded socket; `deflate` says whether permessage-deflate was negotiated,
 /// `client_ip` who the client is (for the engine's per-address limits).
+/// `url_grant` what a `?token=` on the URL grants (authenticated mode).
 pub async fn serve(
     socket: Socket,
     ctx: Arc<AppContext>,
     permit: ConnectionPermit,
     deflate: bool,
     client_ip: std::net::IpAddr,
+    url_grant: Option<crate::auth::jwt::Grant>,
 ) {
     let key = ctx.next_key();
     let span = tracing::debug_span!("ws", conn = key, deflate);
@@ -52,6 +54,7 @@ pub async fn serve(
             key,
             outbox: outbox.clone(),
             client_ip,
+            url_grant,
         };
         if ctx.engine.send(open).await.is_err() {
             return;

@@ -177,11 +177,13 @@ impl Reader {
                     }
                     return Flow::Continue;
                 }
+                let verified = ctx.auth.verify_join(&frame.event);
                 let command = Inbound::Command {
                     key: self.key,
                     id: frame.id,
                     event: frame.event,
                     received,
+                    verified,
                 };
                 if ctx.engine.send(command).await.is_err() {
                     return Flow::Stop;

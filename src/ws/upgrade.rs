@@ -6,6 +6,9 @@ use super::connection;
 use super::deflate;
 use super::guard::FrameGuard;
 use super::guarded_io::GuardedStream;
+use crate::auth::credentials::{deny_response, Presented};
+use crate::auth::jwt::Grant;
+use crate::auth::AuthError;
 use crate::context::AppContext;
 use crate::http::errors::{error_response, full, Body};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -29,6 +32,20 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Authenticated mode: the grant of `?token=` on the `/ws` URL (browsers cannot set an
+/// `Authorization` header on a WebSocket). Which session it is for is checked at each join;
+/// a token that does not verify at all refuses the upgrade (401) before a slot is taken.
+fn url_grant<B>(req: &Request<B>, ctx: &AppContext) -> Result<Option<Grant>, AuthError> {
+    let Some(verifier) = &ctx.auth.jwt else {
+        return Ok(None);
+    };
+    let presented = Presented::of(req.uri(), req.headers())?;
+    presented
+        .jwt()
+        .map(|token| verifier.verify(token))
+        .transpose()
 }
 
 /// Answers an upgrade request: 101 and a spawned connection task, or a JSON error.
@@ -81,6 +98,13 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         None
     };
     let deflate = agreement.is_some();
+    if !ctx.auth.origin_allowed(headers, &ctx.metrics, "ws") {
+        return crate::auth::origin_refusal();
+    }
+    let url_grant = match url_grant(&req, &ctx) {
+        Ok(grant) => grant,
+        Err(e) => return deny_response(&ctx.metrics, "ws", &e),
+    };
     let Some(permit) = ctx.try_acquire_connection() else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -106,7 +130,7 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
                 let inflated = task_ctx.metrics.deflate_messages.with_label_values(&["in"]);
                 let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                connection::serve(socket, task_ctx, permit, deflate, client_ip).await;
+                connection::serve(socket, task_ctx, permit, deflate, client_ip, url_grant).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }

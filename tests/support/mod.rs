@@ -143,6 +143,7 @@ pub fn join_event(session: &str, role: Option<Role>, token: Option<&str>) -> Cli
         role,
         last_version: None,
         resume_token: token.map(str::to_owned),
+        ..Default::default()
     })
 }
 

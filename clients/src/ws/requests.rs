@@ -36,8 +36,20 @@ impl WsClient {
             name: name.map(str::to_owned),
             role,
             resume_token: None,
-            last_version: None,
+            ..Default::default()
         };
+        self.join_with(join, DEFAULT_REQUEST_TIMEOUT).await
+    }
+
+    /// [`Self::join`] presenting `credentials` (a session token, the share token).
+    pub async fn join_as(
+        &mut self,
+        session_id: &str,
+        role: Option<Role>,
+        name: Option<&str>,
+        credentials: &crate::Credentials,
+    ) -> Result<Snapshot> {
+        let join = credentials.join(session_id, role, name);
         self.join_with(join, DEFAULT_REQUEST_TIMEOUT).await
     }
 

@@ -156,7 +156,7 @@ pub fn join_text(session_id: &str, role: Role) -> String {
         name: None,
         role: Some(role),
         resume_token: None,
-        last_version: None,
+        ..Default::default()
     });
     encode_client_frame(&join, Some(&RequestId::from(1)))
 }

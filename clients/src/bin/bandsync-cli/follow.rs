@@ -37,7 +37,12 @@ pub async fn run(args: FollowArgs) -> anyhow::Result<()> {
     let session = &args.common.session;
     let mut client = connect_ws(&args.url).await?;
     let snapshot = client
-        .join(session, Some(Role::Follower), args.name.as_deref())
+        .join_as(
+            session,
+            Some(Role::Follower),
+            args.name.as_deref(),
+            &args.common.credentials(),
+        )
         .await
         .with_context(|| format!("joining session {session}"))?;
     tracing::debug!(client_id = %snapshot.client_id, "joined");

@@ -90,7 +90,12 @@ pub async fn run(args: LeadArgs) -> anyhow::Result<()> {
     validate::tempo(args.tempo).map_err(|e| anyhow::anyhow!("--tempo: {}", e.message))?;
     let mut client = connect_ws(&args.url).await?;
     let snapshot = client
-        .join(session, Some(Role::Leader), args.name.as_deref())
+        .join_as(
+            session,
+            Some(Role::Leader),
+            args.name.as_deref(),
+            &args.common.credentials(),
+        )
         .await
         .with_context(|| format!("joining session {session}"))?;
     if snapshot.role != Role::Leader {

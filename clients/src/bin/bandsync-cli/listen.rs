@@ -39,7 +39,13 @@ pub struct ListenArgs {
 pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let session = &args.common.session;
-    let connect = SseClient::connect(&args.url, session, args.last_event_id.as_deref());
+    let credentials = args.common.credentials();
+    let connect = SseClient::connect_with(
+        &args.url,
+        session,
+        args.last_event_id.as_deref(),
+        &credentials,
+    );
     let mut sse = tokio::time::timeout(crate::CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {}: timed out", args.url))?

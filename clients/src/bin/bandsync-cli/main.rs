@@ -8,6 +8,7 @@ mod chunk;
 mod follow;
 mod lead;
 mod listen;
+mod mint;
 mod monitor;
 mod output;
 mod playback;
@@ -55,6 +56,9 @@ enum Command {
     /// Follow a Music Share session (poll, WebSocket or SSE): record it to a WAV file,
     /// play it, report lost chunks and latency.
     Receive(receive::ReceiveArgs),
+    /// Print a session token for a server in the authenticated mode (JWT_SECRET or
+    /// JWT_PUBLIC_KEY), e.g. for testing: `mint-token --secret S --session band --role leader`.
+    MintToken(mint::MintArgs),
 }
 
 /// Options shared by every subcommand.
@@ -66,6 +70,18 @@ pub struct Common {
     /// Stop after this many seconds (fractions allowed); without it, run until Ctrl-C.
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub duration: Option<Duration>,
+    /// Session token for a server in the authenticated mode (see `mint-token`).
+    #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl Common {
+    pub fn credentials(&self) -> bandsync_client::Credentials {
+        bandsync_client::Credentials {
+            token: self.token.clone(),
+            share_token: None,
+        }
+    }
 }
 
 /// Options of the subcommands that watch ticks.
@@ -120,6 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Listen(args) => listen::run(args).await,
         Command::Share(args) => share::run(args).await,
         Command::Receive(args) => receive::run(args).await,
+        Command::MintToken(args) => mint::run(&args),
     }
 }
 

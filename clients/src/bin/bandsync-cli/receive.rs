@@ -19,7 +19,7 @@ use crate::share_ws::{Pushed, ShareSocket};
 use crate::until_stopped;
 use anyhow::Context as _;
 use bandsync_client::protocol::encode_server_frame;
-use bandsync_client::{wall_clock_ms, ClientError, SseClient};
+use bandsync_client::{wall_clock_ms, ClientError, Credentials, SseClient};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 use std::future::Future;
@@ -59,6 +59,10 @@ pub struct ReceiveArgs {
     /// The Authorization header value, sent as given (e.g. "Bearer Token").
     #[arg(long, env = "BEARER_TOKEN", hide_env_values = true)]
     pub token: String,
+    /// Session token for a push receiver (ws, sse) on a server in the authenticated mode
+    /// (see `mint-token`); it also stands for the share token there.
+    #[arg(long, env = "BANDSYNC_TOKEN", hide_env_values = true)]
+    pub session_token: Option<String>,
     /// How the audio arrives.
     #[arg(long, value_enum, default_value_t = ReceiveTransport::Poll)]
     pub transport: ReceiveTransport,
@@ -88,14 +92,22 @@ pub async fn run(args: ReceiveArgs) -> anyhow::Result<()> {
     // Pollers need a running share (the seed's flow checks first); push receivers join the
     // session and get the audio whenever the sharer starts.
     let push = !matches!(args.transport, ReceiveTransport::Poll);
+    let credentials = Credentials {
+        token: args.session_token.clone(),
+        share_token: Some(args.token.clone()),
+    };
     check_status(&api, push).await?;
     let mut reception = Reception::new(args.out.clone(), player);
     let mut stopped = std::pin::pin!(until_stopped(args.duration));
     let stop: Stop<'_> = stopped.as_mut();
     let ended = match args.transport {
         ReceiveTransport::Poll => poll(&api, &mut reception, stop).await,
-        ReceiveTransport::Ws => websocket(&api, &args.url, &mut reception, stop).await,
-        ReceiveTransport::Sse => sse(&args.url, &args.session, &mut reception, stop).await,
+        ReceiveTransport::Ws => {
+            websocket(&api, &args.url, &credentials, &mut reception, stop).await
+        }
+        ReceiveTransport::Sse => {
+            sse(&args.url, &args.session, &credentials, &mut reception, stop).await
+        }
     };
     // The recording is finished (and its summary printed) whatever ended the run.
     let summary = reception.finish().await;
@@ -214,15 +226,19 @@ fn on_event(
     Ok(None)
 }
 
+/// Push receivers present the share token (in `join_session`, or on the SSE URL): without
+/// it the server sends them the session's sync events but none of the share's data.
 async fn websocket(
     api: &ShareApi,
     base: &str,
+    credentials: &Credentials,
     reception: &mut Reception,
     mut stop: Stop<'_>,
 ) -> anyhow::Result<String> {
     let url = ws_url(base)?;
     let mut socket = ShareSocket::connect(&url).await?;
-    socket.join(api.session(), "bandsync-cli receive").await?;
+    let name = "bandsync-cli receive";
+    socket.join(api.session(), name, credentials).await?;
     let ended = loop {
         let pushed = tokio::select! {
             () = &mut stop => break Ok(STOPPED.into()),
@@ -252,10 +268,11 @@ async fn websocket(
 async fn sse(
     base: &str,
     session: &str,
+    credentials: &Credentials,
     reception: &mut Reception,
     mut stop: Stop<'_>,
 ) -> anyhow::Result<String> {
-    let connect = SseClient::connect(base, session, None);
+    let connect = SseClient::connect_with(base, session, None, credentials);
     let mut sse = tokio::time::timeout(crate::CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| anyhow::anyhow!("connecting to {base}: timed out"))?
@@ -341,9 +358,15 @@ mod tests {
         let mut reception = Reception::new(Some(out.0.clone()), None);
         let api = ShareApi::new(&base, "T", "123456").unwrap();
         let mut never = std::pin::pin!(std::future::pending::<()>());
-        let ended = websocket(&api, &base, &mut reception, never.as_mut())
-            .await
-            .unwrap();
+        let ended = websocket(
+            &api,
+            &base,
+            &Credentials::default(),
+            &mut reception,
+            never.as_mut(),
+        )
+        .await
+        .unwrap();
         assert_eq!(ended, "the share ended (stopped)");
         let summary = reception.finish().await.unwrap();
         assert!(
@@ -399,9 +422,15 @@ mod tests {
         });
         let mut reception = Reception::new(None, None);
         let mut never = std::pin::pin!(std::future::pending::<()>());
-        let ended = sse(&base, "123456", &mut reception, never.as_mut())
-            .await
-            .unwrap();
+        let ended = sse(
+            &base,
+            "123456",
+            &Credentials::default(),
+            &mut reception,
+            never.as_mut(),
+        )
+        .await
+        .unwrap();
         assert_eq!(ended, "the share ended (stopped)");
         assert_eq!(reception.last_seq(), Some(1));
         let summary = reception.finish().await.unwrap();

@@ -12,8 +12,9 @@
 
 use crate::CONNECT_TIMEOUT;
 use anyhow::Context as _;
-use bandsync_client::protocol::{encode_client_frame, ClientEvent, JoinSession, RequestId};
+use bandsync_client::protocol::{encode_client_frame, ClientEvent, RequestId};
 use bandsync_client::wall_clock_ms;
+use bandsync_client::Credentials;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -81,16 +82,17 @@ impl ShareSocket {
         })
     }
 
-    /// Joins `session` as a follower; returns the `snapshot`'s client id. Everything that
+    /// Joins `session` as a follower, presenting `credentials` (receivers need the share
+    /// token to get the share's audio and metadata; an authenticated server, a session
+    /// token); returns the `snapshot`'s client id. Everything that
     /// arrives before the reply is kept for [`Self::next`].
-    pub async fn join(&mut self, session: &str, name: &str) -> anyhow::Result<String> {
-        let join = ClientEvent::JoinSession(JoinSession {
-            session_id: session.to_owned(),
-            name: Some(name.to_owned()),
-            role: None,
-            resume_token: None,
-            last_version: None,
-        });
+    pub async fn join(
+        &mut self,
+        session: &str,
+        name: &str,
+        credentials: &Credentials,
+    ) -> anyhow::Result<String> {
+        let join = ClientEvent::JoinSession(credentials.join(session, None, Some(name)));
         let id = RequestId::from(JOIN_ID);
         self.send_text(encode_client_frame(&join, Some(&id)))
             .await?;
@@ -266,7 +268,8 @@ pub mod tests {
         .await;
         let url = crate::share_api::ws_url(&base).unwrap();
         let mut socket = ShareSocket::connect(&url).await.unwrap();
-        assert_eq!(socket.join("123456", "test").await.unwrap(), "c1");
+        let none = Credentials::default();
+        assert_eq!(socket.join("123456", "test", &none).await.unwrap(), "c1");
         assert!(
             matches!(socket.next().await.unwrap(), Pushed::Binary { bytes, .. } if bytes == [1, 2, 3])
         );
@@ -297,7 +300,11 @@ pub mod tests {
             send_json(&mut ws, &error).await;
         });
         let mut socket = ShareSocket::connect(&url).await.unwrap();
-        let err = socket.join("123456", "test").await.unwrap_err().to_string();
+        let err = socket
+            .join("123456", "test", &Credentials::default())
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SESSION_FULL: the session is full"), "{err}");
         server.await.unwrap();
     }

@@ -148,7 +148,13 @@ impl Uplink {
     pub async fn start_ws(api: &ShareApi, base: &str, token: &str) -> anyhow::Result<Self> {
         let url = ws_url(base)?;
         let mut socket = ShareSocket::connect(&url).await?;
-        socket.join(api.session(), "bandsync-cli share").await?;
+        socket
+            .join(
+                api.session(),
+                "bandsync-cli share",
+                &bandsync_client::Credentials::default(),
+            )
+            .await?;
         socket.send_text(share_start_text(token)).await?;
         let reply = tokio::time::timeout(REPLY_TIMEOUT, async {
             loop {

@@ -1,0 +1,104 @@
+//! The engine's access decisions: whether a `join_session` may proceed (token, leader seat,
+//! resume identity, share token), and whether a member may take the leader seat later.
+//!
+//! Every check runs before the join changes anything, so a refused join leaves the
+//! connection where it was. Refusals go through [`auth::deny`] (counted, one place).
+
+use super::inbound::Verified;
+use super::resume::ResumeEntry;
+use super::{ConnKey, Engine};
+use crate::auth::jwt::{now_secs, Grant};
+use crate::auth::{self, AuthError};
+use bandsync_protocol::{JoinSession, ProtocolError, Role};
+use std::time::Instant;
+
+/// What a membership or SSE stream was admitted with.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Authenticated mode: the verified token (`None` in the open mode).
+    pub grant: Option<Grant>,
+    /// Whether this receiver gets the session's share data (metadata, audio, share end):
+    /// it presented the share token, or, in the authenticated mode, a token for the session.
+    pub share_ok: bool,
+}
+
+impl Access {
+    /// Whether the grant (if any) lets its holder lead now.
+    pub fn may_lead(&self) -> Result<(), AuthError> {
+        match &self.grant {
+            None => Ok(()),
+            Some(grant) if !grant.may_lead() => Err(AuthError::FollowerOnly),
+            Some(grant) => grant.unexpired(now_secs()),
+        }
+    }
+}
+
+/// Whether a resume entry may be claimed by a connection holding `grant`.
+pub(super) fn resumable_by(entry: &ResumeEntry, grant: Option<&Grant>) -> bool {
+    entry.identity.as_deref() == grant.map(Grant::identity).as_deref()
+}
+
+impl Engine {
+    /// Decides a join before it happens. `verified`: the join's own token as the connection
+    /// task verified it (verified here only when that did not happen).
+    pub(super) fn admit_join(
+        &self,
+        key: ConnKey,
+        join: &JoinSession,
+        verified: Option<Verified>,
+    ) -> Result<Access, ProtocolError> {
+        let deny = |e: AuthError| auth::deny(&self.metrics, "ws", &e);
+        let grant = if self.auth.authenticated() {
+            let url_grant = self.conns.get(&key).and_then(|c| c.url_grant.as_ref());
+            let admits = |grant: Grant| {
+                grant
+                    .admits(&join.session_id, now_secs())
+                    .map(|()| Some(grant))
+            };
+            let grant = match (join.token.as_deref(), url_grant, verified) {
+                (Some(_), _, Some(verified)) => verified.and_then(admits),
+                (Some(token), _, None) => self.auth.admit(Some(token), &join.session_id),
+                (None, Some(grant), _) => admits(grant.clone()),
+                (None, None, _) => Err(AuthError::Missing),
+            };
+            grant.map_err(deny)?
+        } else {
+            None
+        };
+        if join.role == Some(Role::Leader) && grant.as_ref().is_some_and(|g| !g.may_lead()) {
+            return Err(deny(AuthError::FollowerOnly));
+        }
+        if let Some(token) = join.resume_token.as_deref() {
+            let claimable = self
+                .resume
+                .claimable(token, &join.session_id, Instant::now());
+            if claimable.is_some_and(|entry| !resumable_by(entry, grant.as_ref())) {
+                return Err(deny(AuthError::ResumeIdentity));
+            }
+        }
+        let share_ok = match join.share_token.as_deref() {
+            Some(token) => {
+                self.auth.share_token_ok(token).map_err(deny)?;
+                true
+            }
+            None => grant.is_some(),
+        };
+        Ok(Access { grant, share_ok })
+    }
+
+    /// `set_role leader`: refused for a follower token (or one that has expired since).
+    pub(super) fn check_may_lead(&self, key: ConnKey) -> Result<(), ProtocolError> {
+        match self.conns.get(&key) {
+            Some(conn) => conn
+                .access
+                .may_lead()
+                .map_err(|e| auth::deny(&self.metrics, "ws", &e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether connection `key` receives share data.
+    pub(super) fn share_receiver(&self, key: ConnKey) -> bool {
+        self.conns.get(&key).is_some_and(|c| c.access.share_ok)
+    }
+}
