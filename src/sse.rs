@@ -4,7 +4,7 @@
 //! drains whatever is queued into one chunk per wake-up (one write), and sends a keep-alive
 //! comment when idle. `Last-Event-ID` resumes from the session's history when it can.
 
-use crate::auth::credentials::{deny_response, Presented};
+use crate::auth::credentials::Presented;
 use crate::auth::AuthError;
 use crate::context::{AppContext, ConnectionPermit};
 use crate::engine::{Access, ConnKey, EngineHandle, Inbound};
@@ -122,9 +122,15 @@ pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) 
     if !ctx.auth.origin_allowed(req.headers(), &ctx.metrics, "sse") {
         return crate::auth::origin_refusal();
     }
+    let client_ip = crate::limits::ClientIp::of_request(&req);
+    if ctx.auth.authenticated() || ctx.share.settings().bearer_token.is_some() {
+        if let Some(banned) = crate::auth::bans::banned_response(&ctx, client_ip) {
+            return banned;
+        }
+    }
     let access = match admit(&req, &ctx, session_id) {
         Ok(access) => access,
-        Err(e) => return deny_response(&ctx.metrics, "sse", &e),
+        Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "sse", &e),
     };
     let Some(permit) = ctx.try_acquire_connection() else {
         return error_response(

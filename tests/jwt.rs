@@ -353,3 +353,78 @@ async fn the_open_mode_ignores_tokens() {
         .unwrap();
     assert_eq!(snapshot.role, Role::Leader);
 }
+
+/// Wrong tokens are guesses, like wrong share tokens: after AUTH_FAILURE_LIMIT of them from
+/// one address (over `join_session`, `/sse` and the `/ws` URL alike), that address is
+/// refused without its token being checked, even with a valid one, for AUTH_BAN_MS; a
+/// missing token or one for another session does not count.
+#[tokio::test]
+async fn bad_tokens_from_one_address_get_it_banned_on_every_transport() {
+    let server = TestServer::start_with(|c| {
+        c.jwt_secret = Some(SECRET.into());
+        c.limits.auth_failure_limit = 3;
+        c.limits.auth_ban_ms = 60_000;
+    })
+    .await;
+    let forged = format!("{}x", token("band", false, None));
+    let mut client = connect(&server).await;
+    // Not guesses: nothing counted.
+    for _ in 0..4 {
+        refused(&mut client, join("band", None, None)).await;
+        let other = token("other", false, None);
+        refused(&mut client, join("band", None, Some(&other))).await;
+    }
+    assert_eq!(
+        client
+            .join_with(
+                join("band", None, Some(&token("band", false, None))),
+                DEFAULT_REQUEST_TIMEOUT
+            )
+            .await
+            .map(|s| s.session_id)
+            .ok()
+            .as_deref(),
+        Some("band")
+    );
+    // Three guesses: a forged join, a forged SSE token, a forged /ws URL token.
+    let mut guesser = connect(&server).await;
+    let (_, message) = refused(&mut guesser, join("band", None, Some(&forged))).await;
+    assert!(message.contains("signature"), "{message}");
+    let sse = reqwest::get(server.http_url(&format!("/sse/band?token={forged}")))
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 401);
+    let ws_url = format!("{}?token={forged}", server.ws_url());
+    assert!(
+        WsClient::connect(&ws_url).await.is_err(),
+        "refused with 401"
+    );
+    // Banned now, even with a valid token.
+    let valid = token("band", false, None);
+    let (code, message) = refused(&mut guesser, join("band", None, Some(&valid))).await;
+    assert_eq!(code, ErrorCode::Unauthorized);
+    assert!(
+        message.contains("too many failed authentications"),
+        "{message}"
+    );
+    let sse = reqwest::get(server.http_url(&format!("/sse/band?token={valid}")))
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 429);
+    assert!(sse.headers().contains_key("retry-after"));
+    let metrics = reqwest::Client::new()
+        .get(server.http_url("/metrics"))
+        .bearer_auth(token("*", false, None))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("bandsync_auth_bans_total 1"), "{metrics}");
+    assert!(
+        metrics
+            .contains("bandsync_auth_failures_total{reason=\"bad_signature\",transport=\"sse\"} 1"),
+        "{metrics}"
+    );
+}

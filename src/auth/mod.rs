@@ -10,6 +10,7 @@
 //! Every refusal goes through [`deny`], so refusals are counted in one place (and a
 //! per-address failure limiter can be hooked into that one place).
 
+pub mod bans;
 pub mod credentials;
 pub mod jwt;
 pub mod origin;

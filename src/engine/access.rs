@@ -47,7 +47,26 @@ impl Engine {
         join: &JoinSession,
         verified: Option<Verified>,
     ) -> Result<Access, ProtocolError> {
-        let deny = |e: AuthError| auth::deny(&self.metrics, "ws", &e);
+        let client_ip = self.conns.get(&key).map(|c| c.client_ip);
+        let deny = |e: AuthError| {
+            // A wrong credential counts toward the address's ban, as on every transport.
+            if let (true, Some(ip)) = (auth::bans::is_guess(&e), client_ip) {
+                self.auth_failures.record_failure(ip, "ws");
+            }
+            auth::deny(&self.metrics, "ws", &e)
+        };
+        let presents_credentials = join.token.is_some() || join.share_token.is_some();
+        if let (true, Some(ip)) = (presents_credentials, client_ip) {
+            if let Err(retry) = self.auth_failures.check(ip) {
+                return Err(ProtocolError::new(
+                    bandsync_protocol::ErrorCode::Unauthorized,
+                    format!(
+                        "too many failed authentications from this address; retry in {} s",
+                        retry.secs()
+                    ),
+                ));
+            }
+        }
         let grant = if self.auth.authenticated() {
             let url_grant = self.conns.get(&key).and_then(|c| c.url_grant.as_ref());
             let admits = |grant: Grant| {

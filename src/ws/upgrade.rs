@@ -6,7 +6,7 @@ use super::connection;
 use super::deflate;
 use super::guard::FrameGuard;
 use super::guarded_io::GuardedStream;
-use crate::auth::credentials::{deny_response, Presented};
+use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
 use crate::auth::AuthError;
 use crate::context::AppContext;
@@ -101,9 +101,15 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
     if !ctx.auth.origin_allowed(headers, &ctx.metrics, "ws") {
         return crate::auth::origin_refusal();
     }
+    let client_ip = crate::limits::ClientIp::of_request(&req);
+    if ctx.auth.authenticated() {
+        if let Some(banned) = crate::auth::bans::banned_response(&ctx, client_ip) {
+            return banned;
+        }
+    }
     let url_grant = match url_grant(&req, &ctx) {
         Ok(grant) => grant,
-        Err(e) => return deny_response(&ctx.metrics, "ws", &e),
+        Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "ws", &e),
     };
     let Some(permit) = ctx.try_acquire_connection() else {
         return error_response(
@@ -112,7 +118,6 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
             "the server holds its maximum number of connections; retry later",
         );
     };
-    let client_ip = crate::limits::ClientIp::of_request(&req);
     let on_upgrade = hyper::upgrade::on(&mut req);
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)

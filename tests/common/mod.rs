@@ -41,6 +41,8 @@ pub struct TestServer {
     /// When the stop signal was sent: the start of the shutdown deadline.
     stop_sent: Option<Instant>,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
+    /// In the authenticated mode `/metrics` needs a server-wide token: the gate's own.
+    metrics_token: Option<String>,
 }
 
 /// Defaults for tests: the contract's defaults, quiet logs.
@@ -59,6 +61,7 @@ impl TestServer {
         let mut config = test_config();
         adjust(&mut config);
         let shutdown_timeout = config.shutdown_timeout();
+        let metrics_token = gate_token(&config);
         // Bound here, so the address is known and connections queue in the backlog until
         // the server's runtime accepts them.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -77,6 +80,7 @@ impl TestServer {
             stop: Some(stop),
             stop_sent: None,
             thread: Some(thread),
+            metrics_token,
         }
     }
 
@@ -109,7 +113,7 @@ impl TestServer {
             panic!("bandsync::run returned Ok before it was asked to stop");
         }
         if self.stop.is_some() {
-            if let Err(why) = engine_panics(self.addr) {
+            if let Err(why) = engine_panics_with(self.addr, self.metrics_token.as_deref()) {
                 self.signal_stop();
                 panic!("{why}");
             }
@@ -221,7 +225,13 @@ fn serve(
 /// `Err` with a description unless the server's `/metrics` reports 0 engine panics.
 /// Blocking on purpose (a plain HTTP/1.1 GET over a std socket), so `Drop` can call it.
 pub fn engine_panics(addr: SocketAddr) -> Result<(), String> {
-    let text = scrape_metrics(addr).map_err(|e| format!("gate: GET /metrics failed: {e}"))?;
+    engine_panics_with(addr, None)
+}
+
+/// [`engine_panics`], presenting `token` (a `"session": "*"` JWT) for the authenticated mode.
+pub fn engine_panics_with(addr: SocketAddr, token: Option<&str>) -> Result<(), String> {
+    let text =
+        scrape_metrics(addr, token).map_err(|e| format!("gate: GET /metrics failed: {e}"))?;
     let line = text
         .lines()
         .find_map(|l| l.strip_prefix(ENGINE_PANICS)?.strip_prefix(' '))
@@ -237,14 +247,15 @@ pub fn engine_panics(addr: SocketAddr) -> Result<(), String> {
 }
 
 /// `GET /metrics` over a plain socket; returns the whole response (head and body).
-fn scrape_metrics(addr: SocketAddr) -> std::io::Result<String> {
+fn scrape_metrics(addr: SocketAddr, token: Option<&str>) -> std::io::Result<String> {
     const TIMEOUT: Duration = Duration::from_secs(5);
     let mut socket = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     socket.set_read_timeout(Some(TIMEOUT))?;
     socket.set_write_timeout(Some(TIMEOUT))?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         socket,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n"
     )?;
     let mut response = Vec::new();
     // Bounded: the metrics page is a few KiB.
@@ -256,4 +267,26 @@ fn scrape_metrics(addr: SocketAddr) -> std::io::Result<String> {
         )));
     }
     Ok(response)
+}
+
+/// The token the gate presents to `/metrics` in the authenticated mode: signed with
+/// `JWT_SECRET`, or, for a public-key server, with the private key the tests keep beside it
+/// (`tests/keys/NAME.pub.pem` pairs with `NAME.key.pem`).
+fn gate_token(config: &Config) -> Option<String> {
+    use bandsync_client::token::{mint, SigningKey, TokenSpec};
+    let key = match (&config.jwt_secret, &config.jwt_public_key) {
+        (Some(secret), _) => SigningKey::Secret(secret.clone()),
+        (None, Some(public)) => {
+            let private = public.strip_suffix(".pub.pem")?.to_owned() + ".key.pem";
+            SigningKey::Pem(std::fs::read(private).ok()?)
+        }
+        (None, None) => return None,
+    };
+    let spec = TokenSpec {
+        session: "*".into(),
+        leader: false,
+        ttl: Duration::from_secs(24 * 3600),
+        sub: None,
+    };
+    mint(&key, &spec).ok()
 }
