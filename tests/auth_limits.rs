@@ -53,7 +53,11 @@ async fn wrong_tokens_over_rest_ban_the_address_and_are_counted() {
     Api::from_source(&server, from(2)).start_ok("654321").await;
 
     assert_eq!(
-        metric(&server, r#"bandsync_auth_failures_total{transport="http"}"#).await,
+        metric(
+            &server,
+            r#"bandsync_auth_failures_total{reason="wrong_token",transport="http"}"#
+        )
+        .await,
         3.0
     );
     assert_eq!(metric(&server, "bandsync_auth_bans_total").await, 1.0);
@@ -92,7 +96,11 @@ async fn wrong_tokens_over_websocket_ban_the_address_for_rest_too() {
         .await
         .error(429, "RATE_LIMITED");
     assert_eq!(
-        metric(&server, r#"bandsync_auth_failures_total{transport="ws"}"#).await,
+        metric(
+            &server,
+            r#"bandsync_auth_failures_total{reason="wrong_token",transport="ws"}"#
+        )
+        .await,
         3.0
     );
     assert_eq!(metric(&server, "bandsync_auth_bans_total").await, 1.0);

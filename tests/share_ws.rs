@@ -104,6 +104,14 @@ impl Peer {
         assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
     }
 
+    /// Joins as a receiver of the share: with the share token, without which no share
+    /// data is sent (PROTOCOL.md section 14, *Receiving a share*).
+    async fn join_receiving(&mut self, session: &str) {
+        let join = json!({"sessionId": session, "shareToken": TOKEN});
+        let snapshot = self.request(1, "join_session", Some(join)).await;
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+    }
+
     async fn share_start(&mut self, id: u64, token: &str) -> Value {
         self.request(id, "share_start", Some(json!({"token": token})))
             .await
@@ -234,8 +242,15 @@ async fn a_late_joiner_gets_the_last_audio_burst_ms_of_audio_in_order() {
     api.post_metadata("123456", &metadata).await.ok();
 
     let mut joiner = Peer::open(&server).await;
-    joiner.join("123456").await;
-    let mut sse = support::sse(&server, "123456", None).await;
+    joiner.join_receiving("123456").await;
+    let credentials = bandsync_client::Credentials {
+        share_token: Some(TOKEN.into()),
+        ..Default::default()
+    };
+    let mut sse =
+        bandsync_client::SseClient::connect_with(&server.base_url(), "123456", None, &credentials)
+            .await
+            .expect("sse connect");
 
     // WebSocket: the metadata, then the chunks as binary frames, oldest first.
     let first = joiner.next_json().await;
@@ -299,7 +314,7 @@ async fn the_burst_follows_audio_burst_ms() {
     api.start_ok("123456").await;
     share_chunks(&api, "123456", 0..20).await;
     let mut joiner = Peer::open(&server).await;
-    joiner.join("123456").await;
+    joiner.join_receiving("123456").await;
     let mut sequences = Vec::new();
     while sequences.len() < 3 {
         match joiner.next().await {
