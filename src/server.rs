@@ -146,7 +146,10 @@ fn cors(config: &Config) -> CorsLayer {
 }
 
 /// The whole HTTP service: router plus CORS and security headers.
-fn service(
+///
+/// Public so the HTTP fuzz target and the routing property tests can serve requests
+/// through exactly this stack over an in-memory pipe, without the accept loop.
+pub fn service(
     ctx: Arc<AppContext>,
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
        + Clone

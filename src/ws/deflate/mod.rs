@@ -19,6 +19,8 @@ mod stream;
 
 pub use codec::{Deflater, InflateError, Inflater};
 pub use negotiate::{negotiate, Agreement};
+/// The read-side frame rewriter on its own, for the fuzz target and property tests.
+pub use rewrite::Rewriter;
 pub use stream::{inflate_error, InflateStream};
 
 use bytes::Bytes;
