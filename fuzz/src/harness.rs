@@ -93,23 +93,39 @@ pub struct Server {
 /// The configuration the targets run with: the defaults, a share token, and share rate
 /// limits high enough that a scripted sharer is not throttled (the limiter is still called).
 pub fn config() -> Config {
-    let mut config = Config::defaults();
+    // Parsed once: clap's parse is a good part of a server's start-up cost.
+    static DEFAULTS: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    let mut config = DEFAULTS.get_or_init(Config::defaults).clone();
     config.port = 0;
     config.share.bearer_token = Some(TOKEN.to_owned());
     config.share.share_audio_rate = 1_000_000;
     config.share.share_metadata_rate = 1_000_000;
+    // No batching window: it only delays the engine's answers (an SSE open, the shutdown
+    // at the end of each input) by up to 5 ms, which would dominate each input's run time.
+    config.batch_interval_ms = 0;
+    // The queue is allocated whole up front (16,384 slots by default); one input sends a
+    // few dozen messages at most, and a full queue only makes a sender wait.
+    config.engine_queue_capacity = 256;
     config
+}
+
+/// One set of collectors for every server of the process: building the Prometheus
+/// registry is a good part of a server's start-up cost, and counters never steer routing.
+fn metrics() -> Arc<Metrics> {
+    static METRICS: std::sync::OnceLock<Arc<Metrics>> = std::sync::OnceLock::new();
+    METRICS.get_or_init(|| Arc::new(Metrics::new())).clone()
 }
 
 impl Server {
     pub fn start() -> Self {
+        reap_finished();
         let config = config();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("a current-thread runtime");
         let clock = ServerClock::shared();
-        let metrics = Arc::new(Metrics::new());
+        let metrics = metrics();
         let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
         let share = Arc::new(ShareRegistry::new(config.share.settings()));
         let (engine, engine_thread) =
@@ -163,14 +179,36 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Stops the engine without waiting for its thread to exit: the next input need not
+    /// wait for a thread that shares nothing with it. A panic on that thread (the engine
+    /// contains panics per message, so one would be a bug) still fails the process: it is
+    /// checked on the next start, see [`Server::start`].
     fn drop(&mut self) {
         self.ctx.shutdown.cancel();
         let engine = self.ctx.engine.clone();
         let _ = self.rt.block_on(engine.send(Inbound::Shutdown));
         if let Some(thread) = self.engine_thread.take() {
-            let _ = thread.join();
+            FINISHING.with(|f| f.borrow_mut().push(thread));
         }
     }
+}
+
+thread_local! {
+    /// Engine threads told to stop, not yet joined.
+    static FINISHING: std::cell::RefCell<Vec<JoinHandle<()>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Joins the engine threads that have exited, panicking if one of them panicked.
+fn reap_finished() {
+    FINISHING.with(|f| {
+        let mut threads = f.borrow_mut();
+        let (done, running): (Vec<_>, Vec<_>) =
+            threads.drain(..).partition(JoinHandle::is_finished);
+        *threads = running;
+        for thread in done {
+            assert!(thread.join().is_ok(), "an engine thread panicked");
+        }
+    });
 }
 
 /// Reads one response: its head, then its body by Content-Length, chunked coding, or to
