@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Folds the inputs a run found ($FUZZ_WORK/<target>) into the checked-in corpus/<target>,
-# minimised with `cargo fuzz cmin` (only inputs that add coverage are kept).
+# minimised with `cargo fuzz cmin` (only inputs that add coverage are kept). Coverage here
+# means edges (-use_counters=0) and a greedy set cover (-set_cover_merge=1): hit-count
+# features would keep thousands of files, and the repository keeps a few hundred KB.
 #
 #   fuzz/cmin.sh [TARGET...]
 set -euo pipefail
@@ -15,6 +17,7 @@ for t in $targets; do
     mkdir -p "$merged"
     cp corpus/"$t"/* "$work/$t"/* "$merged"/ 2>/dev/null || true
     cargo fuzz cmin --target-dir "$target_dir" "$t" "$merged" -- -rss_limit_mb=2048 -timeout=20 \
+        -use_counters=0 -set_cover_merge=1 \
         >"$work/$t.cmin.log" 2>&1
     # Keep the hand-written seeds (readable names) and add what cmin kept beyond them.
     for f in "$merged"/*; do
