@@ -37,6 +37,8 @@ pub struct Reply {
     /// The body, de-chunked; empty for responses without one and for event streams (which
     /// never end, so only their head is read).
     pub body: Vec<u8>,
+    /// The answer to a HEAD request: headers only, by definition.
+    pub head: bool,
 }
 
 impl Reply {
@@ -56,6 +58,14 @@ impl Reply {
     /// Panics unless the body is the contract's JSON error:
     /// `{"success": false, "error": "..", "code": "UPPER_SNAKE", "timestamp": <number>}`.
     pub fn assert_json_error(&self, context: &str) {
+        if self.head {
+            // HTTP sends no body with an answer to HEAD; the headers still say JSON.
+            let json = self
+                .header("content-type")
+                .is_some_and(|t| t.starts_with(b"application/json"));
+            assert!(json, "{context}: error {} to HEAD is not JSON", self.status);
+            return;
+        }
         let body: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "{context}: error {} body is not JSON ({e}): {:?}",
@@ -247,6 +257,7 @@ async fn read_reply(
         status,
         headers,
         body: Vec::new(),
+        head: head_request,
     };
     let mut rest = buf.split_off(head_len);
     let streaming = reply
