@@ -42,45 +42,7 @@ pub async fn run(
         tracing::warn!("REDIS_URL is set, but this build keeps sessions in memory only");
     }
     apply_fd_budget(&mut config);
-    let clock = ServerClock::shared();
-    let metrics = Arc::new(Metrics::new());
-    let store: Arc<dyn SessionStore> = Arc::new(
-        MemoryStore::new(config.max_retained_sessions).with_metrics(StoreMetrics {
-            retained: metrics.retained_sessions.clone(),
-            evicted: metrics.retained_sessions_evicted.clone(),
-        }),
-    );
-    let share = Arc::new(
-        ShareRegistry::new(config.share.settings()).with_address_limits(
-            config
-                .limits
-                .share_sessions_per_ip_under(config.share.max_share_sessions),
-            config.limits.share_starts_per_minute,
-            config.limits.tracked_addresses,
-        ),
-    );
-    let auth_failures = Arc::new(AuthFailures::new(
-        crate::context::auth_limits(&config),
-        metrics.clone(),
-    ));
-    let auth = Arc::new(Auth::from_config(&config)?);
-    if auth.authenticated() {
-        tracing::info!("authenticated mode: joining, listening and session reads need a token");
-    }
-    let (engine, engine_thread) = engine::spawn(
-        &config,
-        clock,
-        metrics.clone(),
-        store,
-        share.clone(),
-        auth_failures.clone(),
-        auth.clone(),
-    )
-    .context("starting the engine thread")?;
-    let ctx = Arc::new(
-        AppContext::new(config, clock, metrics, engine, share, auth)
-            .with_auth_failures(auth_failures),
-    );
+    let (ctx, engine_thread) = assemble(config, Arc::new(Metrics::new()))?;
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let service = service(ctx.clone());
     let graceful = GracefulShutdown::new();
@@ -143,6 +105,56 @@ fn apply_fd_budget(config: &mut Config) {
     config.max_connections = budget.realtime;
 }
 
+/// Everything a server is made of but the listener: the store, the share registry, access
+/// control, the engine thread and the context every route and connection shares. `run`
+/// serves it; the fuzz harness serves it over in-memory pipes, so both build it the same
+/// way. `metrics` is passed in so that a process running many servers (the fuzzer) can
+/// share one registry.
+pub fn assemble(
+    config: Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(Arc<AppContext>, std::thread::JoinHandle<()>)> {
+    let clock = ServerClock::shared();
+    let store: Arc<dyn SessionStore> = Arc::new(
+        MemoryStore::new(config.max_retained_sessions).with_metrics(StoreMetrics {
+            retained: metrics.retained_sessions.clone(),
+            evicted: metrics.retained_sessions_evicted.clone(),
+        }),
+    );
+    let share = Arc::new(
+        ShareRegistry::new(config.share.settings()).with_address_limits(
+            config
+                .limits
+                .share_sessions_per_ip_under(config.share.max_share_sessions),
+            config.limits.share_starts_per_minute,
+            config.limits.tracked_addresses,
+        ),
+    );
+    let auth_failures = Arc::new(AuthFailures::new(
+        crate::context::auth_limits(&config),
+        metrics.clone(),
+    ));
+    let auth = Arc::new(Auth::from_config(&config)?);
+    if auth.authenticated() {
+        tracing::info!("authenticated mode: joining, listening and session reads need a token");
+    }
+    let (engine, engine_thread) = engine::spawn(
+        &config,
+        clock,
+        metrics.clone(),
+        store,
+        share.clone(),
+        auth_failures.clone(),
+        auth.clone(),
+    )
+    .context("starting the engine thread")?;
+    let ctx = Arc::new(
+        AppContext::new(config, clock, metrics, engine, share, auth)
+            .with_auth_failures(auth_failures),
+    );
+    Ok((ctx, engine_thread))
+}
+
 /// Ends idle share sessions and forgets ended ones, once a second.
 async fn sweep_share_sessions(ctx: Arc<AppContext>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
@@ -182,7 +194,10 @@ fn cors(config: &Config) -> CorsLayer {
 }
 
 /// The whole HTTP service: router plus CORS and security headers.
-fn service(
+///
+/// Public so the HTTP fuzz target and the routing property tests can serve requests
+/// through exactly this stack over an in-memory pipe, without the accept loop.
+pub fn service(
     ctx: Arc<AppContext>,
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
        + Clone

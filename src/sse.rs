@@ -108,6 +108,18 @@ fn admit<B>(req: &Request<B>, ctx: &AppContext, session_id: &str) -> Result<Acce
     Ok(Access { grant, share_ok })
 }
 
+/// The event id a reconnecting listener last saw, from its `Last-Event-ID` header.
+///
+/// Anything that is not a decimal `u64` (surrounding whitespace allowed) counts as no id:
+/// the listener then gets a fresh snapshot, which is always a correct start. Public so the
+/// fuzz target and the property tests call exactly what the route calls.
+pub fn last_event_id(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
 pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) -> Response<Body> {
     if req.method() != Method::GET {
         return error_response(
@@ -139,11 +151,7 @@ pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) 
             "the server holds its maximum number of connections; retry later",
         );
     };
-    let last_event_id = req
-        .headers()
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let last_event_id = last_event_id(req.headers());
     let key = ctx.next_key();
     let outbox = Arc::new(Outbox::new(ctx.outbox_limits()));
     let (reply, answer) = oneshot::channel();

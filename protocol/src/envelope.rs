@@ -74,6 +74,17 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeFailure> {
         };
         fail(None, invalid(why))
     })?;
+    // serde also reads a struct from a JSON array, by position: `["sync_request", 7]` would
+    // pass as a request with id 7. A frame is an object; serde has checked it is valid JSON.
+    if !text
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+    {
+        return Err(fail(
+            None,
+            invalid("frame must be a JSON object, not an array"),
+        ));
+    }
     let id = match raw.id {
         None => None,
         Some(raw_id) if raw_id.get() == "null" => None,
@@ -261,6 +272,17 @@ mod tests {
 
     fn code_of(text: &str) -> ErrorCode {
         decode_client_frame(text).unwrap_err().error.code
+    }
+
+    #[test]
+    fn an_array_is_refused_even_when_its_items_would_fit_the_envelope() {
+        // Found by the frame_decoder fuzz target: positional struct decoding.
+        for text in [r#"["sync_request", 7]"#, r#" ["pause"]"#, "[1,2,3]", "[]"] {
+            let failure = decode_client_frame(text).unwrap_err();
+            assert_eq!(failure.error.code, ErrorCode::InvalidMessage, "{text}");
+            assert_eq!(failure.id, None, "{text}: nothing to echo");
+        }
+        assert!(decode_client_frame("\n\t {\"type\":\"pause\"}").is_ok());
     }
 
     #[test]
