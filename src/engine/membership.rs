@@ -1,12 +1,13 @@
-//! Who is in which session: joining, resuming, leaving, dropping, listening over SSE.
+//! Who is in which session: joining, resuming, leaving, dropping, listening over SSE. What
+//! a session looks like from outside (snapshot, member list) is in `views.rs`.
 
 use super::access::Access;
 use super::resume::{new_token, ResumeEntry};
 use super::session::Session;
-use super::{Conn, ConnKey, Engine, Peer, SessionInfo};
+use super::{Conn, ConnKey, Engine, Peer};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
-use bandsync_protocol::server::{Member, SessionState, Snapshot};
+use bandsync_protocol::server::SessionState;
 use bandsync_protocol::{
     encode_server_frame, ErrorCode, JoinSession, ProtocolError, RequestId, Role, ServerEvent,
 };
@@ -398,70 +399,5 @@ impl Engine {
         self.stats_changed(&session_id);
         self.share_burst(key, &session_id);
         Ok(())
-    }
-
-    fn members(&self, session: &Session, limit: usize) -> Vec<Member> {
-        session
-            .members
-            .keys()
-            .take(limit)
-            .filter_map(|key| self.conns.get(key))
-            .map(|c| Member {
-                client_id: c.client_id.to_string(),
-                name: c.name.clone(),
-                role: c.role,
-            })
-            .collect()
-    }
-
-    fn snapshot(
-        &self,
-        key: ConnKey,
-        session_id: &str,
-        resume_token: String,
-        resumed: bool,
-    ) -> Snapshot {
-        let session = &self.sessions[session_id];
-        let conn = &self.conns[&key];
-        let limit = self.settings.snapshot_member_limit;
-        let state = self.session_state(session);
-        Snapshot {
-            session_id: state.session_id,
-            client_id: conn.client_id.to_string(),
-            role: conn.role,
-            resume_token,
-            leader_id: state.leader_id,
-            members: self.members(session, limit),
-            transport: state.transport,
-            message: state.message,
-            version: state.version,
-            server_time: state.server_time,
-            resumed,
-            members_truncated: session.members.len() > limit,
-            replay_count: 0,
-        }
-    }
-
-    pub(super) fn session_info(&self, session_id: &str) -> Option<SessionInfo> {
-        if let Some(session) = self.sessions.get(session_id) {
-            return Some(SessionInfo {
-                state: self.session_state(session),
-                members: self.members(session, self.settings.snapshot_member_limit),
-                member_count: session.members.len(),
-                followers: session.followers(),
-                listeners: session.listeners.len(),
-                live: true,
-            });
-        }
-        let record = self.store.load(session_id)?;
-        let session = Session::from_record(record, 0);
-        Some(SessionInfo {
-            state: self.session_state(&session),
-            members: Vec::new(),
-            member_count: 0,
-            followers: 0,
-            listeners: 0,
-            live: false,
-        })
     }
 }

@@ -27,6 +27,7 @@ mod replay;
 pub mod resume;
 mod session;
 mod share;
+mod views;
 
 pub use access::Access;
 pub use share::ShareNotice;
