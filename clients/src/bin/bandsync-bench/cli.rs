@@ -65,8 +65,11 @@ EXAMPLES
 AUDIO AND THE SERVER
   --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
   rate when higher: 100 ms chunks are exactly the default limit of 10/s per session), and
-  --max-share-sessions S when S > 50; a --server-arg or environment variable of the same
-  setting wins. With --url the server must have BEARER_TOKEN equal to --token.";
+  --max-share-sessions S+1 when S >= 50; for every scenario it lifts the per-address limits
+  (--max-connections-per-ip, --share-sessions-per-ip, --share-starts-per-minute), since the
+  whole load comes from 127.0.0.1. A --server-arg or environment variable of the same
+  setting wins. With --url the server must have BEARER_TOKEN equal to --token, and limits
+  that admit one address's whole load.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
