@@ -173,7 +173,18 @@ impl Server {
                 .map_err(|_| NoReply::Timeout)
                 .and_then(|reply| reply);
             writing.abort();
-            served.abort();
+            // A panic in the service unwinds the connection task, which tokio catches:
+            // hand it on, or it would pass for a closed connection.
+            tokio::task::yield_now().await;
+            if served.is_finished() {
+                if let Err(e) = served.await {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            } else {
+                served.abort();
+            }
             reply
         })
     }

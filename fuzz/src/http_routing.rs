@@ -14,12 +14,20 @@ pub fn check(data: &[u8]) {
     let mut slots = [httparse::EMPTY_HEADER; 64];
     let mut request = httparse::Request::new(&mut slots);
     let parsed = matches!(request.parse(data), Ok(httparse::Status::Complete(_)));
+    // hyper refuses some Transfer-Encoding values by closing the connection without an
+    // answer; that is hyper's framing, before any of our code runs (a panic of ours is
+    // caught by the harness, not seen as a close).
+    let framing = request
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     let path = request.path.unwrap_or_default().to_owned();
     let server = Server::start();
     let reply = match server.exchange(data) {
         Ok(reply) => reply,
         // h2's preface or bytes that are no request at all may go unanswered.
         Err(NoReply::Closed | NoReply::Garbled) if !parsed => return,
+        Err(NoReply::Closed) if framing => return,
         Err(e) => panic!("no answer ({e:?}) to {:?}", String::from_utf8_lossy(data)),
     };
     if !reply.made_by_service() {
