@@ -98,9 +98,21 @@ fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::Serve
     // The whole load comes from one address (127.0.0.1), which the server's per-address
     // limits exist to refuse: lift them for the server spawned to be measured.
     let lifted = [
-        ("--max-connections-per-ip", "MAX_CONNECTIONS_PER_IP", 1_000_000),
-        ("--share-sessions-per-ip", "SHARE_SESSIONS_PER_IP", 1_000_000),
-        ("--share-starts-per-minute", "SHARE_STARTS_PER_MINUTE", 1_000_000),
+        (
+            "--max-connections-per-ip",
+            "MAX_CONNECTIONS_PER_IP",
+            1_000_000,
+        ),
+        (
+            "--share-sessions-per-ip",
+            "SHARE_SESSIONS_PER_IP",
+            1_000_000,
+        ),
+        (
+            "--share-starts-per-minute",
+            "SHARE_STARTS_PER_MINUTE",
+            1_000_000,
+        ),
     ];
     for (flag, env, value) in lifted {
         extras.default_flag(opts, flag, env, value.to_string());
