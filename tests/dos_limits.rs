@@ -285,6 +285,15 @@ async fn past_every_cap_clients_get_503_instead_of_a_hang() {
     let (status, body) = get_raw(&mut over, "/health").await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(json_code(&body), "SERVER_FULL");
-    drop(silent);
-    drop(streams);
+    drop((asking, over, silent, streams));
+    // The test gate reads /metrics when the server stops: wait until there is room again.
+    let deadline = Instant::now() + LIMIT;
+    for n in 1.. {
+        let mut probe = connect_from([127, 0, 5, n], server.addr).await;
+        if get_raw(&mut probe, "/health").await.0 == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slots never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
