@@ -7,7 +7,7 @@
 //! runs criterion on the same inputs at both levels. Each message is compressed the way the
 //! server does it: its own DEFLATE stream (no context takeover), sync flush, tail removed.
 
-use bandsync::ws::deflate::{codec, Deflater, Inflater};
+use bandsync::deflate::{codec, Deflater, Inflater};
 use bandsync_protocol::server::{Member, ScrollTick, SessionState, Snapshot};
 use bandsync_protocol::{encode_server_frame, Role, ServerEvent, Transport};
 use criterion::{Criterion, Throughput};

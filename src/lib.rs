@@ -18,6 +18,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod context;
+pub mod deflate;
 pub mod engine;
 pub mod frames;
 pub mod http;

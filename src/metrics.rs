@@ -358,6 +358,13 @@ impl Metrics {
         self.connections.with_label_values(&["ws"]).get()
             + self.connections.with_label_values(&["sse"]).get()
     }
+
+    /// Counts a share start refused by a per-address limit in `share_starts_refused_total`.
+    pub fn count_refused_share_start(&self, error: &crate::share::ShareError) {
+        if let Some(reason) = error.refused_start_reason() {
+            self.share_starts_refused.with_label_values(&[reason]).inc();
+        }
+    }
 }
 
 impl Default for Metrics {

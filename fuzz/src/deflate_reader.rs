@@ -16,8 +16,8 @@
 //!
 //! Kept small on purpose: when the guard's API changes, only [`run`] changes.
 
+use bandsync::deflate::codec::STATE_BYTES;
 use bandsync::ws::budget::PartialBudget;
-use bandsync::ws::deflate::codec::STATE_BYTES;
 use bandsync::ws::guard::{FrameGuard, GuardError, GuardLimits};
 use bytes::BytesMut;
 use std::sync::Arc;

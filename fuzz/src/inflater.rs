@@ -1,4 +1,4 @@
-//! Target: the permessage-deflate inflater (`ws/deflate/codec.rs`), one message's payload
+//! Target: the permessage-deflate inflater (`deflate/codec.rs`), one message's payload
 //! fed in arbitrary pieces under a cap.
 //!
 //! Input layout: byte 0 picks the cap (64 B to 8 KiB), byte 1 seeds the piece sizes, the
@@ -8,8 +8,8 @@
 //! - the payload read as *plain* text deflates with our `Deflater` and inflates back to
 //!   itself whenever it fits under the cap.
 
-use bandsync::ws::deflate::codec::{inflate, Deflater, Inflater};
-use bandsync::ws::deflate::InflateError;
+use bandsync::deflate::codec::{inflate, Deflater, Inflater};
+use bandsync::deflate::InflateError;
 
 /// Splits `data` into (cap, split seed, payload) and checks the inflater on it.
 pub fn check(data: &[u8]) {
@@ -52,7 +52,7 @@ pub fn check(data: &[u8]) {
         }
     }
 
-    let compressed = Deflater::new(bandsync::ws::deflate::codec::LEVEL, 0).deflate_always(payload);
+    let compressed = Deflater::new(bandsync::deflate::codec::LEVEL, 0).deflate_always(payload);
     match inflate(&compressed, limit) {
         Ok(back) => assert_eq!(back, payload, "deflate/inflate round trip changed bytes"),
         Err(InflateError::TooBig { .. }) => assert!(payload.len() > limit),

@@ -14,7 +14,7 @@
 //! - a session's status agrees with the starts and stops that succeeded before it.
 
 use super::harness::{Reply, Server, TOKEN};
-use bandsync::share::api::decode_chunk;
+use bandsync::share::audio::decode_chunk;
 use bandsync::share::audio::ChunkBody;
 use bandsync::share::{valid_id, MAX_CHUNK_BYTES};
 use base64::Engine as _;

@@ -3,10 +3,10 @@
 
 use super::session::Session;
 use super::{ConnKey, Engine, Peer};
+use crate::deflate::Deflater;
 use crate::frames::{sse_event, WsFrame};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, PushError};
-use crate::ws::deflate::Deflater;
 use bandsync_protocol::server::{RoomStats, ScrollTick};
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::Bytes;

@@ -36,11 +36,11 @@ pub use inbound::{ConnKey, EngineHandle, Inbound};
 
 use crate::clock::ServerClock;
 use crate::config::Config;
+use crate::deflate::{codec, Deflater};
 use crate::frames::WsFrame;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::store::SessionStore;
-use crate::ws::deflate::{codec, Deflater};
 use bandsync_protocol::server::{Member, SessionState};
 use bandsync_protocol::Role;
 use bytes::Bytes;

@@ -86,7 +86,7 @@ impl Engine {
             .share
             .attach_or_start(session_id, self.clock.now_ms(), client)
         {
-            crate::share::api::count_refused_start(&self.metrics, &e);
+            self.metrics.count_refused_share_start(&e);
             if let ShareError::RateLimited { retry_after_ms, .. } = e {
                 let event = ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms });
                 return self.send_to(key, &event, id.as_ref());

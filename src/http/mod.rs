@@ -2,6 +2,8 @@
 
 pub mod errors;
 mod health;
+pub mod share;
+mod share_body;
 
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Scope;
@@ -37,12 +39,12 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
 /// Every warp route, with rejections turned into the contract's JSON errors.
 pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
     let share_registry = ctx.share.clone();
-    let share_guards = crate::share::api::Guards {
+    let share_guards = share::Guards {
         auth_failures: ctx.auth_failures.clone(),
         metrics: ctx.metrics.clone(),
     };
     let engine = ctx.engine.clone();
-    let notify: crate::share::api::Notify = Arc::new(move |notice| {
+    let notify: share::Notify = Arc::new(move |notice| {
         // The HTTP handler must not wait on the engine: a full queue only delays push
         // receivers, and pollers still have the chunk in the buffer.
         if engine.try_send(Inbound::Share(notice)).is_err() {
@@ -83,7 +85,7 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
         .and(with_ctx)
         .and(presented())
         .and_then(session_info);
-    let share = crate::share::api::routes(share_registry, notify, share_guards);
+    let share = share::routes(share_registry, notify, share_guards);
     let plain = warp::get().or(warp::head()).unify().and(
         index
             .or(app_js)

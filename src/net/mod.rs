@@ -10,8 +10,8 @@ pub mod io;
 mod refuse;
 
 use crate::context::AppContext;
+use crate::http::share::RemoteAddr;
 use crate::limits::ClientIp;
-use crate::share::api::RemoteAddr;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;

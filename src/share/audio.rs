@@ -1,5 +1,6 @@
 //! Audio chunks as the Music Share API carries them, and the per-session circular buffer.
 
+use super::{ShareError, MAX_CHUNK_BYTES};
 use bandsync_protocol::audio::{i16_to_f32_bytes, AudioHeader, SampleFormat};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -198,6 +199,40 @@ impl AudioRing {
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty()
     }
+}
+
+/// Decodes and checks a chunk's samples.
+pub fn decode_chunk(body: &ChunkBody) -> Result<Bytes, ShareError> {
+    if !(1..=384_000).contains(&body.sample_rate) {
+        return Err(ShareError::InvalidBody(
+            "sampleRate must be 1 to 384000".into(),
+        ));
+    }
+    if !(1..=32).contains(&body.channels) {
+        return Err(ShareError::InvalidBody("channels must be 1 to 32".into()));
+    }
+    // base64 is 4/3 of the data: refuse an oversized chunk before decoding it.
+    if body.data.len() / 4 * 3 > MAX_CHUNK_BYTES + 3 {
+        return Err(ShareError::TooLarge(format!(
+            "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
+        )));
+    }
+    let samples = base64::engine::general_purpose::STANDARD
+        .decode(body.data.as_bytes())
+        .map_err(|e| ShareError::InvalidBody(format!("data is not valid base64: {e}")))?;
+    if samples.len() > MAX_CHUNK_BYTES {
+        return Err(ShareError::TooLarge(format!(
+            "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
+        )));
+    }
+    let frame = F32_BYTES * usize::from(body.channels);
+    if samples.len() % frame != 0 {
+        return Err(ShareError::InvalidBody(format!(
+            "data must be whole frames of {} float32 samples",
+            body.channels
+        )));
+    }
+    Ok(Bytes::from(samples))
 }
 
 #[cfg(test)]

@@ -67,3 +67,14 @@ impl ShareError {
         }
     }
 }
+
+impl ShareError {
+    /// The `share_starts_refused_total` reason when a per-address limit refused a start.
+    pub fn refused_start_reason(&self) -> Option<&'static str> {
+        match self {
+            ShareError::AddressLimit(_) => Some("per_address"),
+            ShareError::RateLimited { .. } => Some("rate"),
+            _ => None,
+        }
+    }
+}

@@ -6,10 +6,9 @@
 //! critical section (no `.await` inside), called from the HTTP handlers directly; polling
 //! needs no trip through the session engine.
 
-pub mod api;
 pub mod audio;
 pub mod auth;
-mod body;
+
 pub mod config;
 mod error;
 mod session;
@@ -201,7 +200,7 @@ impl ShareRegistry {
         body: ChunkBody,
         client: IpAddr,
     ) -> Result<Arc<AudioChunk>, ShareError> {
-        let samples = api::decode_chunk(&body)?;
+        let samples = audio::decode_chunk(&body)?;
         self.buffer_chunk(id, client, || AudioChunk::from_rest(body, samples))
     }
 

@@ -33,7 +33,7 @@
 //! and the fuzz targets feed it anything.
 
 use super::budget::PartialBudget;
-use super::deflate::codec::{InflateError, Inflater};
+use crate::deflate::codec::{InflateError, Inflater};
 use bytes::{Buf, BufMut, BytesMut};
 use std::sync::Arc;
 use std::time::Instant;

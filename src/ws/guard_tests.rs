@@ -1,5 +1,5 @@
 use super::*;
-use crate::ws::deflate::codec::Deflater;
+use crate::deflate::codec::Deflater;
 use flate2::Compression;
 
 /// A client frame: FIN, RSV1, opcode, masked with a fixed key.
@@ -343,7 +343,7 @@ fn a_compressed_message_in_assembly_counts_its_inflate_state() {
     let payload = deflated(&[b'a'; 3000]);
     let mut inp = BytesMut::from(&client_frame(false, true, OP_TEXT, &payload)[..]);
     g.process(&mut inp, &mut BytesMut::new()).unwrap();
-    assert!(budget.used() >= crate::ws::deflate::codec::STATE_BYTES);
+    assert!(budget.used() >= crate::deflate::codec::STATE_BYTES);
     let mut inp = BytesMut::from(&client_frame(true, false, OP_CONTINUATION, &[])[..]);
     let mut out = BytesMut::new();
     g.process(&mut inp, &mut out).unwrap();

@@ -4,7 +4,6 @@
 
 pub mod budget;
 mod connection;
-pub mod deflate;
 pub mod guard;
 pub mod guarded_io;
 mod incoming;

@@ -1,8 +1,8 @@
 //! Writing one WebSocket: drain everything the outbox holds, feed it, flush once.
 
 use super::connection::{close_frame, Socket};
-use super::deflate;
 use crate::context::AppContext;
+use crate::deflate;
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::server::HeartbeatResponse;

@@ -1,15 +1,15 @@
 //! The HTTP/1.1 upgrade to WebSocket (RFC 6455 section 4.2), done here rather than by
 //! warp's `ws()` filter: warp cannot negotiate extensions, and permessage-deflate is
-//! negotiated on this same handshake (see [`super::deflate`]).
+//! negotiated on this same handshake (see [`crate::deflate`]).
 
 use super::connection;
-use super::deflate;
 use super::guard::FrameGuard;
 use super::guarded_io::GuardedStream;
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
 use crate::auth::AuthError;
 use crate::context::AppContext;
+use crate::deflate;
 use crate::http::errors::{error_response, full, Body};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;

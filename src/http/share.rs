@@ -1,17 +1,16 @@
-//! The Music Share REST API, exactly as the seed specifies it (paths, bodies, status
+//! The Music Share REST API (`/api/share/...`): the HTTP edge of the `share` domain, exactly as the seed specifies it (paths, bodies, status
 //! codes), plus the JSON error format `{"success": false, "error", "code", "timestamp"}`.
 //!
 //! Every handler checks the bearer token first, then parses the body itself, so a bad body
 //! gets the seed's 400 with our error format rather than a framework rejection.
 
-use super::audio::{ChunkBody, F32_BYTES};
-use super::body::read_body;
-use super::{auth, ShareError, ShareRegistry, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
+use super::share_body::read_body;
 use crate::engine::ShareNotice;
 use crate::http::errors::now_ms;
 use crate::limits::{AuthFailures, ClientIp};
 use crate::metrics::Metrics;
-use base64::Engine as _;
+use crate::share::audio::ChunkBody;
+use crate::share::{auth, ShareError, ShareRegistry, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::json;
@@ -34,40 +33,6 @@ pub type Notify = Arc<dyn Fn(ShareNotice) + Send + Sync>;
 pub struct Guards {
     pub auth_failures: Arc<AuthFailures>,
     pub metrics: Arc<Metrics>,
-}
-
-/// Decodes and checks a chunk's samples.
-pub fn decode_chunk(body: &ChunkBody) -> Result<Bytes, ShareError> {
-    if !(1..=384_000).contains(&body.sample_rate) {
-        return Err(ShareError::InvalidBody(
-            "sampleRate must be 1 to 384000".into(),
-        ));
-    }
-    if !(1..=32).contains(&body.channels) {
-        return Err(ShareError::InvalidBody("channels must be 1 to 32".into()));
-    }
-    // base64 is 4/3 of the data: refuse an oversized chunk before decoding it.
-    if body.data.len() / 4 * 3 > MAX_CHUNK_BYTES + 3 {
-        return Err(ShareError::TooLarge(format!(
-            "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
-        )));
-    }
-    let samples = base64::engine::general_purpose::STANDARD
-        .decode(body.data.as_bytes())
-        .map_err(|e| ShareError::InvalidBody(format!("data is not valid base64: {e}")))?;
-    if samples.len() > MAX_CHUNK_BYTES {
-        return Err(ShareError::TooLarge(format!(
-            "audio chunks are at most {MAX_CHUNK_BYTES} bytes"
-        )));
-    }
-    let frame = F32_BYTES * usize::from(body.channels);
-    if samples.len() % frame != 0 {
-        return Err(ShareError::InvalidBody(format!(
-            "data must be whole frames of {} float32 samples",
-            body.channels
-        )));
-    }
-    Ok(Bytes::from(samples))
 }
 
 fn error_reply(error: &ShareError) -> Response {
@@ -185,7 +150,7 @@ fn handle(
     metrics: &Metrics,
 ) -> Result<Response, ShareError> {
     let check_id = |id: &str| {
-        super::valid_id(id)
+        crate::share::valid_id(id)
             .then_some(())
             .ok_or(ShareError::InvalidSessionId)
     };
@@ -194,7 +159,7 @@ fn handle(
             let start: StartBody = parse(&body, 4096, "start")?;
             let now = now_ms();
             if let Err(e) = registry.start(&start.session_id, now, client) {
-                count_refused_start(metrics, &e);
+                metrics.count_refused_share_start(&e);
                 return Err(e);
             }
             Ok(json_reply(
@@ -277,19 +242,6 @@ fn handle(
             Ok(raw_json(body.freeze()))
         }
     }
-}
-
-/// Counts a start refused by a per-address limit in `share_starts_refused_total`.
-pub fn count_refused_start(metrics: &Metrics, error: &ShareError) {
-    let reason = match error {
-        ShareError::AddressLimit(_) => "per_address",
-        ShareError::RateLimited { .. } => "rate",
-        _ => return,
-    };
-    metrics
-        .share_starts_refused
-        .with_label_values(&[reason])
-        .inc();
 }
 
 /// The `/api/share/...` routes. Each matches its path before its method, so a wrong path

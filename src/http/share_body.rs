@@ -1,6 +1,6 @@
 //! Reading a share API request body within its route's limit.
 
-use super::ShareError;
+use crate::share::ShareError;
 use bytes::{Bytes, BytesMut};
 use warp::http::HeaderMap;
 
