@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, only where it is missing:
-# Debian's chromium (for the browser test) and the browser test's npm packages.
+# Debian's redis-server (for the cluster tests, which start their own), Debian's chromium
+# (for the browser test) and the browser test's npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v redis-server >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "== installing redis-server (Debian package; the tests start and stop their own)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "redis-server is missing: run 'sudo apt-get install -y redis-server'" >&2
+    exit 1
+  fi
+fi
 
 if [[ "${BANDSYNC_SKIP_BROWSER:-0}" != "1" ]]; then
   if [[ ! -x /usr/bin/chromium ]]; then

@@ -44,6 +44,13 @@ impl ServerClock {
     }
 
     /// Seconds since the server started.
+    /// The instant at which the clock reads `ms` (the inverse of [`Self::at`]; times
+    /// before this clock started map to its start).
+    pub fn instant_at(&self, ms: f64) -> Instant {
+        let since = (ms - self.start_wall_ms).max(0.0);
+        self.start + std::time::Duration::from_secs_f64(since / 1000.0)
+    }
+
     pub fn uptime_secs(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }

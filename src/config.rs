@@ -48,9 +48,13 @@ pub struct Config {
     /// Close a WebSocket that sent nothing (no pong, no frame) for this long, ms.
     #[arg(long, env = "SOCKET_PING_TIMEOUT", default_value_t = 5000)]
     pub socket_ping_timeout: u64,
-    /// Redis URL for sessions shared across instances (unset: in-memory).
+    /// Redis URL (`redis://host:port/db`): instances sharing it serve one set of sessions
+    /// (unset: this process alone, in memory).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "bandsync")]
+    pub redis_prefix: String,
     /// How long a dropped client may resume its identity and role, ms.
     #[arg(long, env = "RECOVERY_WINDOW_MS", default_value_t = 30_000)]
     pub recovery_window_ms: u64,

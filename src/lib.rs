@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod context;
 pub mod deflate;
@@ -30,6 +31,7 @@ pub mod server;
 pub mod share;
 pub mod sse;
 pub mod store;
+pub mod tick_grid;
 pub mod ws;
 
 pub use config::Config;

@@ -56,6 +56,8 @@ pub struct Metrics {
     pub ws_messages_refused: IntCounterVec,
     /// Sessions kept in the store for their retention window, live or not.
     pub retained_sessions: IntGauge,
+    /// The cluster seam's figures (registered, zero without `REDIS_URL`).
+    pub cluster: crate::cluster::metrics::ClusterMetrics,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
     /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
@@ -291,6 +293,7 @@ impl Metrics {
                 transport,
             )
             .unwrap(),
+            cluster: crate::cluster::metrics::ClusterMetrics::new(),
             registry,
         };
         m.register_all();
@@ -339,7 +342,7 @@ impl Metrics {
             Box::new(self.resume_replayed_events.clone()),
             Box::new(self.origin_rejected.clone()),
         ];
-        for c in collectors {
+        for c in collectors.into_iter().chain(self.cluster.collectors()) {
             self.registry.register(c).expect("metric names are unique");
         }
     }

@@ -38,9 +38,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
-    if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set, but this build keeps sessions in memory only");
-    }
     apply_fd_budget(&mut config);
     let (ctx, engine_thread) = assemble(config, Arc::new(Metrics::new()))?;
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
@@ -138,21 +135,67 @@ pub fn assemble(
     if auth.authenticated() {
         tracing::info!("authenticated mode: joining, listening and session reads need a token");
     }
+    let (cluster_events, cluster_inbox) = tokio::sync::mpsc::channel(CLUSTER_EVENT_QUEUE);
+    let broker = broker(&config, store, cluster_events, &metrics)?;
     let (engine, engine_thread) = engine::spawn(
         &config,
         clock,
         metrics.clone(),
-        store,
+        broker,
         share.clone(),
         auth_failures.clone(),
         auth.clone(),
     )
     .context("starting the engine thread")?;
+    if config.redis_url.is_some() {
+        tokio::spawn(forward_cluster_events(cluster_inbox, engine.clone()));
+    }
     let ctx = Arc::new(
         AppContext::new(config, clock, metrics, engine, share, auth)
             .with_auth_failures(auth_failures),
     );
     Ok((ctx, engine_thread))
+}
+
+/// Cluster events queued for the engine at most (the link waits beyond it).
+const CLUSTER_EVENT_QUEUE: usize = 4096;
+
+/// The memory broker, or with `REDIS_URL` the Redis one (its link task starts on the
+/// current runtime and connects in the background: an unreachable Redis never stops the
+/// server from starting).
+fn broker(
+    config: &Config,
+    store: Arc<dyn SessionStore>,
+    events: tokio::sync::mpsc::Sender<crate::cluster::ClusterEvent>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Box<dyn crate::cluster::Broker>> {
+    let Some(url) = config.redis_url.clone() else {
+        let broker = crate::cluster::memory::MemoryBroker::new(store, config.session_retention());
+        return Ok(Box::new(broker));
+    };
+    let settings = crate::cluster::redis::RedisSettings {
+        url,
+        prefix: config.redis_prefix.clone(),
+        retention: config.session_retention(),
+        stream_length: config.resume_history.max(16),
+        recovery_window: config.recovery_window(),
+    };
+    let broker =
+        crate::cluster::redis::spawn(settings, events, metrics.clone()).context("REDIS_URL")?;
+    tracing::info!(prefix = %config.redis_prefix, "REDIS_URL set: sessions are shared through Redis");
+    Ok(Box::new(broker))
+}
+
+/// Hands the Redis link's events to the engine, in order, waiting while its queue is full.
+async fn forward_cluster_events(
+    mut inbox: tokio::sync::mpsc::Receiver<crate::cluster::ClusterEvent>,
+    engine: engine::EngineHandle,
+) {
+    while let Some(event) = inbox.recv().await {
+        if engine.send(Inbound::Cluster(event)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Ends idle share sessions and forgets ended ones, once a second.

@@ -7,24 +7,32 @@
 //! every change, so a store shared between instances (Redis, a later issue) always has the
 //! current state. Implementations must not block: the engine thread calls them inline.
 
+use crate::tick_grid::TickCount;
 use bandsync_protocol::Transport;
 use lru::LruCache;
 use prometheus::{IntCounter, IntGauge};
+use serde::{Deserialize, Serialize};
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The durable part of a session.
-#[derive(Debug, Clone, PartialEq)]
+/// The durable part of a session: what is persisted, and what a change publishes to the
+/// other instances (the whole state, so a receiver never needs the one before).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SessionRecord {
     pub session_id: String,
     pub transport: Transport,
     pub message: String,
     pub version: u64,
+    /// The leader's `clientId` (held through its recovery window).
+    #[serde(default)]
+    pub leader: Option<String>,
     /// Last SSE event id used, so ids stay monotonic across the session's lives.
     pub event_seq: u64,
-    /// Last `scroll_tick` seq used.
-    pub tick_seq: u64,
+    /// How `scroll_tick` seqs are numbered (see `tick_grid`).
+    #[serde(default)]
+    pub ticks: TickCount,
 }
 
 pub trait SessionStore: Send + Sync + 'static {
@@ -148,8 +156,9 @@ mod tests {
             transport: Transport::new(0.0),
             message: "hello".into(),
             version: 7,
+            leader: None,
             event_seq: 30,
-            tick_seq: 12,
+            ticks: TickCount::default(),
         }
     }
 

@@ -23,6 +23,11 @@ pub struct Access {
 }
 
 impl Access {
+    /// The identity a resume must present again (the token's subject), if any.
+    pub fn identity(&self) -> Option<String> {
+        self.grant.as_ref().map(Grant::identity)
+    }
+
     /// Whether the grant (if any) lets its holder lead now.
     pub fn may_lead(&self) -> Result<(), AuthError> {
         match &self.grant {

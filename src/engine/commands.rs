@@ -1,8 +1,10 @@
 //! What each client event does to a session, and the leader rules.
 
+use super::commit::AfterCommit;
 use super::membership::Departure;
 use super::session::Session;
 use super::{ConnKey, Engine, Peer};
+use crate::cluster::LeaderCheck;
 use bandsync_protocol::client::{Play, Seek, SetTempo, UpdateMessage};
 use bandsync_protocol::server::{ErrorEvent, HeartbeatResponse, SessionState};
 use bandsync_protocol::{ClientEvent, ErrorCode, ProtocolError, RequestId, Role, ServerEvent};
@@ -59,13 +61,11 @@ impl Engine {
             ClientEvent::ShareStart(start) => self.share_start(key, id, &session_id, &start.token),
             ClientEvent::ShareStop => self.share_stop(key, id),
             ClientEvent::UpdateMessage(UpdateMessage { text }) => {
-                let session = self.sessions.get_mut(&session_id).unwrap();
-                if session.message == text {
+                if self.sessions[&session_id].message == text {
                     return self.reply_state(key, id, &session_id);
                 }
-                session.message = text;
-                session.version += 1;
-                self.state_changed(&session_id, None);
+                let (check, then) = self.as_leader(key, id);
+                self.change(&session_id, check, None, then, |s| s.message = text);
             }
             transport_event => self.transport(key, id, &session_id, transport_event),
         }
@@ -80,7 +80,7 @@ impl Engine {
         event: ClientEvent,
     ) {
         let now = self.clock.now_ms();
-        let transport = &mut self.sessions.get_mut(session_id).unwrap().transport;
+        let mut transport = self.sessions[session_id].transport;
         let changed = match event {
             ClientEvent::SetTempo(SetTempo { tempo }) => transport.set_tempo(now, tempo),
             ClientEvent::Play(Play { beat }) => transport.play(now, beat),
@@ -89,8 +89,8 @@ impl Engine {
             _ => unreachable!("only transport events are routed here"),
         };
         if changed {
-            self.sessions.get_mut(session_id).unwrap().version += 1;
-            self.state_changed(session_id, None);
+            let (check, then) = self.as_leader(key, id);
+            self.change(session_id, check, None, then, |s| s.transport = transport);
         } else {
             // Nothing changed (e.g. `pause` while paused): no broadcast, no new version,
             // but the sender still gets an answer.
@@ -124,23 +124,38 @@ impl Engine {
                         ProtocolError::new(ErrorCode::LeaderTaken, message),
                     );
                 }
-                session.leader = Some(client_id);
-                session.leader_key = Some(key);
+                // The seat is ours only once the claim commits (atomically, cluster-wide).
+                let then = AfterCommit::RoleClaim { key, id };
+                self.change(session_id, LeaderCheck::Is(None), None, then, |s| {
+                    s.leader = Some(client_id);
+                });
             }
             (Role::Leader, Role::Follower) => {
-                session.leader = None;
                 session.leader_key = None;
+                let conn = self.conns.get_mut(&key).unwrap();
+                conn.role = wanted;
+                if let Some(token) = conn.resume_token.clone() {
+                    self.resume.set_role(&token, wanted);
+                    self.save_resume(&token);
+                }
+                let check = LeaderCheck::Is(Some(client_id.to_string()));
+                self.change(session_id, check, None, AfterCommit::Nothing, |s| {
+                    s.leader = None;
+                });
+                self.stats_changed(session_id);
             }
-            _ => return self.reply_state(key, id, session_id),
+            _ => self.reply_state(key, id, session_id),
         }
-        session.version += 1;
-        let conn = self.conns.get_mut(&key).unwrap();
-        conn.role = wanted;
-        if let Some(token) = &conn.resume_token {
-            self.resume.set_role(token, wanted);
-        }
-        self.state_changed(session_id, None);
-        self.stats_changed(session_id);
+    }
+
+    /// The leader check and follow-up of a leader's command: it commits only while the
+    /// sender still holds the seat.
+    fn as_leader(&self, key: ConnKey, id: Option<RequestId>) -> (LeaderCheck, AfterCommit) {
+        let holder = self.conns.get(&key).map(|c| c.client_id.to_string());
+        (
+            LeaderCheck::Is(holder),
+            AfterCommit::LeaderCommand { key, id },
+        )
     }
 
     pub(super) fn session_state(&self, session: &Session) -> SessionState {
@@ -153,19 +168,6 @@ impl Engine {
             server_time: self.clock.now_ms(),
             replayed: false,
         }
-    }
-
-    /// Persists the session and broadcasts its new state to everyone but `except`.
-    pub(super) fn state_changed(&mut self, session_id: &Arc<str>, except: Option<ConnKey>) {
-        let Some(session) = self.sessions.get(session_id) else {
-            return;
-        };
-        self.store.save(&session.record(), self.settings.retention);
-        let state = self.session_state(session);
-        if let Some(session) = self.sessions.get_mut(session_id) {
-            session.states.record(state.clone());
-        }
-        self.broadcast(session_id, &ServerEvent::StateUpdate(state), except);
     }
 
     /// Answers `sync_request` (and no-op commands) with the current state.

@@ -14,6 +14,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+/// Who a broadcast is for.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Audience {
+    /// Every member and listener, but `except`; kept for `Last-Event-ID` resumes.
+    Everyone { except: Option<ConnKey> },
+    /// The receivers authorized for share data (see [`super::Access::share_ok`]), but
+    /// `except`; never replayed, so the others cannot get it through a resume.
+    ShareReceivers { except: Option<ConnKey> },
+}
+
 /// Writers to wake once the current batch or tick is fully queued.
 #[derive(Default)]
 pub(super) struct Wakes {
@@ -134,17 +144,21 @@ fn queue(
     (id, sse)
 }
 
-/// Queues the session's next `scroll_tick` for everyone, if it is playing. Ticks (about
-/// 200 bytes) are always below `COMPRESSION_THRESHOLD` and go out plain.
-fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64) {
+/// Queues the session's `scroll_tick` for deadline `deadline` for everyone, if it is
+/// playing. Its `seq` comes from the deadline and the session's shared tick count, so every
+/// instance numbers the same deadline alike (`tick_grid`). Ticks (about 200 bytes) are
+/// always below `COMPRESSION_THRESHOLD` and go out plain.
+fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64, deadline: u64) {
     if !session.transport.playing || session.audience() == 0 {
         return;
     }
-    session.tick_seq += 1;
+    let Some(seq) = session.ticks.seq_at(deadline) else {
+        return;
+    };
     let id = session.next_event_id();
     let event = ServerEvent::ScrollTick(ScrollTick {
         session_id: session.id.to_string(),
-        seq: session.tick_seq,
+        seq,
         beat: session.transport.position_at(now_ms),
         tempo: session.transport.tempo,
         playing: true,
@@ -168,23 +182,24 @@ fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64
 }
 
 impl Engine {
-    pub(super) fn tick_all(&mut self) {
+    /// Ticks every playing session for tick deadline `deadline` (see `tick_grid`).
+    pub(super) fn tick_all(&mut self, deadline: u64) {
         let now_ms = self.clock.now_ms();
         for session in self.sessions.values_mut() {
-            tick(session, &mut self.wakes, &self.metrics, now_ms);
+            tick(session, &mut self.wakes, &self.metrics, now_ms, deadline);
         }
     }
 
-    /// Broadcasts to the whole session (or all but `except`).
-    pub(super) fn broadcast(
-        &mut self,
-        session_id: &str,
-        event: &ServerEvent,
-        except: Option<ConnKey>,
-    ) {
+    /// The one local fan-out: encodes `event` once for this instance and queues it for
+    /// `audience`. Committed states (local or remote), `room_stats` and share events all
+    /// leave through here.
+    pub(super) fn broadcast(&mut self, session_id: &str, event: &ServerEvent, audience: Audience) {
         let now_ms = self.clock.now_ms();
-        if let Some(session) = self.sessions.get_mut(session_id) {
-            broadcast(
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return;
+        };
+        match audience {
+            Audience::Everyone { except } => broadcast(
                 session,
                 &mut self.wakes,
                 &self.metrics,
@@ -192,7 +207,22 @@ impl Engine {
                 event,
                 now_ms,
                 except,
-            );
+            ),
+            Audience::ShareReceivers { except } => {
+                let conns = &self.conns;
+                let admit = |key: ConnKey| {
+                    Some(key) != except && conns.get(&key).is_some_and(|c| c.access.share_ok)
+                };
+                broadcast_to(
+                    session,
+                    &mut self.wakes,
+                    &self.metrics,
+                    &mut self.deflater,
+                    event,
+                    now_ms,
+                    &admit,
+                );
+            }
         }
     }
 
@@ -213,7 +243,10 @@ impl Engine {
             Peer::Sse(outbox) => {
                 // Direct SSE events (the opening snapshot) carry the session's current
                 // event id: resuming after it replays what came next.
-                let id = self.sessions.get(session).map_or(0, |s| s.event_seq);
+                let id = self
+                    .sessions
+                    .get(session)
+                    .map_or(0, |s| s.current_event_id());
                 let result = outbox.push(sse_event(id, &json));
                 after_push(result, outbox, &mut self.wakes.sse, &self.metrics, session);
             }
@@ -226,11 +259,15 @@ impl Engine {
         // coalesced room_stats.
         self.share_audience_changed(session_id);
         self.stats_dirty.insert(session_id.clone());
+        if self.broker.is_shared() {
+            self.presence_dirty.insert(session_id.clone());
+        }
     }
 
     /// Sends `room_stats` for changed sessions whose last one is at least
     /// `ROOM_STATS_INTERVAL_MS` old; the others wait for a later pass (every tick).
     pub(super) fn flush_room_stats(&mut self, force: bool) {
+        self.publish_presence();
         if self.stats_dirty.is_empty() {
             return;
         }
@@ -251,11 +288,12 @@ impl Engine {
                 continue;
             }
             session.stats_sent_at = Some(now);
+            let (members, followers, listeners) = session.totals();
             let event = ServerEvent::RoomStats(RoomStats {
                 session_id: session.id.to_string(),
-                members: session.members.len() as u64,
-                followers: session.followers() as u64,
-                listeners: session.listeners.len() as u64,
+                members,
+                followers,
+                listeners,
                 leader_id: session.leader.as_deref().map(str::to_owned),
             });
             broadcast(

@@ -70,6 +70,8 @@ pub enum Inbound {
     AudioIn { key: ConnKey, frame: Bytes },
     /// A change made through the Music Share REST API, for push receivers.
     Share(super::ShareNotice),
+    /// An answer or news from the cluster (see `cluster::ClusterEvent`).
+    Cluster(crate::cluster::ClusterEvent),
     /// Close every connection (1001 / final SSE event) and stop.
     Shutdown,
 }

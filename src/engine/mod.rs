@@ -20,9 +20,11 @@
 
 mod access;
 mod commands;
+mod commit;
 mod fanout;
 pub mod inbound;
 mod membership;
+mod remote;
 mod replay;
 pub mod resume;
 mod session;
@@ -35,12 +37,12 @@ pub use share::ShareNotice;
 pub use inbound::{ConnKey, EngineHandle, Inbound};
 
 use crate::clock::ServerClock;
+use crate::cluster::{Broker, Ticket};
 use crate::config::Config;
 use crate::deflate::{codec, Deflater};
 use crate::frames::WsFrame;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
-use crate::store::SessionStore;
 use bandsync_protocol::server::{Member, SessionState};
 use bandsync_protocol::Role;
 use bytes::Bytes;
@@ -122,7 +124,17 @@ pub struct Engine {
     settings: Settings,
     clock: ServerClock,
     metrics: Arc<Metrics>,
-    store: Arc<dyn SessionStore>,
+    /// The seam to the other instances (or none): every version comes from it.
+    broker: Box<dyn Broker>,
+    /// Proposals and loads waiting for the cluster's answer.
+    pending_commits: HashMap<Ticket, commit::PendingCommit>,
+    pending_loads: HashMap<Ticket, membership::PendingLoad>,
+    last_ticket: Ticket,
+    /// In a cluster, the tag of this instance's SSE ids (see `Session::with_id_tag`).
+    sse_id_tag: Option<u64>,
+    /// Sessions whose local audience changed since the cluster was last told.
+    presence_dirty: HashSet<Arc<str>>,
+    next_token_refresh: Instant,
     conns: HashMap<ConnKey, Conn>,
     sessions: HashMap<Arc<str>, Session>,
     resume: ResumeRegistry,
@@ -147,7 +159,7 @@ pub fn spawn(
     config: &Config,
     clock: ServerClock,
     metrics: Arc<Metrics>,
-    store: Arc<dyn SessionStore>,
+    broker: Box<dyn Broker>,
     share: Arc<crate::share::ShareRegistry>,
     auth_failures: Arc<crate::limits::AuthFailures>,
     auth: Arc<crate::auth::Auth>,
@@ -157,6 +169,12 @@ pub fn spawn(
         Arc::new(move || metrics.engine_queue_full.inc())
     };
     let (handle, inbox) = inbound::channel(config.engine_queue_capacity, on_full);
+    let sse_id_tag = broker.is_shared().then(|| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        broker.instance().hash(&mut hasher);
+        hasher.finish() % session::ID_TAGS
+    });
     let engine = Engine {
         settings: Settings {
             tick_interval: config.tick_interval(),
@@ -175,7 +193,13 @@ pub fn spawn(
         },
         clock,
         metrics,
-        store,
+        broker,
+        sse_id_tag,
+        pending_commits: HashMap::new(),
+        pending_loads: HashMap::new(),
+        last_ticket: 0,
+        presence_dirty: HashSet::new(),
+        next_token_refresh: Instant::now(),
         conns: HashMap::new(),
         sessions: HashMap::new(),
         resume: ResumeRegistry::default(),
@@ -200,7 +224,12 @@ pub fn spawn(
 impl Engine {
     fn run(mut self, inbox: EngineInbox) {
         let tick = self.settings.tick_interval;
-        let mut next_tick = Instant::now() + tick;
+        // Deadlines on the shared wall-clock grid (`tick_grid`): deadline k is at
+        // k x tick ms after the epoch, on every instance.
+        let tick_ms = tick.as_secs_f64() * 1000.0;
+        let mut deadline =
+            crate::tick_grid::deadline_at_or_before(self.clock.now_ms(), tick_ms) + 1;
+        let mut next_tick = self.clock.instant_at(deadline as f64 * tick_ms);
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING_INTERVAL;
         // When the last batch started, and whether it was cut at the size cap (a backlog).
         let mut last_batch: Option<(Instant, bool)> = None;
@@ -229,15 +258,17 @@ impl Engine {
                 self.metrics
                     .tick_lag
                     .observe(now.duration_since(next_tick).as_secs_f64());
-                self.tick_all();
+                self.tick_all(deadline);
                 self.flush_room_stats(false);
                 self.wakes.flush();
                 // Absolute deadlines: the schedule never drifts; ticks missed while the
-                // thread was busy are skipped, not bunched.
+                // thread was busy are skipped (a gap in `seq`), not bunched.
                 next_tick += tick;
+                deadline += 1;
                 if next_tick <= now {
                     let behind = now.duration_since(next_tick).as_nanos() / tick.as_nanos() + 1;
                     next_tick += tick * behind as u32;
+                    deadline += behind as u64;
                     self.metrics.tick_deadlines_missed.inc_by(behind as u64);
                 }
             }
@@ -354,12 +385,32 @@ impl Engine {
                 access,
                 reply,
             } => {
-                let result = self.open_sse(key, &session_id, last_event_id, outbox, access);
-                let _ = reply.send(result);
+                if let Err(e) = bandsync_protocol::validate::session_id(&session_id) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let open = membership::SseOpen {
+                    key,
+                    session_id: session_id.clone(),
+                    last_event_id,
+                    outbox,
+                    access,
+                    reply,
+                };
+                self.load_then(
+                    &session_id,
+                    None,
+                    membership::PendingLoad::Sse(Box::new(open)),
+                );
             }
             Inbound::Query { session_id, reply } => {
-                let _ = reply.send(self.session_info(&session_id));
+                let next = membership::PendingLoad::Query {
+                    session_id: session_id.clone(),
+                    reply,
+                };
+                self.load_then(&session_id, None, next);
             }
+            Inbound::Cluster(event) => self.cluster_event(event),
             Inbound::AudioIn { key, frame } => self.audio_in(key, frame),
             Inbound::Share(notice) => self.share_notice(notice),
             Inbound::Shutdown => self.shutdown(),
@@ -370,7 +421,8 @@ impl Engine {
         for entry in self.resume.take_expired(now) {
             self.lapse_dropped_member(entry);
         }
-        self.store.purge_expired();
+        self.broker.housekeeping();
+        self.cluster_housekeeping(now);
         self.metrics.sessions.set(self.sessions.len() as i64);
     }
 
@@ -387,7 +439,8 @@ impl Engine {
                     let _ = outbox.push(sse.clone());
                 }
             }
-            self.store.save(&session.record(), self.settings.retention);
+            self.broker
+                .retire(&session.record(), self.settings.retention);
         }
         for (_, conn) in self.conns.drain() {
             match conn.peer {

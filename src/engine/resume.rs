@@ -53,6 +53,32 @@ impl ResumeRegistry {
         })
     }
 
+    pub fn contains(&self, token: &str) -> bool {
+        self.entries.contains_key(token)
+    }
+
+    pub fn get(&self, token: &str) -> Option<&ResumeEntry> {
+        self.entries.get(token)
+    }
+
+    /// Takes the entry of `client_id` in `session_id` (resumed on another instance).
+    pub fn take_client(&mut self, session_id: &str, client_id: &str) -> Option<ResumeEntry> {
+        let token = self
+            .entries
+            .iter()
+            .find(|(_, e)| &*e.session_id == session_id && &*e.client_id == client_id)
+            .map(|(t, _)| t.clone())?;
+        self.entries.remove(&token)
+    }
+
+    /// Tokens of connected members (refreshed in the cluster while they stay).
+    pub fn live_tokens(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.live.is_some())
+            .map(|(t, _)| t.as_str())
+    }
+
     pub fn revoke(&mut self, token: &str) -> Option<ResumeEntry> {
         self.entries.remove(token)
     }

@@ -2,15 +2,20 @@
 
 use super::inbound::ConnKey;
 use super::replay::StateLog;
+use crate::cluster::Presence;
 use crate::frames::WsFrame;
 use crate::outbox::Outbox;
 use crate::store::SessionRecord;
+use crate::tick_grid::TickCount;
 use bandsync_protocol::Transport;
 use bytes::Bytes;
 use indexmap::IndexMap;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// How many instance tags SSE ids can carry in a cluster.
+pub const ID_TAGS: u64 = 2048;
 
 /// A live session. Members and listeners are kept with their outboxes in insertion-ordered
 /// maps: fan-out walks a contiguous vector, and removal is O(1) (`swap_remove`).
@@ -23,13 +28,28 @@ pub struct Session {
     /// `leader_key` is `None`, so the seat is held for them.
     pub leader: Option<Arc<str>>,
     pub leader_key: Option<ConnKey>,
+    /// The leader as of `version` (the `leader` field may be ahead: a proposed claim).
+    pub committed_leader: Option<Arc<str>>,
     pub members: IndexMap<ConnKey, Arc<Outbox<WsFrame>>>,
     pub listeners: IndexMap<ConnKey, Arc<Outbox<Bytes>>>,
     /// Dropped members whose resume window is still open.
     pub ghosts: usize,
-    pub tick_seq: u64,
-    /// Last SSE event id used (every broadcast and tick takes the next one).
+    /// How ticks are numbered (changes only when playback starts or stops).
+    pub ticks: TickCount,
+    /// A leader that dropped here and may resume within its recovery window.
+    pub dropped_leader: Option<Arc<str>>,
+    /// Own proposals not yet committed (the projection is ahead of `version`).
+    pub pending: u32,
+    /// Changed while the cluster was out of reach: to be reconciled when it is back.
+    pub diverged: bool,
+    /// The audience on other instances, by instance.
+    pub remote: HashMap<Arc<str>, Presence>,
+    /// Last SSE event counter used (every broadcast and tick takes the next one).
     pub event_seq: u64,
+    /// In a cluster: this instance's tag, the low part of every SSE id it hands out
+    /// (`id = counter x ID_TAGS + tag`), so an id from another instance is never mistaken
+    /// for one of ours (it gets a fresh snapshot). `None`: ids are the counter itself.
+    id_tag: Option<u64>,
     /// Recent state events as SSE bytes, for `Last-Event-ID` resume. Ticks are not kept:
     /// they are latest-value-wins and stale on arrival.
     history: VecDeque<(u64, Bytes)>,
@@ -57,17 +77,46 @@ impl Session {
             version: 0,
             leader: None,
             leader_key: None,
+            committed_leader: None,
             members: IndexMap::new(),
             listeners: IndexMap::new(),
             ghosts: 0,
-            tick_seq: 0,
+            ticks: TickCount::default(),
+            dropped_leader: None,
+            pending: 0,
+            diverged: false,
+            remote: HashMap::new(),
             event_seq: id_base,
+            id_tag: None,
             history: VecDeque::new(),
             history_cap,
             history_floor: id_base,
             states: StateLog::default(),
             stats_sent_at: None,
         }
+    }
+
+    /// Tags this session's SSE ids with `tag` (below [`ID_TAGS`]), for a cluster. The
+    /// counter restarts at the current millisecond, so tagged ids stay below 2^53 until
+    /// the year 2109 and a later life's ids still start above an earlier one's.
+    pub fn with_id_tag(mut self, tag: u64, now_ms: f64) -> Self {
+        self.id_tag = Some(tag % ID_TAGS);
+        self.event_seq = now_ms.max(0.0) as u64;
+        self.history_floor = self.public_id(self.event_seq);
+        self
+    }
+
+    fn public_id(&self, counter: u64) -> u64 {
+        match self.id_tag {
+            Some(tag) => counter * ID_TAGS + tag,
+            None => counter,
+        }
+    }
+
+    /// The SSE id of the last event (what a direct event, like the opening snapshot, is
+    /// sent with: resuming after it replays what came next).
+    pub fn current_event_id(&self) -> u64 {
+        self.public_id(self.event_seq)
     }
 
     /// Keeps the last `cap` versions for resume replay (`RESUME_HISTORY`).
@@ -80,17 +129,24 @@ impl Session {
     /// `Last-Event-ID` from before gets a fresh snapshot.
     pub fn from_record(record: SessionRecord, history_cap: usize) -> Self {
         let mut session = Self::new(
-            record.session_id.into(),
+            record.session_id.as_str().into(),
             record.transport.anchor_time,
             history_cap,
         );
-        session.transport = record.transport;
-        session.message = record.message;
+        session.project(&record);
+        session.committed_leader.clone_from(&session.leader);
         session.version = record.version;
         session.event_seq = record.event_seq;
-        session.tick_seq = record.tick_seq;
         session.history_floor = record.event_seq;
         session
+    }
+
+    /// Takes the shared fields of a committed (or authoritative) state.
+    pub fn project(&mut self, record: &SessionRecord) {
+        self.transport = record.transport;
+        self.message.clone_from(&record.message);
+        self.leader = record.leader.as_deref().map(Arc::from);
+        self.ticks = record.ticks;
     }
 
     pub fn record(&self) -> SessionRecord {
@@ -99,18 +155,44 @@ impl Session {
             transport: self.transport,
             message: self.message.clone(),
             version: self.version,
+            leader: self.leader.as_deref().map(str::to_owned),
             event_seq: self.event_seq,
-            tick_seq: self.tick_seq,
+            ticks: self.ticks,
         }
     }
 
     /// No one connected and no one entitled to come back: the session can be retired.
+    /// A session with proposals in flight is kept: their outcome still has to be applied.
     pub fn is_abandoned(&self) -> bool {
-        self.members.is_empty() && self.listeners.is_empty() && self.ghosts == 0
+        self.members.is_empty()
+            && self.listeners.is_empty()
+            && self.ghosts == 0
+            && self.pending == 0
     }
 
     pub fn audience(&self) -> usize {
         self.members.len() + self.listeners.len()
+    }
+
+    /// Members and listeners on every instance (the session capacity counts them all).
+    pub fn cluster_audience(&self) -> usize {
+        let remote: u64 = self.remote.values().map(|p| p.members + p.listeners).sum();
+        self.audience() + remote as usize
+    }
+
+    /// Members, followers and listeners on every instance (`room_stats`).
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let (mut members, mut followers, mut listeners) = (
+            self.members.len() as u64,
+            self.followers() as u64,
+            self.listeners.len() as u64,
+        );
+        for p in self.remote.values() {
+            members += p.members;
+            followers += p.followers;
+            listeners += p.listeners;
+        }
+        (members, followers, listeners)
     }
 
     /// Connected followers: members other than a connected leader.
@@ -121,7 +203,7 @@ impl Session {
     /// Takes the next SSE event id.
     pub fn next_event_id(&mut self) -> u64 {
         self.event_seq += 1;
-        self.event_seq
+        self.public_id(self.event_seq)
     }
 
     /// Keeps a state event for SSE resume, evicting the oldest beyond the cap.
@@ -141,7 +223,10 @@ impl Session {
     /// The state events after `last_id`, if every one of them is still held; `None` means
     /// the listener must start over with a snapshot.
     pub fn replay_after(&self, last_id: u64) -> Option<Vec<Bytes>> {
-        if last_id < self.history_floor || last_id > self.event_seq {
+        if self.id_tag.is_some_and(|tag| last_id % ID_TAGS != tag) {
+            return None; // another instance's id
+        }
+        if last_id < self.history_floor || last_id > self.current_event_id() {
             return None;
         }
         Some(

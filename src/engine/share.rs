@@ -3,7 +3,7 @@
 //! plus now-playing metadata and the end of the share. A WebSocket client may also share:
 //! `share_start` with the API's bearer token, then binary audio frames.
 
-use super::fanout::{after_push, broadcast_to};
+use super::fanout::{after_push, Audience};
 use super::{ConnKey, Engine, Peer};
 use crate::frames::{sse_event, WsFrame};
 use crate::share::audio::AudioChunk;
@@ -205,23 +205,7 @@ impl Engine {
     /// Broadcasts a share event to the session's authorized receivers only (see
     /// [`super::Access::share_ok`]); the others keep getting the sync events alone.
     fn share_broadcast(&mut self, session_id: &str, event: &ServerEvent, except: Option<ConnKey>) {
-        let now_ms = self.clock.now_ms();
-        let Some(session) = self.sessions.get_mut(session_id) else {
-            return;
-        };
-        let conns = &self.conns;
-        let admit = |key: ConnKey| {
-            Some(key) != except && conns.get(&key).is_some_and(|c| c.access.share_ok)
-        };
-        broadcast_to(
-            session,
-            &mut self.wakes,
-            &self.metrics,
-            &mut self.deflater,
-            event,
-            now_ms,
-            &admit,
-        );
+        self.broadcast(session_id, event, Audience::ShareReceivers { except });
     }
 
     /// Queues one chunk for every receiver: the binary frame (made once) for WebSocket
@@ -290,7 +274,10 @@ impl Engine {
             return;
         }
         let now_ms = self.clock.now_ms();
-        let next_id = self.sessions.get(session_id).map_or(0, |s| s.event_seq);
+        let next_id = self
+            .sessions
+            .get(session_id)
+            .map_or(0, |s| s.current_event_id());
         let Some(conn) = self.conns.get(&key) else {
             return;
         };

@@ -4,10 +4,12 @@
 
 use super::session::Session;
 use super::{ConnKey, Engine, SessionInfo};
+use crate::cluster::Loaded;
 use bandsync_protocol::server::{Member, Snapshot};
 
 impl Engine {
-    pub(super) fn members(&self, session: &Session, limit: usize) -> Vec<Member> {
+    /// The first `limit` members connected to this instance.
+    pub(super) fn local_members(&self, session: &Session, limit: usize) -> Vec<Member> {
         session
             .members
             .keys()
@@ -21,6 +23,17 @@ impl Engine {
             .collect()
     }
 
+    /// The first `limit` members on every instance: this one's first, then the others'
+    /// as they last told.
+    pub(super) fn members(&self, session: &Session, limit: usize) -> Vec<Member> {
+        let mut members = self.local_members(session, limit);
+        for presence in session.remote.values() {
+            let room = limit.saturating_sub(members.len());
+            members.extend(presence.list.iter().take(room).cloned());
+        }
+        members
+    }
+
     pub(super) fn snapshot(
         &self,
         key: ConnKey,
@@ -32,6 +45,7 @@ impl Engine {
         let conn = &self.conns[&key];
         let limit = self.settings.snapshot_member_limit;
         let state = self.session_state(session);
+        let (member_count, _, _) = session.totals();
         Snapshot {
             session_id: state.session_id,
             client_id: conn.client_id.to_string(),
@@ -44,31 +58,35 @@ impl Engine {
             version: state.version,
             server_time: state.server_time,
             resumed,
-            members_truncated: session.members.len() > limit,
+            members_truncated: member_count as usize > limit,
             replay_count: 0,
         }
     }
 
-    pub(super) fn session_info(&self, session_id: &str) -> Option<SessionInfo> {
+    /// `GET /sessions/{id}`: the live session, or what the cluster knows of it (`loaded`).
+    pub(super) fn session_info(&self, session_id: &str, loaded: Loaded) -> Option<SessionInfo> {
+        let limit = self.settings.snapshot_member_limit;
         if let Some(session) = self.sessions.get(session_id) {
+            let (member_count, followers, listeners) = session.totals();
             return Some(SessionInfo {
                 state: self.session_state(session),
-                members: self.members(session, self.settings.snapshot_member_limit),
-                member_count: session.members.len(),
-                followers: session.followers(),
-                listeners: session.listeners.len(),
+                members: self.members(session, limit),
+                member_count: member_count as usize,
+                followers: followers as usize,
+                listeners: listeners as usize,
                 live: true,
             });
         }
-        let record = self.store.load(session_id)?;
-        let session = Session::from_record(record, 0);
+        let mut session = Session::from_record(loaded.record?, 0);
+        session.remote.extend(loaded.presence);
+        let (member_count, followers, listeners) = session.totals();
         Some(SessionInfo {
             state: self.session_state(&session),
-            members: Vec::new(),
-            member_count: 0,
-            followers: 0,
-            listeners: 0,
-            live: false,
+            members: self.members(&session, limit),
+            member_count: member_count as usize,
+            followers: followers as usize,
+            listeners: listeners as usize,
+            live: member_count + listeners > 0,
         })
     }
 }

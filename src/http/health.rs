@@ -13,6 +13,13 @@ pub struct Health {
     /// Session records kept for their retention window (`MAX_RETAINED_SESSIONS` bounds it).
     retained_sessions: i64,
     connections: i64,
+    /// With `REDIS_URL`: `up` while Redis answers, `down` while this instance serves its
+    /// members alone (absent without `REDIS_URL`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<&'static str>,
+    /// With `REDIS_URL`: instances alive in the cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    instances: Option<i64>,
     memory_usage: MemoryUsage,
     timestamp: f64,
     version: &'static str,
@@ -40,15 +47,33 @@ pub fn report(ctx: &AppContext) -> Health {
             "unhealthy"
         },
         uptime: ctx.clock.uptime_secs(),
-        active_sessions: ctx.metrics.sessions.get(),
+        active_sessions: active_sessions(ctx),
         retained_sessions: ctx.metrics.retained_sessions.get(),
         connections: ctx.metrics.open_connections(),
+        redis: redis_up(ctx).map(|up| if up { "up" } else { "down" }),
+        instances: redis_up(ctx).map(|_| ctx.metrics.cluster.instances.get()),
         memory_usage: MemoryUsage {
             used: proc_kib("/proc/self/status", "VmRSS:") / 1024.0,
             total: proc_kib("/proc/meminfo", "MemTotal:") / 1024.0,
         },
         timestamp: ctx.clock.now_ms(),
         version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+fn redis_up(ctx: &AppContext) -> Option<bool> {
+    ctx.config
+        .redis_url
+        .as_ref()
+        .map(|_| ctx.metrics.cluster.redis_up.get() == 1)
+}
+
+/// Sessions live here, or, while Redis answers, on any instance of the cluster.
+fn active_sessions(ctx: &AppContext) -> i64 {
+    let local = ctx.metrics.sessions.get();
+    match redis_up(ctx) {
+        Some(true) => local.max(ctx.metrics.cluster.active_sessions.get()),
+        _ => local,
     }
 }
 

@@ -1,0 +1,83 @@
+//! Every Redis key and channel bandsync uses, under `REDIS_PREFIX` (default `bandsync`).
+//! `ARCHITECTURE.md` lists each with its type, TTL and writer.
+
+/// The names, for one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// HASH `version`, `record` (JSON), `leader`, `epoch`: the session's committed state.
+    pub fn state(&self, session: &str) -> String {
+        format!("{}:session:{session}", self.prefix)
+    }
+
+    /// STREAM of commit envelopes, id `<version>-0`, capped near `RESUME_HISTORY`.
+    pub fn log(&self, session: &str) -> String {
+        format!("{}:session:{session}:log", self.prefix)
+    }
+
+    /// STRING: the leader's `clientId` while an instance keeps its seat.
+    pub fn lease(&self, session: &str) -> String {
+        format!("{}:session:{session}:lease", self.prefix)
+    }
+
+    /// HASH instance -> presence JSON: each instance's audience of the session.
+    pub fn presence(&self, session: &str) -> String {
+        format!("{}:session:{session}:presence", self.prefix)
+    }
+
+    /// Pub/sub channel of the session's commits, presence and claims.
+    pub fn channel(&self, session: &str) -> String {
+        format!("{}:session:{session}", self.prefix)
+    }
+
+    /// STRING: a resume token's identity (JSON).
+    pub fn resume(&self, token: &str) -> String {
+        format!("{}:resume:{token}", self.prefix)
+    }
+
+    /// ZSET instance -> last heartbeat (ms).
+    pub fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+
+    /// SET of the sessions live on one instance.
+    pub fn live(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}:sessions", self.prefix)
+    }
+
+    /// LIST of one instance's per-minute metric rollups (newest first).
+    pub fn history(&self, instance: &str) -> String {
+        format!("{}:instance:{instance}:history", self.prefix)
+    }
+
+    /// The session a channel name belongs to.
+    pub fn session_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(":session:")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_map_back_to_their_session() {
+        let keys = Keys::new("bs");
+        assert_eq!(
+            keys.session_of_channel(&keys.channel("band-1")),
+            Some("band-1")
+        );
+        assert_eq!(keys.session_of_channel("other:session:x"), None);
+    }
+}

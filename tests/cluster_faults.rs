@@ -1,0 +1,234 @@
+//! Faults in a cluster: Redis lost and back, an instance killed, an instance stopped, a
+//! listener moving between instances. Real processes, real sockets.
+
+mod cluster_support;
+
+use bandsync_client::{Incoming, SseClient, WsClient};
+use bandsync_protocol::client::SetTempo;
+use bandsync_protocol::{close, ClientEvent, JoinSession, Role, ServerEvent};
+use cluster_support::{next_matching, redis_available, Instance, Redis, WAIT};
+use std::time::{Duration, Instant};
+
+async fn member(instance: &Instance, session: &str, role: Option<Role>) -> WsClient {
+    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
+    client.join(session, role, None).await.unwrap();
+    client
+}
+
+async fn until_members(client: &mut WsClient, members: u64) {
+    next_matching(client, |e| match e {
+        ServerEvent::RoomStats(s) if s.members == members => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// The next `state_update` with this tempo: its version.
+async fn tempo_update(client: &mut WsClient, tempo: f64) -> u64 {
+    next_matching(client, |e| match e {
+        ServerEvent::StateUpdate(s) if s.transport.tempo == tempo => Some(s.version),
+        _ => None,
+    })
+    .await
+}
+
+async fn set_tempo(client: &mut WsClient, tempo: f64) {
+    client
+        .send(ClientEvent::SetTempo(SetTempo { tempo }))
+        .await
+        .unwrap();
+}
+
+async fn resume(instance: &Instance, session: &str, token: &str) -> (WsClient, Role, bool) {
+    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
+    let join = JoinSession {
+        session_id: session.into(),
+        resume_token: Some(token.into()),
+        ..Default::default()
+    };
+    let snapshot = client.join_with(join, WAIT).await.unwrap();
+    (client, snapshot.role, snapshot.resumed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_and_back_each_instance_serves_its_own_then_they_converge() {
+    if !redis_available() {
+        return;
+    }
+    let mut redis = Redis::start();
+    let a = Instance::start(&redis.url(), &[], true);
+    let b = Instance::start(&redis.url(), &[], true);
+    let mut leader = member(&a, "outage", Some(Role::Leader)).await;
+    let mut on_a = member(&a, "outage", None).await;
+    let mut on_b = member(&b, "outage", None).await;
+    until_members(&mut on_b, 3).await;
+    set_tempo(&mut leader, 70.0).await;
+    let before = tempo_update(&mut on_b, 70.0).await;
+    assert_eq!(tempo_update(&mut on_a, 70.0).await, before);
+
+    redis.kill();
+    a.wait_for_redis("down");
+    b.wait_for_redis("down");
+    // A keeps serving its members: the change is theirs at once.
+    set_tempo(&mut leader, 80.0).await;
+    let during = tempo_update(&mut on_a, 80.0).await;
+    assert_eq!(during, before + 1, "no state event lost on A");
+    // Ticks and the leader's commands keep going on A without Redis.
+    leader
+        .send(ClientEvent::Play(bandsync_protocol::client::Play {
+            beat: None,
+        }))
+        .await
+        .unwrap();
+    next_matching(&mut on_a, |e| {
+        matches!(e, ServerEvent::ScrollTick(_)).then_some(())
+    })
+    .await;
+
+    redis.restart();
+    a.wait_for_redis("up");
+    b.wait_for_redis("up");
+    // A publishes what changed meanwhile: B's member catches up, above every version seen.
+    let reconciled = next_matching(&mut on_b, |e| match e {
+        ServerEvent::StateUpdate(s) if s.transport.playing => Some(s.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(reconciled.transport.tempo, 80.0);
+    assert!(reconciled.version > during);
+    // And the band plays on as one.
+    set_tempo(&mut leader, 90.0).await;
+    let after_b = tempo_update(&mut on_b, 90.0).await;
+    let after_a = tempo_update(&mut on_a, 90.0).await;
+    assert_eq!(after_a, after_b);
+    assert!(after_b > reconciled.version);
+    let metrics = reqwest::get(format!("{}/metrics", a.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bandsync_redis_outages_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_of_a_killed_instance_resume_elsewhere_and_an_orphaned_seat_is_released() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let env = [("RECOVERY_WINDOW_MS", "3000")];
+    let mut a = Instance::start(&redis.url(), &env, true);
+    let b = Instance::start(&redis.url(), &env, true);
+    // "kept": its leader comes back on B. "orphaned": its leader never comes back.
+    let mut kept = WsClient::connect(&a.ws_url()).await.unwrap();
+    let kept_snapshot = kept.join("kept", Some(Role::Leader), None).await.unwrap();
+    let mut orphan = member(&a, "orphaned", Some(Role::Leader)).await;
+    let mut watcher_kept = member(&b, "kept", None).await;
+    let mut watcher_orphaned = member(&b, "orphaned", None).await;
+    until_members(&mut watcher_kept, 2).await;
+    until_members(&mut watcher_orphaned, 2).await;
+    set_tempo(&mut orphan, 75.0).await;
+    tempo_update(&mut watcher_orphaned, 75.0).await;
+
+    a.kill9();
+    let (mut back, role, resumed) = resume(&b, "kept", &kept_snapshot.resume_token).await;
+    assert!(resumed, "the killed instance's member resumes on B");
+    assert_eq!(role, Role::Leader, "with its seat");
+    set_tempo(&mut back, 110.0).await;
+    tempo_update(&mut watcher_kept, 110.0).await;
+
+    // No one resumes the other leader: once its lease lapses, B releases the seat.
+    let started = Instant::now();
+    let released = next_matching(&mut watcher_orphaned, |e| match e {
+        ServerEvent::StateUpdate(s) if s.leader_id.is_none() => Some(s.transport.tempo),
+        _ => None,
+    })
+    .await;
+    assert_eq!(released, 75.0, "the state survives its leader's instance");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "not before the window"
+    );
+    // The dead instance's members drop out of the counts.
+    until_members(&mut watcher_kept, 2).await;
+    drop(orphan);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_hands_clients_a_1001_they_resume_elsewhere_with() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let mut a = Instance::start(&redis.url(), &[], true);
+    let b = Instance::start(&redis.url(), &[], true);
+    let mut leader = WsClient::connect(&a.ws_url()).await.unwrap();
+    let snapshot = leader
+        .join("moving-on", Some(Role::Leader), None)
+        .await
+        .unwrap();
+    let mut watcher = member(&b, "moving-on", None).await;
+    until_members(&mut watcher, 2).await;
+
+    let status = a.terminate();
+    assert!(status.success(), "a clean exit: {status}");
+    let code = loop {
+        match leader.next_timeout(WAIT).await.unwrap() {
+            Incoming::Closed { code, .. } => break code,
+            Incoming::Frame { .. } => {}
+        }
+    };
+    assert_eq!(code, Some(close::GOING_AWAY));
+    let (mut back, role, resumed) = resume(&b, "moving-on", &snapshot.resume_token).await;
+    assert!(resumed);
+    assert_eq!(role, Role::Leader);
+    set_tempo(&mut back, 130.0).await;
+    tempo_update(&mut watcher, 130.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_listener_moving_to_another_instance_gets_a_snapshot_not_a_wrong_replay() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = Instance::start(&redis.url(), &[], true);
+    let b = Instance::start(&redis.url(), &[], true);
+    let mut leader = member(&a, "listened", Some(Role::Leader)).await;
+    let _on_b = member(&b, "listened", None).await;
+    let mut listener = SseClient::connect(&a.http_url(), "listened", None)
+        .await
+        .unwrap();
+    set_tempo(&mut leader, 95.0).await;
+    let last_id = loop {
+        let event = listener.next_event(WAIT).await.unwrap().expect("open");
+        if let ServerEvent::StateUpdate(s) = &event.frame.event {
+            if s.transport.tempo == 95.0 {
+                break event.id.expect("ids on SSE events");
+            }
+        }
+    };
+    // Same instance: the replay resumes after the id (nothing missed, no snapshot).
+    set_tempo(&mut leader, 96.0).await;
+    let mut again = SseClient::connect(&a.http_url(), "listened", Some(&last_id))
+        .await
+        .unwrap();
+    let first = again.next_event(WAIT).await.unwrap().expect("an event");
+    assert!(
+        !matches!(first.frame.event, ServerEvent::Snapshot(_)),
+        "A replays its own ids"
+    );
+    // Another instance: A's id means nothing there, so a fresh snapshot comes first.
+    let mut moved = SseClient::connect(&b.http_url(), "listened", Some(&last_id))
+        .await
+        .unwrap();
+    let first = moved.next_event(WAIT).await.unwrap().expect("an event");
+    match first.frame.event {
+        ServerEvent::Snapshot(s) => assert_eq!(s.transport.tempo, 96.0, "current"),
+        other => panic!("a snapshot first, not {other:?}"),
+    }
+}
