@@ -52,6 +52,9 @@ pub struct Config {
     /// (unset: this process alone, in memory).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// How often the metrics history closes a rollup, ms (a minute; shorter for tests).
+    #[arg(long, env = "METRICS_HISTORY_INTERVAL_MS", default_value_t = 60_000)]
+    pub metrics_history_interval_ms: u64,
     /// Prefix of every Redis key and channel, so clusters can share a Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "bandsync")]
     pub redis_prefix: String,

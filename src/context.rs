@@ -34,6 +34,10 @@ pub struct AppContext {
     pub trusted_proxies: TrustedProxies,
     pub conn_limits: ConnLimits,
     pub auth_failures: Arc<AuthFailures>,
+    /// With `REDIS_URL`: Music Share claims and replication across instances.
+    pub share_cluster: Option<Arc<crate::cluster::redis::share::ShareCluster>>,
+    /// Per-minute rollups of the key figures (`GET /metrics/history`).
+    pub history: Arc<crate::history::MetricsHistory>,
     /// Bytes all WebSockets together may hold in half-received messages.
     pub partial_budget: Arc<PartialBudget>,
 }
@@ -76,6 +80,8 @@ impl AppContext {
             trusted_proxies,
             conn_limits,
             auth_failures,
+            share_cluster: None,
+            history: Arc::default(),
             share,
             auth,
             config,
@@ -92,6 +98,15 @@ impl AppContext {
     /// Shares `auth_failures` with the engine, which was started before this context.
     pub fn with_auth_failures(mut self, auth_failures: Arc<AuthFailures>) -> Self {
         self.auth_failures = auth_failures;
+        self
+    }
+
+    /// Replicates Music Share through Redis (with `REDIS_URL`).
+    pub fn with_share_cluster(
+        mut self,
+        cluster: Option<Arc<crate::cluster::redis::share::ShareCluster>>,
+    ) -> Self {
+        self.share_cluster = cluster;
         self
     }
 

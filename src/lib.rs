@@ -22,6 +22,7 @@ pub mod context;
 pub mod deflate;
 pub mod engine;
 pub mod frames;
+pub mod history;
 pub mod http;
 pub mod limits;
 pub mod metrics;

@@ -41,6 +41,7 @@ pub async fn run(
     apply_fd_budget(&mut config);
     let (ctx, engine_thread) = assemble(config, Arc::new(Metrics::new()))?;
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
+    let historian = tokio::spawn(record_history(ctx.clone()));
     let service = service(ctx.clone());
     let graceful = GracefulShutdown::new();
     tracing::info!(
@@ -56,6 +57,7 @@ pub async fn run(
     tracing::info!("shutting down");
     drop(listener);
     sweeper.abort();
+    historian.abort();
     ctx.shutdown.cancel();
     let _ = ctx.engine.send(Inbound::Shutdown).await;
     ctx.tracker.close();
@@ -137,6 +139,7 @@ pub fn assemble(
     }
     let (cluster_events, cluster_inbox) = tokio::sync::mpsc::channel(CLUSTER_EVENT_QUEUE);
     let broker = broker(&config, store, cluster_events, &metrics)?;
+    let instance = broker.instance().to_string();
     let (engine, engine_thread) = engine::spawn(
         &config,
         clock,
@@ -150,9 +153,11 @@ pub fn assemble(
     if config.redis_url.is_some() {
         tokio::spawn(forward_cluster_events(cluster_inbox, engine.clone()));
     }
+    let share_cluster = share_replication(&config, &share, &engine, &metrics, &instance)?;
     let ctx = Arc::new(
         AppContext::new(config, clock, metrics, engine, share, auth)
-            .with_auth_failures(auth_failures),
+            .with_auth_failures(auth_failures)
+            .with_share_cluster(share_cluster),
     );
     Ok((ctx, engine_thread))
 }
@@ -186,6 +191,45 @@ fn broker(
     Ok(Box::new(broker))
 }
 
+/// With `REDIS_URL`, Music Share sessions are claimed and replicated through Redis; the
+/// other instances' changes reach this one's push receivers like local posts.
+fn share_replication(
+    config: &Config,
+    share: &Arc<ShareRegistry>,
+    engine: &engine::EngineHandle,
+    metrics: &Arc<Metrics>,
+    instance: &str,
+) -> anyhow::Result<Option<Arc<crate::cluster::redis::share::ShareCluster>>> {
+    use crate::share::replica::ShareChange;
+    let Some(url) = config.redis_url.as_deref() else {
+        return Ok(None);
+    };
+    let engine = engine.clone();
+    let deliver = Arc::new(move |change: ShareChange| {
+        let notice = match change {
+            ShareChange::Started { .. } => return,
+            ShareChange::Metadata { id, json } => ShareNotice::Metadata { session: id, json },
+            ShareChange::Audio { id, chunk } => ShareNotice::Audio { session: id, chunk },
+            ShareChange::Ended { id, reason } => ShareNotice::Ended {
+                session: id,
+                reason,
+            },
+        };
+        // As for a local post: a full queue only delays push receivers; pollers have it.
+        let _ = engine.try_send(Inbound::Share(notice));
+    });
+    let cluster = crate::cluster::redis::share::spawn(
+        url,
+        &config.redis_prefix,
+        instance,
+        share.clone(),
+        deliver,
+        metrics.clone(),
+    )
+    .context("REDIS_URL")?;
+    Ok(Some(cluster))
+}
+
 /// Hands the Redis link's events to the engine, in order, waiting while its queue is full.
 async fn forward_cluster_events(
     mut inbox: tokio::sync::mpsc::Receiver<crate::cluster::ClusterEvent>,
@@ -194,6 +238,23 @@ async fn forward_cluster_events(
     while let Some(event) = inbox.recv().await {
         if engine.send(Inbound::Cluster(event)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// Closes a minute of the metrics history every `METRICS_HISTORY_INTERVAL_MS` (and, with
+/// `REDIS_URL`, stores it in Redis for the whole cluster to read).
+async fn record_history(ctx: Arc<AppContext>) {
+    let interval = Duration::from_millis(ctx.config.metrics_history_interval_ms.max(100));
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    loop {
+        every.tick().await;
+        let memory_mb = crate::http::resident_mb();
+        let rollup = ctx
+            .history
+            .record(&ctx.metrics, ctx.clock.now_ms(), memory_mb);
+        if let Some(cluster) = &ctx.share_cluster {
+            cluster.store_rollup(&rollup).await;
         }
     }
 }

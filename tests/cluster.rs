@@ -288,3 +288,29 @@ async fn counts_are_cluster_wide() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_instance_serves_the_metrics_history_of_the_whole_cluster() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let env = [("METRICS_HISTORY_INTERVAL_MS", "200")];
+    let a = Instance::start(&redis.url(), &env, true);
+    let b = Instance::start(&redis.url(), &env, true);
+    let (_member, _) = member(&b, "historic", None).await;
+    let deadline = Instant::now() + cluster_support::WAIT;
+    loop {
+        let history = cluster_support::get_json(&a.addr, "/metrics/history");
+        let instances = history["instances"].as_object().cloned().unwrap_or_default();
+        let with_b = instances
+            .values()
+            .filter_map(|m| m.as_array())
+            .any(|m| m.last().is_some_and(|r| r["sessions"] == 1));
+        if instances.len() == 2 && with_b {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{history}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

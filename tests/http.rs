@@ -367,3 +367,24 @@ async fn the_page_and_its_assets_are_served() {
         assert!(!response.text().await.unwrap().is_empty(), "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_history_rolls_up_each_interval_and_is_bounded_in_memory() {
+    let server = TestServer::start_with(|c| c.metrics_history_interval_ms = 200).await;
+    let (_leader, _) = join_leader(&server, "history").await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (status, history) = get_json(&server, "/metrics/history").await;
+    assert_eq!(status, 200);
+    assert_eq!(history["intervalMs"], 200);
+    let minutes = history["minutes"].as_array().expect("minutes");
+    assert!(minutes.len() >= 2, "{history}");
+    let last = minutes.last().unwrap();
+    assert_eq!(last["sessions"], 1, "{history}");
+    assert_eq!(last["connections"], 1, "{history}");
+    assert!(last["memoryMb"].as_f64().is_some_and(|m| m > 0.0), "{history}");
+    let joins: u64 = minutes
+        .iter()
+        .map(|m| m["messagesIn"].as_u64().unwrap())
+        .sum();
+    assert!(joins >= 1, "the join is counted in its minute: {history}");
+}

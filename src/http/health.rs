@@ -53,7 +53,7 @@ pub fn report(ctx: &AppContext) -> Health {
         redis: redis_up(ctx).map(|up| if up { "up" } else { "down" }),
         instances: redis_up(ctx).map(|_| ctx.metrics.cluster.instances.get()),
         memory_usage: MemoryUsage {
-            used: proc_kib("/proc/self/status", "VmRSS:") / 1024.0,
+            used: resident_mb(),
             total: proc_kib("/proc/meminfo", "MemTotal:") / 1024.0,
         },
         timestamp: ctx.clock.now_ms(),
@@ -75,6 +75,11 @@ fn active_sessions(ctx: &AppContext) -> i64 {
         Some(true) => local.max(ctx.metrics.cluster.active_sessions.get()),
         _ => local,
     }
+}
+
+/// This process's resident set, MB (0 where /proc is unavailable).
+pub fn resident_mb() -> f64 {
+    proc_kib("/proc/self/status", "VmRSS:") / 1024.0
 }
 
 /// Reads a `Name:   1234 kB` line from a /proc file; 0 where /proc is unavailable.

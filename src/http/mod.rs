@@ -2,6 +2,7 @@
 
 pub mod errors;
 mod health;
+pub use health::resident_mb;
 pub mod share;
 mod share_body;
 
@@ -42,6 +43,7 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
     let share_guards = share::Guards {
         auth_failures: ctx.auth_failures.clone(),
         metrics: ctx.metrics.clone(),
+        cluster: ctx.share_cluster.clone(),
     };
     let engine = ctx.engine.clone();
     let notify: share::Notify = Arc::new(move |notice| {
@@ -80,6 +82,10 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
             )
             .into_response()
         });
+    let history = warp::path!("metrics" / "history")
+        .and(with_ctx.clone())
+        .and(presented())
+        .then(metrics_history);
     let sessions = warp::path("sessions")
         .and(warp::path::tail())
         .and(with_ctx)
@@ -94,6 +100,8 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
             .unify()
             .or(health)
             .unify()
+            .or(history)
+            .unify()
             .or(metrics)
             .unify()
             .or(sessions)
@@ -105,6 +113,32 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
         .recover(rejection_to_json)
         .unify()
         .boxed()
+}
+
+/// `GET /metrics/history`: this instance's per-minute rollups, or with `REDIS_URL` every
+/// instance's (by instance id). Guarded like `/metrics`.
+async fn metrics_history(
+    ctx: Arc<AppContext>,
+    presented: Result<Presented, AuthError>,
+) -> Response {
+    if let Err(e) = authorize(&ctx, presented, None) {
+        return unauthorized(&ctx, &e);
+    }
+    let local = ctx.history.minutes();
+    let body = match &ctx.share_cluster {
+        Some(cluster) => match cluster.cluster_history().await {
+            Some(instances) => {
+                serde_json::json!({"intervalMs": ctx.config.metrics_history_interval_ms, "instances": instances})
+            }
+            None => {
+                serde_json::json!({"intervalMs": ctx.config.metrics_history_interval_ms, "minutes": local, "redis": "down"})
+            }
+        },
+        None => {
+            serde_json::json!({"intervalMs": ctx.config.metrics_history_interval_ms, "minutes": local})
+        }
+    };
+    warp::reply::json(&body).into_response()
 }
 
 /// The credentials of a request (`?token=`, `Authorization`), for the reads the

@@ -1,5 +1,6 @@
-//! The Music Share REST API (`/api/share/...`): the HTTP edge of the `share` domain, exactly as the seed specifies it (paths, bodies, status
-//! codes), plus the JSON error format `{"success": false, "error", "code", "timestamp"}`.
+//! The Music Share REST API (`/api/share/...`): the HTTP edge of the `share` domain,
+//! exactly as the seed specifies it (paths, bodies, status codes), plus the JSON error
+//! format `{"success": false, "error", "code", "timestamp"}`.
 //!
 //! Every handler checks the bearer token first, then parses the body itself, so a bad body
 //! gets the seed's 400 with our error format rather than a framework rejection.
@@ -33,6 +34,8 @@ pub type Notify = Arc<dyn Fn(ShareNotice) + Send + Sync>;
 pub struct Guards {
     pub auth_failures: Arc<AuthFailures>,
     pub metrics: Arc<Metrics>,
+    /// With `REDIS_URL`: starts are claimed cluster-wide first.
+    pub cluster: Option<Arc<crate::cluster::redis::share::ShareCluster>>,
 }
 
 fn error_reply(error: &ShareError) -> Response {
@@ -134,6 +137,28 @@ impl Route {
             Route::Status(id) => Call::Status(id),
             Route::GetMetadata(id) => Call::GetMetadata(id, poller),
             Route::GetAudio(id, since) => Call::GetAudio(id, since, poller),
+        }
+    }
+}
+
+/// Claims a start's session id across the cluster; the id when claimed (to release if
+/// the local start is refused), `None` when the body is bad (the local start says why).
+async fn claim(
+    cluster: &crate::cluster::redis::share::ShareCluster,
+    body: &Bytes,
+    metrics: &Metrics,
+) -> Result<Option<String>, ShareError> {
+    let Ok(start) = parse::<StartBody>(body, 4096, "start") else {
+        return Ok(None);
+    };
+    if !crate::share::valid_id(&start.session_id) {
+        return Ok(None);
+    }
+    match cluster.claim(&start.session_id, now_ms()).await {
+        Ok(()) => Ok(Some(start.session_id)),
+        Err(e) => {
+            metrics.count_refused_share_start(&e);
+            Err(e)
         }
     }
 }
@@ -331,14 +356,21 @@ pub fn routes(
                         Err(e) => return error_reply(&e),
                     },
                 };
-                handle(
-                    &registry,
-                    &notify,
-                    route.into_call(body, poller),
-                    client,
-                    &guards.metrics,
-                )
-                .unwrap_or_else(|e| error_reply(&e))
+                let call = route.into_call(body, poller);
+                let claimed = match (&call, &guards.cluster) {
+                    (Call::Start(body), Some(cluster)) => {
+                        match claim(cluster, body, &guards.metrics).await {
+                            Ok(claimed) => claimed,
+                            Err(e) => return error_reply(&e),
+                        }
+                    }
+                    _ => None,
+                };
+                let reply = handle(&registry, &notify, call, client, &guards.metrics);
+                if let (Err(_), Some(id), Some(cluster)) = (&reply, claimed, &guards.cluster) {
+                    cluster.release(&id).await;
+                }
+                reply.unwrap_or_else(|e| error_reply(&e))
             }
         })
         .boxed()

@@ -11,6 +11,7 @@ pub mod auth;
 
 pub mod config;
 mod error;
+pub mod replica;
 mod session;
 
 pub use error::ShareError;
@@ -66,6 +67,8 @@ pub struct ShareRegistry {
     /// WebSocket members + SSE listeners per 6-digit session, kept whether or not a share
     /// is running: receivers often arrive before the sharer starts.
     push_audience: Mutex<HashMap<String, usize>>,
+    /// Where local changes go for the other instances (set with `REDIS_URL`).
+    replicator: std::sync::OnceLock<replica::Replicator>,
 }
 
 /// A share session id: exactly six ASCII digits.
@@ -82,6 +85,7 @@ impl ShareRegistry {
             settings,
             sessions: Mutex::new(HashMap::new()),
             push_audience: Mutex::new(HashMap::new()),
+            replicator: std::sync::OnceLock::new(),
         }
     }
 
@@ -103,7 +107,7 @@ impl ShareRegistry {
         &self.settings
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, ShareSession>> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, HashMap<String, ShareSession>> {
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -158,7 +162,12 @@ impl ShareRegistry {
             owner,
         );
         sessions.insert(id.to_owned(), session);
+        drop(sessions);
         tracing::info!(session = id, "share session started");
+        self.replicate(replica::ShareChange::Started {
+            id: id.to_owned(),
+            start_time_ms: now_ms,
+        });
         Ok(())
     }
 
@@ -179,18 +188,23 @@ impl ShareRegistry {
         };
         let limit = self.settings.limits.metadata_per_sec;
         let push_audience = self.push_audience(id);
-        self.with_active(id, |s| {
+        let (reached, json) = self.with_active(id, |s| {
             check_rate(&s.metadata_limit, client, "metadata", limit)?;
             let now = Instant::now();
             let json = Bytes::from(serde_json::to_vec(body).expect("a Value always serializes"));
             s.metadata = Some(Metadata {
-                json,
+                json: json.clone(),
                 summary,
                 stored: now,
             });
             s.last_activity = now;
-            Ok(s.recent_pollers(now) + push_audience)
-        })
+            Ok((s.recent_pollers(now) + push_audience, json))
+        })?;
+        self.replicate(replica::ShareChange::Metadata {
+            id: id.to_owned(),
+            json,
+        });
+        Ok(reached)
     }
 
     /// Buffers one chunk; returns it for push delivery.
@@ -228,12 +242,17 @@ impl ShareRegistry {
         chunk: impl FnOnce() -> AudioChunk,
     ) -> Result<Arc<AudioChunk>, ShareError> {
         let limit = self.settings.limits.audio_per_sec;
-        self.with_active(id, |s| {
+        let chunk = self.with_active(id, |s| {
             check_rate(&s.audio_limit, client, "audio", limit)?;
             let chunk = Arc::new(chunk());
             s.push_chunk(chunk.clone(), Instant::now());
             Ok(chunk)
-        })
+        })?;
+        self.replicate(replica::ShareChange::Audio {
+            id: id.to_owned(),
+            chunk: chunk.clone(),
+        });
+        Ok(chunk)
     }
 
     /// Lets a WebSocket sharer (already authorized by token) share into `id`: joins the
@@ -256,7 +275,7 @@ impl ShareRegistry {
 
     /// Ends the session; returns (duration in seconds, bytes of audio transferred).
     pub fn stop(&self, id: &str) -> Result<(f64, u64), ShareError> {
-        self.with_active(id, |s| {
+        let totals = self.with_active(id, |s| {
             let now = Instant::now();
             s.end(now);
             tracing::info!(
@@ -268,7 +287,12 @@ impl ShareRegistry {
                 now.duration_since(s.started).as_secs_f64(),
                 s.bytes_transferred,
             ))
-        })
+        })?;
+        self.replicate(replica::ShareChange::Ended {
+            id: id.to_owned(),
+            reason: "stopped",
+        });
+        Ok(totals)
     }
 
     pub fn status(&self, id: &str) -> Result<Status, ShareError> {
@@ -342,20 +366,32 @@ impl ShareRegistry {
     /// Returns the ids it ended, so their receivers can be told.
     pub fn sweep(&self) -> Vec<String> {
         let now = Instant::now();
-        let mut timed_out = Vec::new();
+        let mut timed_out: Vec<(String, bool)> = Vec::new();
         let mut sessions = self.lock();
         for s in sessions.values_mut() {
             if s.active && now.duration_since(s.last_activity) > self.settings.session_timeout {
                 tracing::info!(session = %s.id, "share session timed out");
                 s.end(now);
-                timed_out.push(s.id.clone());
+                timed_out.push((s.id.clone(), s.mirror));
             } else if s.active {
                 s.expire_metadata(now, self.settings.metadata_ttl);
             }
         }
         let retention = self.settings.ended_retention;
         sessions.retain(|_, s| s.ended.is_none_or(|t| now.duration_since(t) <= retention));
+        drop(sessions);
         timed_out
+            .into_iter()
+            .map(|(id, mirror)| {
+                if !mirror {
+                    self.replicate(replica::ShareChange::Ended {
+                        id: id.clone(),
+                        reason: "timeout",
+                    });
+                }
+                id
+            })
+            .collect()
     }
 
     pub fn active_count(&self) -> usize {

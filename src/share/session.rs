@@ -49,6 +49,8 @@ pub struct ShareSession {
     pub owner: AddrKey,
     /// Pollers by connection, with when each last polled.
     pollers: HashMap<SocketAddr, Instant>,
+    /// Another instance owns it: this one only mirrors what it publishes.
+    pub mirror: bool,
 }
 
 /// Client addresses each session's rate limits remember: a band's sharers are a few.
@@ -90,6 +92,7 @@ impl ShareSession {
             metadata_limit: per_second(limits.metadata_per_sec),
             audio_limit: per_second(limits.audio_per_sec),
             pollers: HashMap::new(),
+            mirror: false,
         }
     }
 

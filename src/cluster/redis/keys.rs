@@ -59,6 +59,31 @@ impl Keys {
         format!("{}:instance:{instance}:history", self.prefix)
     }
 
+    /// Music Share (the seed's schema, under the prefix): the session HASH.
+    pub fn share(&self, id: &str) -> String {
+        format!("{}:share:{id}", self.prefix)
+    }
+
+    /// HASH of the now-playing metadata (30 s).
+    pub fn share_metadata(&self, id: &str) -> String {
+        format!("{}:share:{id}:metadata", self.prefix)
+    }
+
+    /// STREAM of the last seconds of audio (10 s).
+    pub fn share_audio(&self, id: &str) -> String {
+        format!("{}:share:{id}:audio", self.prefix)
+    }
+
+    /// ZSET of active share ids by last activity: the cluster-wide cap.
+    pub fn shares(&self) -> String {
+        format!("{}:shares", self.prefix)
+    }
+
+    /// The channel of every share change.
+    pub fn share_channel(&self) -> String {
+        format!("{}:share", self.prefix)
+    }
+
     /// The session a channel name belongs to.
     pub fn session_of_channel<'a>(&self, channel: &'a str) -> Option<&'a str> {
         channel

@@ -16,6 +16,7 @@ pub mod keys;
 mod link;
 mod scripts;
 mod sequencer;
+pub mod share;
 
 use super::memory::next_version;
 use super::{Broker, ClusterEvent, Loaded, Presence, Proposal, Proposed, ResumeGrant, Ticket};
