@@ -12,7 +12,7 @@
 //! the committed order only.
 
 use super::fanout::Audience;
-use super::membership::JoinParts;
+use super::joining::JoinParts;
 use super::session::Session;
 use super::{ConnKey, Engine};
 use crate::cluster::{LeaderCheck, Proposal, ProposalKind, Proposed, Ticket};

@@ -23,6 +23,8 @@ mod commands;
 mod commit;
 mod fanout;
 pub mod inbound;
+mod joining;
+mod loading;
 mod membership;
 mod remote;
 mod replay;
@@ -128,7 +130,7 @@ pub struct Engine {
     broker: Box<dyn Broker>,
     /// Proposals and loads waiting for the cluster's answer.
     pending_commits: HashMap<Ticket, commit::PendingCommit>,
-    pending_loads: HashMap<Ticket, membership::PendingLoad>,
+    pending_loads: HashMap<Ticket, loading::PendingLoad>,
     last_ticket: Ticket,
     /// In a cluster, the tag of this instance's SSE ids (see `Session::with_id_tag`).
     sse_id_tag: Option<u64>,
@@ -389,7 +391,7 @@ impl Engine {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                let open = membership::SseOpen {
+                let open = loading::SseOpen {
                     key,
                     session_id: session_id.clone(),
                     last_event_id,
@@ -397,14 +399,10 @@ impl Engine {
                     access,
                     reply,
                 };
-                self.load_then(
-                    &session_id,
-                    None,
-                    membership::PendingLoad::Sse(Box::new(open)),
-                );
+                self.load_then(&session_id, None, loading::PendingLoad::Sse(Box::new(open)));
             }
             Inbound::Query { session_id, reply } => {
-                let next = membership::PendingLoad::Query {
+                let next = loading::PendingLoad::Query {
                     session_id: session_id.clone(),
                     reply,
                 };

@@ -2,7 +2,8 @@
 //! audiences, identities resumed elsewhere, instances that died, the cluster coming back;
 //! and what it tells them: this instance's audiences, the seats and tokens it holds.
 
-use super::membership::{Departure, LIVE_TOKEN_REFRESH, LIVE_TOKEN_TTL};
+use super::joining::{LIVE_TOKEN_REFRESH, LIVE_TOKEN_TTL};
+use super::membership::Departure;
 use super::{ConnKey, Engine, Peer};
 use crate::cluster::{ClusterEvent, Presence};
 use crate::outbox::CloseReason;

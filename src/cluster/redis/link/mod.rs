@@ -7,13 +7,15 @@
 //! locally, retries with backoff (100 ms doubling to 5 s), and on its return resubscribes,
 //! fetches from the streams what it missed and tells the engine to reconcile.
 
-use super::envelope::{self, Commit, Envelope};
+mod commits;
+mod upkeep;
+
+use super::envelope::{Commit, Envelope};
 use super::keys::Keys;
-use super::scripts::{COMMIT, LOAD};
 use super::sequencer::Sequencer;
 use super::{Command, RedisSettings};
 use crate::cluster::memory::next_version;
-use crate::cluster::{ClusterEvent, LeaderCheck, Loaded, Presence, Proposal, ProposalKind};
+use crate::cluster::{ClusterEvent, Loaded, ProposalKind};
 use crate::metrics::Metrics;
 use crate::store::SessionRecord;
 use futures_util::StreamExt;
@@ -307,155 +309,6 @@ impl Link {
         Ok(())
     }
 
-    /// Listens to a session's channel from here on (before reading its state, so nothing
-    /// committed in between is missed).
-    async fn follow(&mut self, sink: &mut PubSubSink, session: &str) -> RedisResult<()> {
-        if self.followed.insert(session.to_owned()) {
-            self.count("subscribe");
-            sink.subscribe(self.keys.channel(session)).await?;
-        }
-        Ok(())
-    }
-
-    async fn propose(&mut self, up: &mut Up, p: &Proposal) -> RedisResult<()> {
-        let session = p.record.session_id.clone();
-        if !self.sequencer.is_following(&session) {
-            self.follow(&mut up.sink, &session).await?;
-            // Whatever this commit follows is delivered from it on (a gap is fetched).
-            self.sequencer.follow(&session, p.record.version, "");
-        }
-        let (check, holder) = match &p.check {
-            LeaderCheck::Any => ("any", ""),
-            LeaderCheck::Is(None) => ("is", ""),
-            LeaderCheck::Is(Some(c)) => ("is", c.as_str()),
-            LeaderCheck::Lapsed(c) => ("lapsed", c.as_str()),
-        };
-        let record = serde_json::to_string(&p.record).unwrap_or_default();
-        self.count("commit");
-        let (committed, payload): (i64, String) = COMMIT
-            .key(self.keys.state(&session))
-            .key(self.keys.log(&session))
-            .key(self.keys.lease(&session))
-            .key(self.keys.channel(&session))
-            .arg(record)
-            .arg(check)
-            .arg(holder)
-            .arg(p.record.version)
-            .arg(self.settings.retention.as_millis() as u64)
-            .arg(self.settings.stream_length)
-            .arg(&*self.instance)
-            .arg(p.ticket)
-            .arg(match p.kind {
-                ProposalKind::Change => "change",
-                ProposalKind::Reconcile => "reconcile",
-                ProposalKind::Seed => "seed",
-            })
-            .arg(self.settings.recovery_window.as_millis().max(1) as u64)
-            .arg(p.record.leader.as_deref().unwrap_or(""))
-            .arg(new_epoch())
-            .invoke_async(&mut up.conn)
-            .await?;
-        if committed == 1 {
-            if let Ok(Envelope::Commit(commit)) = serde_json::from_str(&payload) {
-                let ready = self.sequencer.offer(&session, commit, Instant::now());
-                self.deliver_commits(ready).await;
-            }
-        } else {
-            let current = parse_record(&payload, None);
-            let event = ClusterEvent::Rejected {
-                ticket: p.ticket,
-                current,
-                unreachable: false,
-            };
-            self.deliver(event).await;
-        }
-        Ok(())
-    }
-
-    async fn load(
-        &mut self,
-        up: &mut Up,
-        session: &str,
-        token: Option<&str>,
-    ) -> RedisResult<Loaded> {
-        self.follow(&mut up.sink, session).await?;
-        self.count("load");
-        type Raw = (String, u64, String, String, Vec<(String, String)>);
-        let (record, version, epoch, grant, presence): Raw = LOAD
-            .key(self.keys.state(session))
-            .key(self.keys.presence(session))
-            .key(self.keys.resume(token.unwrap_or("-")))
-            .key(self.keys.channel(session))
-            .arg(if token.is_some() { "1" } else { "0" })
-            .arg(&*self.instance)
-            .invoke_async(&mut up.conn)
-            .await?;
-        self.sequencer.follow(session, version, &epoch);
-        let presence = presence
-            .into_iter()
-            .filter(|(instance, _)| *instance != *self.instance)
-            .filter(|(instance, _)| self.alive.iter().any(|a| **a == **instance))
-            .filter_map(|(instance, json)| {
-                Some((
-                    Arc::from(instance),
-                    serde_json::from_str::<Presence>(&json).ok()?,
-                ))
-            })
-            .collect();
-        Ok(Loaded {
-            record: parse_record(&record, Some(version)),
-            resume: serde_json::from_str(&grant).ok(),
-            presence,
-        })
-    }
-
-    async fn retire(&mut self, up: &mut Up, record: &SessionRecord) -> RedisResult<()> {
-        let session = &record.session_id;
-        self.sequencer.forget(session);
-        if self.followed.remove(session) {
-            up.sink.unsubscribe(self.keys.channel(session)).await?;
-        }
-        self.count("retire");
-        let ttl = self.settings.retention.as_millis() as i64;
-        let mut pipe = redis::pipe();
-        pipe.hdel(self.keys.presence(session), &*self.instance)
-            .ignore()
-            .publish(
-                self.keys.channel(session),
-                envelope::presence(&self.instance, &Presence::default()),
-            )
-            .ignore()
-            .pexpire(self.keys.state(session), ttl)
-            .ignore()
-            .pexpire(self.keys.log(session), ttl)
-            .ignore();
-        pipe.query_async::<()>(&mut up.conn).await
-    }
-
-    async fn publish_presence(
-        &mut self,
-        conn: &mut ConnectionManager,
-        session: &str,
-        presence: &Presence,
-    ) -> RedisResult<()> {
-        self.count("presence");
-        let json = serde_json::to_string(presence).unwrap_or_default();
-        let mut pipe = redis::pipe();
-        pipe.hset(self.keys.presence(session), &*self.instance, json)
-            .ignore()
-            .pexpire(
-                self.keys.presence(session),
-                self.settings.retention.as_millis() as i64,
-            )
-            .ignore()
-            .publish(
-                self.keys.channel(session),
-                envelope::presence(&self.instance, presence),
-            )
-            .ignore();
-        pipe.query_async::<()>(conn).await
-    }
-
     async fn on_message(&mut self, message: &redis::Msg) {
         let Some(session) = self.keys.session_of_channel(message.get_channel_name()) else {
             return;
@@ -490,107 +343,6 @@ impl Link {
             }
             _ => {}
         }
-    }
-
-    /// Fetches what overdue gaps miss from the sessions' streams.
-    async fn fill_gaps(&mut self, conn: &mut ConnectionManager) -> RedisResult<()> {
-        for gap in self.sequencer.overdue(Instant::now()) {
-            self.fetch(conn, &gap.session, gap.after, gap.up_to).await?;
-        }
-        Ok(())
-    }
-
-    /// Delivers the commits of `session` after version `after` (up to `up_to`) that its
-    /// stream still holds, then whatever was held behind them.
-    async fn fetch(
-        &mut self,
-        conn: &mut ConnectionManager,
-        session: &str,
-        after: u64,
-        up_to: u64,
-    ) -> RedisResult<()> {
-        self.count("fetch");
-        let end = if up_to == u64::MAX {
-            "+".to_owned()
-        } else {
-            format!("{up_to}-0")
-        };
-        let start = format!("{}-0", after + 1);
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(self.keys.log(session))
-            .arg(start)
-            .arg(end)
-            .query_async(conn)
-            .await?;
-        let fetched: Vec<Commit> = entries
-            .into_iter()
-            .flat_map(|(_, fields)| fields)
-            .filter_map(|(_, json)| match serde_json::from_str(&json).ok()? {
-                Envelope::Commit(commit) => Some(commit),
-                _ => None,
-            })
-            .collect();
-        if !fetched.is_empty() {
-            self.metrics.cluster.gaps_recovered.inc();
-        }
-        let ready = self.sequencer.fill(session, fetched);
-        self.deliver_commits(ready).await;
-        Ok(())
-    }
-
-    /// Once a second: this instance's heartbeat, the instances alive, the sessions live
-    /// on any of them; and, every minute, the TTLs of the sessions followed here.
-    async fn heartbeat(&mut self, conn: &mut ConnectionManager) -> RedisResult<()> {
-        self.count("heartbeat");
-        let now = crate::clock::ServerClock::shared().now_ms() as u64;
-        let live = self.keys.live(&self.instance);
-        let mut pipe = redis::pipe();
-        pipe.zadd(self.keys.instances(), &*self.instance, now)
-            .ignore()
-            .zrembyscore(self.keys.instances(), 0, now.saturating_sub(3_600_000))
-            .ignore()
-            .del(&live)
-            .ignore();
-        if !self.followed.is_empty() {
-            pipe.sadd(&live, self.followed.iter().collect::<Vec<_>>())
-                .ignore();
-        }
-        pipe.pexpire(&live, (INSTANCE_TIMEOUT_MS * 2) as i64)
-            .ignore()
-            .zrangebyscore(
-                self.keys.instances(),
-                now.saturating_sub(INSTANCE_TIMEOUT_MS),
-                "+inf",
-            );
-        let (alive,): (Vec<String>,) = pipe.query_async(conn).await?;
-        let alive: Vec<Arc<str>> = alive.into_iter().map(Arc::from).collect();
-        self.metrics.cluster.instances.set(alive.len() as i64);
-        let live_sets: Vec<String> = alive.iter().map(|i| self.keys.live(i)).collect();
-        let active: Vec<String> = redis::cmd("SUNION")
-            .arg(&live_sets)
-            .query_async(conn)
-            .await?;
-        self.metrics
-            .cluster
-            .active_sessions
-            .set(active.len() as i64);
-        if alive != self.alive {
-            self.alive.clone_from(&alive);
-            self.deliver(ClusterEvent::Instances { alive }).await;
-        }
-        self.beats += 1;
-        if self.beats.is_multiple_of(60) && !self.followed.is_empty() {
-            let ttl = self.settings.retention.as_millis() as i64;
-            let mut pipe = redis::pipe();
-            for session in &self.followed {
-                pipe.pexpire(self.keys.state(session), ttl)
-                    .ignore()
-                    .pexpire(self.keys.log(session), ttl)
-                    .ignore();
-            }
-            pipe.query_async::<()>(conn).await?;
-        }
-        Ok(())
     }
 }
 
