@@ -317,3 +317,50 @@ async fn any_instance_serves_the_metrics_history_of_the_whole_cluster() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_on_an_instance_new_to_the_session_replays_what_was_missed_from_the_stream() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = Instance::start(&redis.url(), &[], true);
+    let b = Instance::start(&redis.url(), &[], true);
+    let (mut leader, _) = member(&a, "replayed", Some(Role::Leader)).await;
+    let mut follower = WsClient::connect(&a.ws_url()).await.unwrap();
+    let first = follower.join("replayed", None, None).await.unwrap();
+    until_members(&mut leader, 2).await;
+    drop(follower);
+    for tempo in [101.0, 102.0, 103.0] {
+        leader
+            .send(ClientEvent::SetTempo(SetTempo { tempo }))
+            .await
+            .unwrap();
+    }
+    state_updates(&mut leader, 3).await;
+    // B has never had this session live: it reads it, and its recent commits, from Redis.
+    let mut back = WsClient::connect(&b.ws_url()).await.unwrap();
+    let join = JoinSession {
+        session_id: "replayed".into(),
+        resume_token: Some(first.resume_token),
+        last_version: Some(first.version),
+        ..Default::default()
+    };
+    let id = back.send(ClientEvent::JoinSession(join)).await.unwrap();
+    let mut replayed = Vec::new();
+    let snapshot = loop {
+        let frame = match back.next_timeout(cluster_support::WAIT).await.unwrap() {
+            bandsync_client::Incoming::Frame { frame, .. } => frame,
+            other => panic!("unexpected {other:?}"),
+        };
+        match frame.event {
+            ServerEvent::StateUpdate(s) if s.replayed => replayed.push(s.transport.tempo),
+            ServerEvent::Snapshot(s) if frame.id.as_ref() == Some(&id) => break s,
+            _ => {}
+        }
+    };
+    assert!(snapshot.resumed);
+    assert_eq!(snapshot.client_id, first.client_id);
+    assert_eq!(snapshot.replay_count, 3);
+    assert_eq!(replayed, vec![101.0, 102.0, 103.0]);
+}

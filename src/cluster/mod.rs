@@ -105,6 +105,8 @@ pub struct Loaded {
     pub record: Option<SessionRecord>,
     pub resume: Option<ResumeGrant>,
     pub presence: Vec<(Arc<str>, Presence)>,
+    /// The session's recent commits, oldest first (for resume replay on this instance).
+    pub log: Vec<SessionRecord>,
 }
 
 /// Answers and news from the cluster, delivered to the engine's inbound queue, in order.

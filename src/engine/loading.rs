@@ -59,6 +59,12 @@ impl Engine {
             session = session.with_id_tag(tag, self.clock.now_ms());
         }
         session.remote.extend(loaded.presence);
+        let now_ms = self.clock.now_ms();
+        for record in &loaded.log {
+            session
+                .states
+                .record(super::commit::state_of(record, now_ms));
+        }
         let id = session.id.clone();
         self.sessions.insert(id.clone(), session);
         self.metrics.sessions.set(self.sessions.len() as i64);

@@ -79,15 +79,16 @@ return {1, envelope}
     )
 });
 
-/// KEYS: state hash, presence hash, resume key (or a placeholder), channel.
+/// KEYS: state hash, presence hash, resume key (or a placeholder), channel, stream.
 /// ARGV: 1 claim the resume key (`1`/`0`), 2 this instance.
-/// Returns `{record or '', version, epoch or '', grant or '', presence field/value list}`.
+/// Returns `{record or '', version, epoch or '', grant or '', presence field/value list,
+/// the stream's entries}` (the entries let a resume here replay what it missed).
 /// A claimed grant is deleted (one resume per token) and announced on the channel, so an
 /// instance still holding that identity lets it go.
 pub static LOAD: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local state, presence, resume, channel = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local state, presence, resume, channel, log = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local record = redis.call('HGET', state, 'record') or ''
 local version = redis.call('HGET', state, 'version') or '0'
 local epoch = redis.call('HGET', state, 'epoch') or ''
@@ -100,7 +101,7 @@ if ARGV[1] == '1' then
     redis.call('PUBLISH', channel, cjson.encode({kind = 'claimed', clientId = claimed.clientId, instance = ARGV[2]}))
   end
 end
-return {record, version, epoch, grant, redis.call('HGETALL', presence)}
+return {record, version, epoch, grant, redis.call('HGETALL', presence), redis.call('XRANGE', log, '-', '+')}
 "#,
     )
 });

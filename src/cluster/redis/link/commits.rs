@@ -84,12 +84,14 @@ impl Link {
     ) -> RedisResult<Loaded> {
         self.follow(&mut up.sink, session).await?;
         self.count("load");
-        type Raw = (String, u64, String, String, Vec<(String, String)>);
-        let (record, version, epoch, grant, presence): Raw = LOAD
+        type Entries = Vec<(String, Vec<(String, String)>)>;
+        type Raw = (String, u64, String, String, Vec<(String, String)>, Entries);
+        let (record, version, epoch, grant, presence, entries): Raw = LOAD
             .key(self.keys.state(session))
             .key(self.keys.presence(session))
             .key(self.keys.resume(token.unwrap_or("-")))
             .key(self.keys.channel(session))
+            .key(self.keys.log(session))
             .arg(if token.is_some() { "1" } else { "0" })
             .arg(&*self.instance)
             .invoke_async(&mut up.conn)
@@ -106,10 +108,16 @@ impl Link {
                 ))
             })
             .collect();
+        // The stream's commits of this epoch up to the loaded version, for resume replay.
+        let log = commits_of(entries)
+            .filter(|c| c.epoch == epoch && c.v <= version)
+            .map(|c| c.into_parts(&self.instance).0)
+            .collect();
         Ok(Loaded {
             record: parse_record(&record, Some(version)),
             resume: serde_json::from_str(&grant).ok(),
             presence,
+            log,
         })
     }
 
@@ -143,14 +151,7 @@ impl Link {
             .arg(end)
             .query_async(conn)
             .await?;
-        let fetched: Vec<Commit> = entries
-            .into_iter()
-            .flat_map(|(_, fields)| fields)
-            .filter_map(|(_, json)| match serde_json::from_str(&json).ok()? {
-                Envelope::Commit(commit) => Some(commit),
-                _ => None,
-            })
-            .collect();
+        let fetched: Vec<Commit> = commits_of(entries).collect();
         if !fetched.is_empty() {
             self.metrics.cluster.gaps_recovered.inc();
         }
@@ -158,4 +159,15 @@ impl Link {
         self.deliver_commits(ready).await;
         Ok(())
     }
+}
+
+/// The commit envelopes of a stream's entries (`XRANGE` answer), in order.
+fn commits_of(entries: Vec<(String, Vec<(String, String)>)>) -> impl Iterator<Item = Commit> {
+    entries
+        .into_iter()
+        .flat_map(|(_, fields)| fields)
+        .filter_map(|(_, json)| match serde_json::from_str(&json).ok()? {
+            Envelope::Commit(commit) => Some(commit),
+            _ => None,
+        })
 }
