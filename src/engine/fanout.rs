@@ -94,21 +94,6 @@ pub(super) fn broadcast(
     session.remember(id, sse);
 }
 
-/// Encodes `event` once and queues it for the members and listeners `admit` accepts, and
-/// leaves it out of the SSE history: events for some receivers only (a share's metadata)
-/// must not reach the others through a `Last-Event-ID` replay.
-pub(super) fn broadcast_to(
-    session: &mut Session,
-    wakes: &mut Wakes,
-    metrics: &Metrics,
-    deflater: &mut Deflater,
-    event: &ServerEvent,
-    now_ms: f64,
-    admit: &dyn Fn(ConnKey) -> bool,
-) {
-    queue(session, wakes, metrics, deflater, event, now_ms, admit);
-}
-
 /// Queues one encoding of `event` for every connection `admit` accepts; returns the SSE
 /// event id and frame.
 fn queue(
@@ -198,31 +183,26 @@ impl Engine {
         let Some(session) = self.sessions.get_mut(session_id) else {
             return;
         };
-        match audience {
-            Audience::Everyone { except } => broadcast(
-                session,
-                &mut self.wakes,
-                &self.metrics,
-                &mut self.deflater,
-                event,
-                now_ms,
-                except,
-            ),
-            Audience::ShareReceivers { except } => {
-                let conns = &self.conns;
-                let admit = |key: ConnKey| {
-                    Some(key) != except && conns.get(&key).is_some_and(|c| c.access.share_ok)
-                };
-                broadcast_to(
-                    session,
-                    &mut self.wakes,
-                    &self.metrics,
-                    &mut self.deflater,
-                    event,
-                    now_ms,
-                    &admit,
-                );
-            }
+        let (except, share_only) = match audience {
+            Audience::Everyone { except } => (except, false),
+            Audience::ShareReceivers { except } => (except, true),
+        };
+        let conns = &self.conns;
+        let admit = |key: ConnKey| {
+            Some(key) != except
+                && (!share_only || conns.get(&key).is_some_and(|c| c.access.share_ok))
+        };
+        let (id, sse) = queue(
+            session,
+            &mut self.wakes,
+            &self.metrics,
+            &mut self.deflater,
+            event,
+            now_ms,
+            &admit,
+        );
+        if !share_only {
+            session.remember(id, sse);
         }
     }
 
