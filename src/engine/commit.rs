@@ -228,7 +228,8 @@ impl Engine {
     fn after_commit(&mut self, then: AfterCommit, committed: bool) {
         match then {
             AfterCommit::Nothing => {}
-            AfterCommit::FinishJoin(parts) => self.finish_join(*parts, committed),
+            // Whether the claim committed shows in the seat itself (see `finish_join`).
+            AfterCommit::FinishJoin(parts) => self.finish_join(*parts),
             AfterCommit::RoleClaim { key, id } => self.finish_role_claim(key, id, committed),
             AfterCommit::LeaderCommand { key, id } if !committed => {
                 let error = ProtocolError::new(

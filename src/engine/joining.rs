@@ -171,7 +171,7 @@ impl Engine {
             access,
         };
         if !leader_changed {
-            return self.finish_join(parts, true);
+            return self.finish_join(parts);
         }
         let check = LeaderCheck::Is(previous_leader.as_deref().map(str::to_owned));
         let new_leader = (role == Role::Leader).then_some(client_id);
@@ -183,7 +183,7 @@ impl Engine {
 
     /// Makes the joiner a member and sends its snapshot, once its claim on the seat (if
     /// any) is decided: a refused claim joins as a follower, as when the seat was taken.
-    pub(super) fn finish_join(&mut self, parts: JoinParts, _committed: bool) {
+    pub(super) fn finish_join(&mut self, parts: JoinParts) {
         let JoinParts {
             key,
             id,

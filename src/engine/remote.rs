@@ -161,17 +161,29 @@ impl Engine {
             let tokens: Vec<String> = self.resume.live_tokens().map(str::to_owned).collect();
             self.broker.resume_touch(&tokens, LIVE_TOKEN_TTL);
         }
-        // A seat whose holder is neither connected nor dropped here: held by another
-        // instance, or by one that died. The release commits only if its lease lapsed.
+        // A seat whose holder is neither connected nor dropped here, nor listed as leading
+        // by a live instance: held by one that died (or one that dropped it). The release
+        // commits only if its lease lapsed, so asking costs one refused script at worst.
         let orphaned: Vec<(Arc<str>, Arc<str>)> = self
             .sessions
             .values()
             .filter(|s| s.leader_key.is_none() && s.pending == 0)
             .filter(|s| s.dropped_leader.is_none() || s.dropped_leader != s.leader)
-            .filter_map(|s| Some((s.id.clone(), s.leader.clone()?)))
+            .filter_map(|s| Some((s, s.leader.clone()?)))
+            .filter(|(s, holder)| !led_elsewhere(s, holder))
+            .map(|(s, holder)| (s.id.clone(), holder))
             .collect();
         for (session_id, holder) in orphaned {
             self.release_lapsed_seat(&session_id, &holder);
         }
     }
+}
+
+/// Whether a live instance lists `holder` among its members as the leader.
+fn led_elsewhere(session: &super::session::Session, holder: &str) -> bool {
+    session.remote.values().any(|p| {
+        p.list
+            .iter()
+            .any(|m| m.client_id == holder && m.role == bandsync_protocol::Role::Leader)
+    })
 }
