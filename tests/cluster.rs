@@ -302,7 +302,10 @@ async fn any_instance_serves_the_metrics_history_of_the_whole_cluster() {
     let deadline = Instant::now() + cluster_support::WAIT;
     loop {
         let history = cluster_support::get_json(&a.addr, "/metrics/history");
-        let instances = history["instances"].as_object().cloned().unwrap_or_default();
+        let instances = history["instances"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
         let with_b = instances
             .values()
             .filter_map(|m| m.as_array())

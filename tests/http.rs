@@ -381,7 +381,10 @@ async fn the_metrics_history_rolls_up_each_interval_and_is_bounded_in_memory() {
     let last = minutes.last().unwrap();
     assert_eq!(last["sessions"], 1, "{history}");
     assert_eq!(last["connections"], 1, "{history}");
-    assert!(last["memoryMb"].as_f64().is_some_and(|m| m > 0.0), "{history}");
+    assert!(
+        last["memoryMb"].as_f64().is_some_and(|m| m > 0.0),
+        "{history}"
+    );
     let joins: u64 = minutes
         .iter()
         .map(|m| m["messagesIn"].as_u64().unwrap())
