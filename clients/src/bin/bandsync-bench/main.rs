@@ -10,6 +10,9 @@
 //! scenario; `audio` (the Music Share relay) has its sharers in `audio_tx` and its
 //! receivers in `audio_rx`; `churn` has its leader in `churn_leader`, its followers in
 //! `churn_member` and its bookkeeping in `churn_tally`; `soak` samples long `mixed` runs.
+//! The cluster scenarios: `cluster` starts Redis (spoken to through `resp`) and the
+//! instances, `spread` places clients on them, `probe` reads every process at the
+//! window's edges; `cluster_fanout` + `cluster_report` compare with one instance.
 
 mod audio;
 mod audio_rx;
@@ -19,6 +22,9 @@ mod churn_leader;
 mod churn_member;
 mod churn_tally;
 mod cli;
+mod cluster;
+mod cluster_fanout;
+mod cluster_report;
 mod connect;
 mod fanout;
 mod fleet;
@@ -27,11 +33,14 @@ mod listener;
 mod metrics;
 mod mixed;
 mod plan;
+mod probe;
 mod procfs;
 mod progress;
 mod recorder;
 mod report;
+mod resp;
 mod soak;
+mod spread;
 mod target;
 mod ticks;
 mod wire;
@@ -82,6 +91,7 @@ async fn dispatch(
         Scenario::Audio => audio::run(s, ep, rec).await,
         Scenario::Churn => churn::run(s, ep, rec).await,
         Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
+        Scenario::ClusterFanout => unreachable!("run by cluster_fanout::job"),
     }
 }
 
@@ -137,12 +147,26 @@ fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::Serve
     extras
 }
 
+/// Prints a report: its JSON line on stdout, its summary on stderr.
+fn emit(report: &impl serde::Serialize, human: &str) {
+    let json = serde_json::to_string(report).expect("reports serialize");
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{json}");
+    let _ = stdout.flush();
+    eprintln!("{human}");
+}
+
 /// Runs one scenario against its server (spawned for it with --spawn) and prints its
 /// report, complete or not.
 async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Outcome {
     let scenario = job.scenario;
     let s = plan.job_settings(job, index);
     let extras = server_extras(plan, scenario, &s);
+    if scenario == Scenario::ClusterFanout {
+        let (report, outcome) = cluster_fanout::job(plan, &s, &extras, deadline).await;
+        emit(&report, &report.human());
+        return outcome;
+    }
     let mut params = Params {
         preset: job.preset.map(|p| p.name),
         n: s.n,
@@ -243,11 +267,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
         matches!(outcome, Outcome::TimedOut),
         error,
     );
-    let json = serde_json::to_string(&report).expect("reports serialize");
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{json}");
-    let _ = stdout.flush();
-    eprintln!("{}", report::human(&report));
+    emit(&report, &report::human(&report));
     drop(guard); // the spawned server goes now, after the last /proc reading
     outcome
 }
