@@ -39,6 +39,10 @@ OUTPUT
     bandsync_redis_commands_total), cpu_ms, percent_of_core, us_per_change}, client_cpu};
     ratios [{followers_on (A, B, ..., all), latency_p50, latency_p99, us_per_delivery,
     [us_per_delivery_with_redis]}] = cluster / baseline.
+  cluster-churn (--spawn): the churn fields (resumes.moved: resumes on another instance than
+    the one left; server_cpu and resources: instance A), seed (of the random instance picks),
+    and cluster {window_s, instances [server as above, without deliveries], redis (as above,
+    per state change sent)}.
   mixed --sample-every: samples [{t_s, rss_kib, fds, deliveries, latency_p50_us,
     latency_p99_us, latency_max_us, ticks, missing_seq}] (latency of each interval), and
     resources from the first and last sample.
@@ -74,6 +78,7 @@ EXAMPLES
   bandsync-bench --spawn churn --clients 1000 --duration 120 --drop-every 15 --away 2
   bandsync-bench --spawn mixed --sessions 100 --members 10 -d 1800 --sample-every 300
   bandsync-bench --spawn --server-cpus 1 cluster-fanout -n 1000 -d 10 --instances 2
+  bandsync-bench --spawn cluster-churn --clients 1000 -d 60 --drop-every 15 --away 2
 
 AUDIO AND THE SERVER
   --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
@@ -84,7 +89,7 @@ AUDIO AND THE SERVER
   setting wins. With --url the server must have BEARER_TOKEN equal to --token, and limits
   that admit one address's whole load.
 
-CLUSTER (cluster-fanout; --spawn only)
+CLUSTER (cluster-fanout, cluster-churn; --spawn only)
   The bench starts --redis-server on a free loopback port (--save \"\" --appendonly no), waits for
   PONG, then --instances bandsync instances with REDIS_URL pointing at it and a REDIS_PREFIX
   unique to the run, and waits until each /health says \"redis\":\"up\" with every instance
@@ -119,6 +124,9 @@ pub enum Scenario {
     /// split evenly over --instances: latency per instance, CPU per delivery per
     /// instance, Redis commands per change, and the ratios.
     ClusterFanout,
+    /// churn across a Redis cluster the bench starts (--spawn): followers split evenly
+    /// over --instances, and every resume (the leader's too) on a random instance.
+    ClusterChurn,
 }
 
 impl Scenario {
@@ -134,12 +142,13 @@ impl Scenario {
             Scenario::AudioSeed => "audio-seed",
             Scenario::Churn => "churn",
             Scenario::ClusterFanout => "cluster-fanout",
+            Scenario::ClusterChurn => "cluster-churn",
         }
     }
 
     /// Whether it runs against a Redis cluster the bench spawns.
     pub fn is_cluster(self) -> bool {
-        matches!(self, Scenario::ClusterFanout)
+        matches!(self, Scenario::ClusterFanout | Scenario::ClusterChurn)
     }
 }
 

@@ -12,7 +12,8 @@
 //! `churn_member` and its bookkeeping in `churn_tally`; `soak` samples long `mixed` runs.
 //! The cluster scenarios: `cluster` starts Redis (spoken to through `resp`) and the
 //! instances, `spread` places clients on them, `probe` reads every process at the
-//! window's edges; `cluster_fanout` + `cluster_report` compare with one instance.
+//! window's edges; `cluster_fanout` + `cluster_report` compare with one instance, and
+//! `cluster-churn` is `churn` given several instances.
 
 mod audio;
 mod audio_rx;
@@ -79,9 +80,11 @@ fn sections(scenario: Scenario) -> Sections {
 async fn dispatch(
     scenario: Scenario,
     s: &Settings,
-    ep: &Endpoints,
+    eps: &[Endpoints],
+    probe: Option<&probe::Probe>,
     rec: std::sync::Arc<Recorder>,
 ) -> anyhow::Result<()> {
+    let ep = &eps[0];
     match scenario {
         Scenario::Fanout => fanout::run(s, ep, rec).await,
         Scenario::Ticks => ticks::run(s, ep, rec, false).await,
@@ -89,7 +92,7 @@ async fn dispatch(
         Scenario::Connect => connect::run(s, ep, rec).await,
         Scenario::Mixed => mixed::run(s, ep, rec).await,
         Scenario::Audio => audio::run(s, ep, rec).await,
-        Scenario::Churn => churn::run(s, ep, rec).await,
+        Scenario::Churn | Scenario::ClusterChurn => churn::run(s, eps, probe, rec).await,
         Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
         Scenario::ClusterFanout => unreachable!("run by cluster_fanout::job"),
     }
@@ -156,6 +159,29 @@ fn emit(report: &impl serde::Serialize, human: &str) {
     eprintln!("{human}");
 }
 
+/// Starts what a scenario runs against: one server, or a cluster (with the probe that
+/// reads its processes).
+async fn start(
+    opts: &target::SpawnOptions,
+    scenario: Scenario,
+    tag: &str,
+    s: &Settings,
+    extras: &target::ServerExtras,
+) -> anyhow::Result<(Vec<Endpoints>, Option<probe::Probe>, cluster::ServerGuard)> {
+    if scenario.is_cluster() {
+        let k = s.cluster.instances;
+        let (eps, redis, guard) = cluster::spawn(opts, tag, extras, k, &s.session_base).await?;
+        let probe = probe::Probe {
+            instances: (0..k).map(spread::label).zip(eps.iter().cloned()).collect(),
+            redis: Some(redis),
+        };
+        Ok((eps, Some(probe), cluster::ServerGuard::Cluster(guard)))
+    } else {
+        let (ep, guard) = target::spawn(opts, tag, extras).await?;
+        Ok((vec![ep], None, cluster::ServerGuard::One(guard)))
+    }
+}
+
 /// Runs one scenario against its server (spawned for it with --spawn) and prints its
 /// report, complete or not.
 async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Outcome {
@@ -178,6 +204,10 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     };
     match scenario {
         Scenario::Fanout | Scenario::Churn => params.rate_hz = Some(s.rate),
+        Scenario::ClusterChurn => {
+            params.rate_hz = Some(s.rate);
+            params.instances = Some(s.cluster.instances);
+        }
         Scenario::Connect => params.sessions = Some(s.sessions),
         Scenario::Mixed => {
             params.n = s.sessions * s.members;
@@ -211,26 +241,29 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     let started = match (&plan.spawn, &plan.url) {
         (Some(opts), _) => {
             let tag = job.preset.map_or(scenario.name(), |p| p.name);
-            match tokio::time::timeout_at(deadline, target::spawn(opts, tag, &extras)).await {
-                Ok(Ok((ep, guard))) => Ok((ep, Some(guard))),
+            let starting = start(opts, scenario, tag, &s, &extras);
+            match tokio::time::timeout_at(deadline, starting).await {
+                Ok(Ok((eps, probe, guard))) => Ok((eps, probe, Some(guard))),
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err("timed out starting the server".into()),
             }
         }
         (None, Some((ws_url, http_base))) => Ok((
-            Endpoints {
+            vec![Endpoints {
                 ws_url: ws_url.clone(),
                 http_base: http_base.clone(),
                 pid: plan.server_pid,
-            },
+            }],
+            None,
             None,
         )),
         (None, None) => Err("no server: give --url or --spawn".into()),
     };
-    let (ep, guard, error) = match started {
-        Ok((ep, guard)) => (Some(ep), guard, None),
-        Err(e) => (None, None, Some(e)),
+    let (eps, probe, guard, error) = match started {
+        Ok((eps, probe, guard)) => (eps, probe, guard, None),
+        Err(e) => (Vec::new(), None, None, Some(e)),
     };
+    let ep = eps.first().cloned();
     params.url = ep.as_ref().map(|e| e.ws_url.clone()).unwrap_or_default();
     let pid = ep.as_ref().and_then(|e| e.pid);
     let rec = Recorder::new(
@@ -244,7 +277,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     let (outcome, error) = match (ep, error) {
         (Some(ep), None) => {
             let before = metrics::scrape(&ep.http_base).await;
-            let work = dispatch(scenario, &s, &ep, rec.clone());
+            let work = dispatch(scenario, &s, &eps, probe.as_ref(), rec.clone());
             let result = tokio::select! {
                 result = tokio::time::timeout_at(deadline, work) => match result {
                     Ok(Ok(())) => (Outcome::Done, None),
@@ -268,7 +301,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
         error,
     );
     emit(&report, &report::human(&report));
-    drop(guard); // the spawned server goes now, after the last /proc reading
+    drop(guard); // the spawned servers go now, after the last /proc reading
     outcome
 }
 

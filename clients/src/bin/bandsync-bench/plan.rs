@@ -37,6 +37,8 @@ pub struct ChurnSettings {
 pub struct ClusterSettings {
     /// bandsync instances sharing the Redis.
     pub instances: usize,
+    /// Seeds the random instances churning clients resume on (in the report).
+    pub seed: u64,
 }
 
 /// What the `audio` scenario reads besides the common settings.
@@ -150,7 +152,7 @@ pub fn tempo_slots(scenario: Scenario, s: &Settings) -> u64 {
 pub fn default_duration(scenario: Scenario) -> Duration {
     match scenario {
         Scenario::Audio => Duration::from_secs(10),
-        Scenario::Churn => Duration::from_secs(120),
+        Scenario::Churn | Scenario::ClusterChurn => Duration::from_secs(120),
         _ => Duration::from_secs(5),
     }
 }
@@ -164,7 +166,10 @@ impl Plan {
 
     /// The settings of job number `index`: a preset fixes sessions and receivers.
     pub fn job_settings(&self, job: &Job, index: usize) -> Settings {
-        let default_rate = if matches!(job.scenario, Scenario::Mixed | Scenario::Churn) {
+        let default_rate = if matches!(
+            job.scenario,
+            Scenario::Mixed | Scenario::Churn | Scenario::ClusterChurn
+        ) {
             1.0
         } else {
             10.0
@@ -249,7 +254,7 @@ impl Cli {
         }
         if jobs.is_empty() {
             return Err(
-                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn or cluster-fanout"
+                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn, cluster-fanout or cluster-churn"
                     .into(),
             );
         }
@@ -270,7 +275,7 @@ impl Cli {
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
         check(
             self.spawn || !jobs.iter().any(|j| j.scenario.is_cluster()),
-            "cluster-fanout starts its own Redis and instances: add --spawn",
+            "cluster-fanout and cluster-churn start their own Redis and instances: add --spawn",
         )?;
         check(
             (2..=8).contains(&self.instances),
@@ -374,6 +379,7 @@ impl Cli {
                 },
                 cluster: ClusterSettings {
                     instances: self.instances,
+                    seed: (u64::from(std::process::id()) << 20) ^ unix_ms,
                 },
                 sample_every: self.sample_every,
             },
@@ -533,6 +539,9 @@ mod tests {
     #[test]
     fn cluster_scenarios_need_spawn_and_two_instances() {
         assert!(plan(&["cluster-fanout"]).unwrap_err().contains("--spawn"));
+        assert!(plan(&["churn", "cluster-churn"])
+            .unwrap_err()
+            .contains("--spawn"));
         assert!(plan(&["--spawn", "cluster-fanout", "--instances", "1"])
             .unwrap_err()
             .contains("--instances"));
@@ -549,6 +558,10 @@ mod tests {
             p.spawn.unwrap().redis_bin,
             std::path::PathBuf::from("redis-server")
         );
+        let p = plan(&["--spawn", "cluster-churn", "--instances", "3"]).unwrap();
+        let s = p.settings_for(Scenario::ClusterChurn);
+        assert_eq!((s.rate, s.duration.as_secs()), (1.0, 120));
+        assert_eq!(s.cluster.instances, 3);
         assert_eq!(
             plan(&["all"]).unwrap().jobs.len(),
             5,

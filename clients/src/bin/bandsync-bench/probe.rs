@@ -232,6 +232,39 @@ impl Usage {
         }
         per(ms * 1000.0, deliveries)
     }
+
+    /// Summary lines for a person.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        for i in &self.instances {
+            let kib = |v: Option<u64>| v.map_or("n/a".into(), |v| v.to_string());
+            out.push_str(&format!(
+                "   instance {}: CPU {:.1}% of a core{}; rss {} -> {} KiB, fds {} -> {}\n",
+                i.label,
+                i.percent_of_core.unwrap_or(0.0),
+                i.us_per_delivery
+                    .map_or(String::new(), |v| format!(", {v} µs/delivery")),
+                kib(i.rss_kib_before),
+                kib(i.rss_kib_after),
+                kib(i.fds_before),
+                kib(i.fds_after)
+            ));
+        }
+        if let Some(r) = &self.redis {
+            let n = |v: Option<f64>| v.map_or("n/a".into(), |v| v.to_string());
+            out.push_str(&format!(
+                "   redis: {} changes, {} commands ({}/change, {}/s; commit round trips {}/change, all {}/change), CPU {:.1}% of a core\n",
+                r.state_changes,
+                r.commands.map_or("n/a".into(), |v| v.to_string()),
+                n(r.commands_per_change),
+                n(r.commands_per_s),
+                n(r.commit_round_trips_per_change),
+                n(r.round_trips_per_change),
+                r.percent_of_core.unwrap_or(0.0)
+            ));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
