@@ -4,11 +4,16 @@
 //! the state `rate` times a second and churns too. Measures the share of (client, version)
 //! pairs delivered as events or covered by a snapshot, the resumes that kept identity and
 //! role, and the server's memory and descriptors before and after.
+//!
+//! Given several instances of a cluster (`cluster-churn`), followers join them in turn
+//! and every resume goes to a random one; a [`Probe`] then reads what the window cost each
+//! instance and Redis.
 
 use crate::churn_leader::{ChurnLeader, LeaderPlan};
 use crate::churn_member::{Churn, Follower, ResumeCounters};
 use crate::churn_tally::{delivery, Delivery};
 use crate::fanout::SETTLE;
+use crate::probe::Probe;
 use crate::procfs::{read_fd_count, read_rss_kib};
 use crate::progress::WindowBar;
 use crate::recorder::{lock, Recorder};
@@ -35,6 +40,8 @@ pub struct Resumes {
     pub kept_identity: u64,
     pub kept_role: u64,
     pub failed: u64,
+    /// Reconnects that landed on another instance than the one left (cluster only).
+    pub moved: u64,
     /// Share of attempts that came back with the same identity and role.
     pub kept_role_share: f64,
 }
@@ -49,6 +56,7 @@ impl Resumes {
             kept_identity: c.kept_identity.load(Relaxed),
             kept_role,
             failed: c.failed.load(Relaxed),
+            moved: c.moved.load(Relaxed),
             kept_role_share: if attempted > 0 {
                 (kept_role as f64 / attempted as f64 * 1e6).round() / 1e6
             } else {
@@ -77,13 +85,23 @@ pub struct ChurnResults {
     pub replayed_events: u64,
     pub resumes: Resumes,
     pub leader_resumes: Resumes,
+    /// Seeds the instance picks (cluster only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// The summary line.
 pub fn human(c: &ChurnResults, clients: u64) -> String {
     let d = &c.delivery;
+    let moved = match c.seed {
+        Some(_) => format!(
+            "; on another instance {} (leader {})",
+            c.resumes.moved, c.leader_resumes.moved
+        ),
+        None => String::new(),
+    };
     format!(
-        "   churn: {} versions x {clients} clients: delivered {:.4} (as events {:.4}: {} replayed; {} via snapshot, {} missing); resumes kept role {}/{} (leader {}/{})\n",
+        "   churn: {} versions x {clients} clients: delivered {:.4} (as events {:.4}: {} replayed; {} via snapshot, {} missing); resumes kept role {}/{} (leader {}/{}){moved}\n",
         d.versions,
         d.delivered_share,
         d.event_share,
@@ -104,14 +122,23 @@ fn resources(pid: Option<u32>) -> (Option<u64>, Option<u64>) {
     )
 }
 
-pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Result<()> {
+/// `eps`: the instances (one, or a cluster's with `probe` reading them and Redis); the
+/// leader and the first follower join `eps[0]`.
+pub async fn run(
+    s: &Settings,
+    eps: &[Endpoints],
+    probe: Option<&Probe>,
+    rec: Arc<Recorder>,
+) -> anyhow::Result<()> {
     let c = &s.churn;
+    let ep = &eps[0];
     let session: Arc<str> = format!("{}-churn", s.session_base).into();
-    let url: Arc<str> = ep.ws_url.as_str().into();
+    let urls: Arc<[Arc<str>]> = eps.iter().map(|e| e.ws_url.as_str().into()).collect();
+    let seed = s.cluster.seed;
     let counters = Arc::new(ResumeCounters::default());
     let leader_counters = ResumeCounters::default();
     let connecting = Arc::new(Semaphore::new(s.concurrency));
-    let mut leader = ChurnLeader::join(&url, &session).await?;
+    let mut leader = ChurnLeader::join(urls.clone(), &session, seed).await?;
 
     // Followers join, then read until told when the window starts.
     let (go_tx, go_rx) = watch::channel(None::<(Instant, Instant)>);
@@ -119,8 +146,8 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
     let (ready_tx, mut ready_rx) = mpsc::channel(64);
     let mut tasks = JoinSet::new();
     for i in 0..s.n {
-        let (url, session, counters, connecting) = (
-            url.clone(),
+        let (urls, session, counters, connecting) = (
+            urls.clone(),
             session.clone(),
             counters.clone(),
             connecting.clone(),
@@ -128,9 +155,10 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
         let (mut go, stop, ready) = (go_rx.clone(), stop_rx.clone(), ready_tx.clone());
         let (n, every, away, replay) = (s.n, c.drop_every, c.away, c.last_version);
         tasks.spawn(async move {
-            let mut f = Follower::new(counters);
+            let mut f = Follower::new(counters, crate::spread::client_seed(seed, i + 1));
             let mut plan = Churn {
-                url,
+                home: crate::spread::home(i, urls.len()),
+                urls,
                 session,
                 first_drop: Instant::now(),
                 every,
@@ -176,6 +204,10 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
     leader.read_until(Instant::now() + SETTLE).await?;
 
     let before = resources(ep.pid);
+    let probed_before = match probe {
+        Some(p) => Some(p.read().await),
+        None => None,
+    };
     rec.begin_window();
     let bar = WindowBar::start(&rec, s.duration);
     let first_version = leader.version + 1;
@@ -195,6 +227,10 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
         leader.read_until(Instant::now() + DRAIN).await?;
     }
     let after = resources(ep.pid);
+    let probed_after = match probe {
+        Some(p) => Some(p.read().await),
+        None => None,
+    };
     rec.end_window();
     drop(bar);
 
@@ -221,6 +257,7 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
         replayed_events: counters.replayed_events.load(Relaxed),
         resumes: Resumes::of(&counters),
         leader_resumes: Resumes::of(&leader_counters),
+        seed: probe.map(|_| seed),
     };
     rec.server_errors
         .fetch_add(counters.server_errors.load(Relaxed), Relaxed);
@@ -231,6 +268,9 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
         let mut extra = lock(&rec.extra);
         extra.churn = Some(results);
         extra.resources = Some(Resources::between(before, after));
+        if let (Some(p), Some(b), Some(a)) = (probe, &probed_before, &probed_after) {
+            extra.cluster = Some(crate::probe::usage(p, b, a, leader.sent, None));
+        }
     }
     leader.close().await;
     driven

@@ -3,14 +3,18 @@
 //! churns like the followers: drops, comes back after `away` with its token, and must get
 //! its seat back to carry on. Time slots that fall while it is away are skipped and
 //! counted; the cycle resumes where it stopped, so every change sent is a real one.
+//! Against a cluster it joins the first instance and resumes on a random one each time,
+//! so its seat must follow it across instances.
 
 use crate::churn_member::{resumed, Identity, ResumeCounters};
+use crate::spread::Picker;
 use anyhow::{bail, Context as _};
 use bandsync_client::protocol::client::{Play, Seek, SetTempo, UpdateMessage};
 use bandsync_client::protocol::server::{ServerEvent, Snapshot};
 use bandsync_client::protocol::{ClientEvent, JoinSession, Role};
 use bandsync_client::{Incoming, WsClient};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -19,7 +23,10 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ChurnLeader {
     /// `None` only while dropped.
     ws: Option<WsClient>,
-    url: String,
+    /// Every instance's URL, and the one it is on.
+    urls: Arc<[Arc<str>]>,
+    at: usize,
+    picker: Picker,
     session: String,
     id: Identity,
     /// The newest version the leader has seen (its own changes come back to it).
@@ -53,8 +60,9 @@ fn identity(s: &Snapshot) -> Identity {
 }
 
 impl ChurnLeader {
-    pub async fn join(url: &str, session: &str) -> anyhow::Result<Self> {
-        let mut ws = tokio::time::timeout(REPLY_TIMEOUT, WsClient::connect(url))
+    /// Joins `session` on `urls[0]` as its leader; `seed` picks where it resumes.
+    pub async fn join(urls: Arc<[Arc<str>]>, session: &str, seed: u64) -> anyhow::Result<Self> {
+        let mut ws = tokio::time::timeout(REPLY_TIMEOUT, WsClient::connect(&urls[0]))
             .await
             .context("leader connect timed out")??;
         let snap = ws
@@ -66,7 +74,9 @@ impl ChurnLeader {
         }
         Ok(Self {
             ws: Some(ws),
-            url: url.to_owned(),
+            urls,
+            at: 0,
+            picker: Picker::new(seed),
             session: session.to_owned(),
             id: identity(&snap),
             version: snap.version,
@@ -120,7 +130,8 @@ impl ChurnLeader {
         drop(self.ws.take()); // the TCP connection ends without a close frame
         tokio::time::sleep(away).await;
         counters.attempted.fetch_add(1, Relaxed);
-        let mut ws = tokio::time::timeout(REPLY_TIMEOUT, WsClient::connect(&self.url))
+        let to = self.picker.pick(self.urls.len());
+        let mut ws = tokio::time::timeout(REPLY_TIMEOUT, WsClient::connect(&self.urls[to]))
             .await
             .context("leader reconnect timed out")??;
         let join = JoinSession {
@@ -132,6 +143,10 @@ impl ChurnLeader {
         let snap = ws.join_with(join, REPLY_TIMEOUT).await?;
         let now = identity(&snap);
         resumed(counters, &self.id, &now, snap.resumed);
+        if to != self.at {
+            counters.moved.fetch_add(1, Relaxed);
+        }
+        self.at = to;
         if snap.role != Role::Leader {
             bail!("the leader resumed as {:?}: the seat was lost", snap.role);
         }

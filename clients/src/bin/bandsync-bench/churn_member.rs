@@ -6,8 +6,12 @@
 //! network loss looks like to the server, which then holds the identity for the recovery
 //! window. Followers read with a borrowed view of each frame (like `wire.rs`): ticks arrive
 //! 62.5 times a second per client while the leader plays.
+//!
+//! Against a cluster (several URLs) a follower joins its home instance and resumes on a
+//! random one each time, as a client behind a load balancer would.
 
 use crate::churn_tally::VersionTally;
+use crate::spread::Picker;
 use crate::wire::{Ws, CONNECT_TIMEOUT};
 use bandsync_client::protocol::{encode_client_frame, ClientEvent, JoinSession, RequestId};
 use futures_util::{SinkExt, StreamExt};
@@ -58,6 +62,8 @@ pub struct ResumeCounters {
     pub kept_identity: AtomicU64,
     /// ... and the same role as before the drop.
     pub kept_role: AtomicU64,
+    /// Reconnects (resumed or not) on another instance than the one the client left.
+    pub moved: AtomicU64,
     /// Reconnects that failed (connect, handshake, join) or joined as someone new.
     pub failed: AtomicU64,
     /// Replayed `state_update`s received.
@@ -112,7 +118,9 @@ pub async fn open(url: &str, join: &str, connecting: &Semaphore) -> Result<Ws, S
 /// When and how a follower churns.
 #[derive(Debug, Clone)]
 pub struct Churn {
-    pub url: Arc<str>,
+    /// Every instance's URL; the client joins `urls[home]` first.
+    pub urls: Arc<[Arc<str>]>,
+    pub home: usize,
     pub session: Arc<str>,
     /// The first drop; then one every `every`, while a whole drop fits before `until`.
     pub first_drop: Instant,
@@ -137,15 +145,20 @@ pub struct Follower {
     /// The identity before the drop whose resume is pending.
     resuming: Option<Identity>,
     counters: Arc<ResumeCounters>,
+    /// The instance it is on, and what picks the next one.
+    at: usize,
+    picker: Picker,
 }
 
 impl Follower {
-    pub fn new(counters: Arc<ResumeCounters>) -> Self {
+    pub fn new(counters: Arc<ResumeCounters>, seed: u64) -> Self {
         Self {
             tally: VersionTally::default(),
             id: Identity::default(),
             resuming: None,
             counters,
+            at: 0,
+            picker: Picker::new(seed),
         }
     }
 
@@ -235,8 +248,9 @@ impl Follower {
 
     /// Connects and joins as a fresh follower.
     pub async fn join(&mut self, c: &Churn, connecting: &Semaphore) -> Result<Ws, String> {
-        let mut ws = open(&c.url, &join_text(&c.session, None), connecting).await?;
+        let mut ws = open(&c.urls[c.home], &join_text(&c.session, None), connecting).await?;
         self.await_snapshot(&mut ws).await?;
+        self.at = c.home;
         Ok(ws)
     }
 
@@ -288,12 +302,19 @@ impl Follower {
             let join = join_text(&c.session, Some((&before.token, last)));
             self.counters.attempted.fetch_add(1, Relaxed);
             self.resuming = Some(before);
-            let result = match open(&c.url, &join, connecting).await {
+            let to = self.picker.pick(c.urls.len());
+            let result = match open(&c.urls[to], &join, connecting).await {
                 Ok(mut ws) => self.await_snapshot(&mut ws).await.map(|()| ws),
                 Err(e) => Err(e),
             };
             match result {
-                Ok(ws) => return Some(ws),
+                Ok(ws) => {
+                    if to != self.at {
+                        self.counters.moved.fetch_add(1, Relaxed);
+                    }
+                    self.at = to;
+                    return Some(ws);
+                }
                 Err(e) => {
                     self.resuming = None;
                     self.counters.failed.fetch_add(1, Relaxed);

@@ -27,6 +27,22 @@ OUTPUT
     / pairs), event_share (as_event / pairs), clients_converged, replayed_events, resumes and
     leader_resumes {attempted, resumed, kept_identity, kept_role, failed, kept_role_share}},
     resources {rss_kib_before, rss_kib_after, fds_before, fds_after} (server, window edges).
+  cluster-fanout (--spawn): instances (K), server_cpus, baseline and cluster, each {window_s,
+    sent, expected_deliveries, deliveries, lost, latency_us (every follower), instances [{label
+    (single; A = the leader's, B, ...), followers {connected, ...}, expected_deliveries,
+    deliveries, lost, latency_us, server {cpu_ms, percent_of_core, deliveries,
+    us_per_delivery, rss_kib_before/after, fds_before/after, redis_round_trips {purpose: n},
+    server_metrics}}], server_us_per_delivery (all instances' CPU / all deliveries),
+    server_and_redis_us_per_delivery, redis {state_changes, commands (INFO
+    total_commands_processed delta, Lua inner calls included), commands_per_change,
+    commands_per_s, commit_round_trips_per_change, round_trips_per_change (the instances'
+    bandsync_redis_commands_total), cpu_ms, percent_of_core, us_per_change}, client_cpu};
+    ratios [{followers_on (A, B, ..., all), latency_p50, latency_p99, us_per_delivery,
+    [us_per_delivery_with_redis]}] = cluster / baseline.
+  cluster-churn (--spawn): the churn fields (resumes.moved: resumes on another instance than
+    the one left; server_cpu and resources: instance A), seed (of the random instance picks),
+    and cluster {window_s, instances [server as above, without deliveries], redis (as above,
+    per state change sent)}.
   mixed --sample-every: samples [{t_s, rss_kib, fds, deliveries, latency_p50_us,
     latency_p99_us, latency_max_us, ticks, missing_seq}] (latency of each interval), and
     resources from the first and last sample.
@@ -61,6 +77,8 @@ EXAMPLES
   bandsync-bench --spawn audio --sessions 20 --receivers 4 --uplink ws --format i16 --chunk-ms 50
   bandsync-bench --spawn churn --clients 1000 --duration 120 --drop-every 15 --away 2
   bandsync-bench --spawn mixed --sessions 100 --members 10 -d 1800 --sample-every 300
+  bandsync-bench --spawn --server-cpus 1 cluster-fanout -n 1000 -d 10 --instances 2
+  bandsync-bench --spawn cluster-churn --clients 1000 -d 60 --drop-every 15 --away 2
 
 AUDIO AND THE SERVER
   --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
@@ -69,7 +87,14 @@ AUDIO AND THE SERVER
   (--max-connections-per-ip, --share-sessions-per-ip, --share-starts-per-minute), since the
   whole load comes from 127.0.0.1. A --server-arg or environment variable of the same
   setting wins. With --url the server must have BEARER_TOKEN equal to --token, and limits
-  that admit one address's whole load.";
+  that admit one address's whole load.
+
+CLUSTER (cluster-fanout, cluster-churn; --spawn only)
+  The bench starts --redis-server on a free loopback port (--save \"\" --appendonly no), waits for
+  PONG, then --instances bandsync instances with REDIS_URL pointing at it and a REDIS_PREFIX
+  unique to the run, and waits until each /health says \"redis\":\"up\" with every instance
+  alive. --server-cpus pins Redis too. All of them are killed by pid when the scenario ends.
+  cluster-fanout's baseline runs first on one instance started without REDIS_URL.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -94,6 +119,14 @@ pub enum Scenario {
     /// The seed's three load tests, each an `audio` run: 10 sessions x 1 receiver,
     /// 5 x 10, 50 x 5.
     AudioSeed,
+    /// fanout across a Redis cluster the bench starts (--spawn): first N followers on one
+    /// instance without Redis (the baseline), then the leader on instance A and N followers
+    /// split evenly over --instances: latency per instance, CPU per delivery per
+    /// instance, Redis commands per change, and the ratios.
+    ClusterFanout,
+    /// churn across a Redis cluster the bench starts (--spawn): followers split evenly
+    /// over --instances, and every resume (the leader's too) on a random instance.
+    ClusterChurn,
 }
 
 impl Scenario {
@@ -108,7 +141,14 @@ impl Scenario {
             Scenario::Audio => "audio",
             Scenario::AudioSeed => "audio-seed",
             Scenario::Churn => "churn",
+            Scenario::ClusterFanout => "cluster-fanout",
+            Scenario::ClusterChurn => "cluster-churn",
         }
+    }
+
+    /// Whether it runs against a Redis cluster the bench spawns.
+    pub fn is_cluster(self) -> bool {
+        matches!(self, Scenario::ClusterFanout | Scenario::ClusterChurn)
     }
 }
 
@@ -265,6 +305,12 @@ pub struct Cli {
     /// churn: resume without `lastVersion` (a client that does not ask for a replay).
     #[arg(long)]
     pub no_last_version: bool,
+    /// cluster-*: bandsync instances sharing one Redis (2..=8).
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    pub instances: usize,
+    /// cluster-*: the redis-server to start (a path, or a name looked up on PATH).
+    #[arg(long, value_name = "PATH", default_value = "redis-server")]
+    pub redis_server: PathBuf,
     /// mixed: sample the server's RSS, open fds and the interval's latency every SECS
     /// (and at both ends) into `samples`: the soak (`scripts/soak.sh`).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]

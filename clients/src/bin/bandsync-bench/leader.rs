@@ -69,6 +69,21 @@ impl Leader {
         counter: &TempoCounter,
         followers: &AtomicU64,
     ) -> anyhow::Result<()> {
+        let rec = self.rec.clone();
+        self.drive_tempo_to(start, rate, until, counter, &[(&rec, followers)])
+            .await
+    }
+
+    /// [`Self::drive_tempo`] for followers recorded apart (one recorder per instance of a
+    /// cluster): each send is stamped in every recorder, and adds to each its followers.
+    pub async fn drive_tempo_to(
+        &mut self,
+        start: Instant,
+        rate: f64,
+        until: Instant,
+        counter: &TempoCounter,
+        audiences: &[(&Recorder, &AtomicU64)],
+    ) -> anyhow::Result<()> {
         let period = Duration::from_secs_f64(1.0 / rate);
         let mut k: u32 = 0;
         loop {
@@ -82,8 +97,10 @@ impl Leader {
                     let Some(tempo) = bench_tempo(index) else {
                         bail!("ran out of unique tempos (run sends too many set_tempo)");
                     };
-                    self.rec.expected.fetch_add(followers.load(Relaxed), Relaxed);
-                    self.rec.mark_sent(index);
+                    for (rec, followers) in audiences {
+                        rec.expected.fetch_add(followers.load(Relaxed), Relaxed);
+                        rec.mark_sent(index);
+                    }
                     self.ws.send_with_id(ClientEvent::SetTempo(SetTempo { tempo }), None).await?;
                     k += 1;
                 }

@@ -10,6 +10,10 @@
 //! scenario; `audio` (the Music Share relay) has its sharers in `audio_tx` and its
 //! receivers in `audio_rx`; `churn` has its leader in `churn_leader`, its followers in
 //! `churn_member` and its bookkeeping in `churn_tally`; `soak` samples long `mixed` runs.
+//! The cluster scenarios: `cluster` starts Redis (spoken to through `resp`) and the
+//! instances, `spread` places clients on them, `probe` reads every process at the
+//! window's edges; `cluster_fanout` + `cluster_report` compare with one instance, and
+//! `cluster-churn` is `churn` given several instances.
 
 mod audio;
 mod audio_rx;
@@ -19,6 +23,9 @@ mod churn_leader;
 mod churn_member;
 mod churn_tally;
 mod cli;
+mod cluster;
+mod cluster_fanout;
+mod cluster_report;
 mod connect;
 mod fanout;
 mod fleet;
@@ -27,11 +34,14 @@ mod listener;
 mod metrics;
 mod mixed;
 mod plan;
+mod probe;
 mod procfs;
 mod progress;
 mod recorder;
 mod report;
+mod resp;
 mod soak;
+mod spread;
 mod target;
 mod ticks;
 mod wire;
@@ -70,9 +80,11 @@ fn sections(scenario: Scenario) -> Sections {
 async fn dispatch(
     scenario: Scenario,
     s: &Settings,
-    ep: &Endpoints,
+    eps: &[Endpoints],
+    probe: Option<&probe::Probe>,
     rec: std::sync::Arc<Recorder>,
 ) -> anyhow::Result<()> {
+    let ep = &eps[0];
     match scenario {
         Scenario::Fanout => fanout::run(s, ep, rec).await,
         Scenario::Ticks => ticks::run(s, ep, rec, false).await,
@@ -80,8 +92,9 @@ async fn dispatch(
         Scenario::Connect => connect::run(s, ep, rec).await,
         Scenario::Mixed => mixed::run(s, ep, rec).await,
         Scenario::Audio => audio::run(s, ep, rec).await,
-        Scenario::Churn => churn::run(s, ep, rec).await,
+        Scenario::Churn | Scenario::ClusterChurn => churn::run(s, eps, probe, rec).await,
         Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
+        Scenario::ClusterFanout => unreachable!("run by cluster_fanout::job"),
     }
 }
 
@@ -137,12 +150,49 @@ fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::Serve
     extras
 }
 
+/// Prints a report: its JSON line on stdout, its summary on stderr.
+fn emit(report: &impl serde::Serialize, human: &str) {
+    let json = serde_json::to_string(report).expect("reports serialize");
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{json}");
+    let _ = stdout.flush();
+    eprintln!("{human}");
+}
+
+/// Starts what a scenario runs against: one server, or a cluster (with the probe that
+/// reads its processes).
+async fn start(
+    opts: &target::SpawnOptions,
+    scenario: Scenario,
+    tag: &str,
+    s: &Settings,
+    extras: &target::ServerExtras,
+) -> anyhow::Result<(Vec<Endpoints>, Option<probe::Probe>, cluster::ServerGuard)> {
+    if scenario.is_cluster() {
+        let k = s.cluster.instances;
+        let (eps, redis, guard) = cluster::spawn(opts, tag, extras, k, &s.session_base).await?;
+        let probe = probe::Probe {
+            instances: (0..k).map(spread::label).zip(eps.iter().cloned()).collect(),
+            redis: Some(redis),
+        };
+        Ok((eps, Some(probe), cluster::ServerGuard::Cluster(guard)))
+    } else {
+        let (ep, guard) = target::spawn(opts, tag, extras).await?;
+        Ok((vec![ep], None, cluster::ServerGuard::One(guard)))
+    }
+}
+
 /// Runs one scenario against its server (spawned for it with --spawn) and prints its
 /// report, complete or not.
 async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Outcome {
     let scenario = job.scenario;
     let s = plan.job_settings(job, index);
     let extras = server_extras(plan, scenario, &s);
+    if scenario == Scenario::ClusterFanout {
+        let (report, outcome) = cluster_fanout::job(plan, &s, &extras, deadline).await;
+        emit(&report, &report.human());
+        return outcome;
+    }
     let mut params = Params {
         preset: job.preset.map(|p| p.name),
         n: s.n,
@@ -154,6 +204,10 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     };
     match scenario {
         Scenario::Fanout | Scenario::Churn => params.rate_hz = Some(s.rate),
+        Scenario::ClusterChurn => {
+            params.rate_hz = Some(s.rate);
+            params.instances = Some(s.cluster.instances);
+        }
         Scenario::Connect => params.sessions = Some(s.sessions),
         Scenario::Mixed => {
             params.n = s.sessions * s.members;
@@ -187,26 +241,29 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     let started = match (&plan.spawn, &plan.url) {
         (Some(opts), _) => {
             let tag = job.preset.map_or(scenario.name(), |p| p.name);
-            match tokio::time::timeout_at(deadline, target::spawn(opts, tag, &extras)).await {
-                Ok(Ok((ep, guard))) => Ok((ep, Some(guard))),
+            let starting = start(opts, scenario, tag, &s, &extras);
+            match tokio::time::timeout_at(deadline, starting).await {
+                Ok(Ok((eps, probe, guard))) => Ok((eps, probe, Some(guard))),
                 Ok(Err(e)) => Err(format!("{e:#}")),
                 Err(_) => Err("timed out starting the server".into()),
             }
         }
         (None, Some((ws_url, http_base))) => Ok((
-            Endpoints {
+            vec![Endpoints {
                 ws_url: ws_url.clone(),
                 http_base: http_base.clone(),
                 pid: plan.server_pid,
-            },
+            }],
+            None,
             None,
         )),
         (None, None) => Err("no server: give --url or --spawn".into()),
     };
-    let (ep, guard, error) = match started {
-        Ok((ep, guard)) => (Some(ep), guard, None),
-        Err(e) => (None, None, Some(e)),
+    let (eps, probe, guard, error) = match started {
+        Ok((eps, probe, guard)) => (eps, probe, guard, None),
+        Err(e) => (Vec::new(), None, None, Some(e)),
     };
+    let ep = eps.first().cloned();
     params.url = ep.as_ref().map(|e| e.ws_url.clone()).unwrap_or_default();
     let pid = ep.as_ref().and_then(|e| e.pid);
     let rec = Recorder::new(
@@ -220,7 +277,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     let (outcome, error) = match (ep, error) {
         (Some(ep), None) => {
             let before = metrics::scrape(&ep.http_base).await;
-            let work = dispatch(scenario, &s, &ep, rec.clone());
+            let work = dispatch(scenario, &s, &eps, probe.as_ref(), rec.clone());
             let result = tokio::select! {
                 result = tokio::time::timeout_at(deadline, work) => match result {
                     Ok(Ok(())) => (Outcome::Done, None),
@@ -243,12 +300,8 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
         matches!(outcome, Outcome::TimedOut),
         error,
     );
-    let json = serde_json::to_string(&report).expect("reports serialize");
-    let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{json}");
-    let _ = stdout.flush();
-    eprintln!("{}", report::human(&report));
-    drop(guard); // the spawned server goes now, after the last /proc reading
+    emit(&report, &report::human(&report));
+    drop(guard); // the spawned servers go now, after the last /proc reading
     outcome
 }
 

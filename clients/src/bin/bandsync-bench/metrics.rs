@@ -44,8 +44,37 @@ pub fn parse(text: &str) -> Sample {
     out
 }
 
-/// `GET {base}/metrics`, `None` when it does not answer in time.
-pub async fn scrape(http_base: &str) -> Option<Sample> {
+/// One metric's series by the value of `label` (`name{label="x"} 3` -> `x: 3`), summed
+/// over any other labels: e.g. the Redis round trips per purpose.
+pub fn by_label(text: &str, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let key = format!("{label}=\"");
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some(labels) = series
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('{'))
+        else {
+            continue;
+        };
+        let Some(start) = labels.find(&key).map(|i| i + key.len()) else {
+            continue;
+        };
+        let Some(len) = labels[start..].find('"') else {
+            continue;
+        };
+        if let Ok(v) = value.parse::<f64>() {
+            *out.entry(labels[start..start + len].to_owned())
+                .or_default() += v;
+        }
+    }
+    out
+}
+
+/// `GET {base}/metrics` as text, `None` when it does not answer in time.
+pub async fn scrape_text(http_base: &str) -> Option<String> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -54,7 +83,12 @@ pub async fn scrape(http_base: &str) -> Option<Sample> {
     if !response.status().is_success() {
         return None;
     }
-    Some(parse(&response.text().await.ok()?))
+    response.text().await.ok()
+}
+
+/// `GET {base}/metrics`, `None` when it does not answer in time.
+pub async fn scrape(http_base: &str) -> Option<Sample> {
+    Some(parse(&scrape_text(http_base).await?))
 }
 
 /// What the report shows: counter deltas, and histogram means in µs.
@@ -109,5 +143,20 @@ mod tests {
             m.mean_us["tick_lag_seconds"], 200.0,
             "2 ms over 10 ticks, in µs"
         );
+    }
+
+    #[test]
+    fn series_split_by_one_label() {
+        let text = "# HELP bandsync_redis_commands_total x\n\
+            bandsync_redis_commands_total{purpose=\"commit\"} 12\n\
+            bandsync_redis_commands_total{purpose=\"heartbeat\"} 5\n\
+            bandsync_redis_commands_total{other=\"a\",purpose=\"commit\"} 1\n\
+            bandsync_redis_commands_total_other{purpose=\"commit\"} 99\n\
+            bandsync_redis_commands_total 7\n";
+        let by = by_label(text, "bandsync_redis_commands_total", "purpose");
+        assert_eq!(by.len(), 2);
+        assert_eq!(by["commit"], 13.0);
+        assert_eq!(by["heartbeat"], 5.0);
+        assert!(by_label(text, "bandsync_nothing", "purpose").is_empty());
     }
 }

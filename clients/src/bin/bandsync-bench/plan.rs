@@ -18,6 +18,7 @@ pub struct Settings {
     pub session_base: String,
     pub audio: AudioSettings,
     pub churn: ChurnSettings,
+    pub cluster: ClusterSettings,
     /// mixed: sample the server and the latency this often (the soak).
     pub sample_every: Option<Duration>,
 }
@@ -29,6 +30,15 @@ pub struct ChurnSettings {
     pub away: Duration,
     /// Resume with `lastVersion`.
     pub last_version: bool,
+}
+
+/// What the cluster scenarios read.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// bandsync instances sharing the Redis.
+    pub instances: usize,
+    /// Seeds the random instances churning clients resume on (in the report).
+    pub seed: u64,
 }
 
 /// What the `audio` scenario reads besides the common settings.
@@ -131,7 +141,7 @@ pub struct Plan {
 pub fn tempo_slots(scenario: Scenario, s: &Settings) -> u64 {
     let per_leader = (s.rate * s.duration.as_secs_f64()).ceil() as u64 + 1;
     match scenario {
-        Scenario::Fanout => per_leader,
+        Scenario::Fanout | Scenario::ClusterFanout => per_leader,
         Scenario::Mixed => per_leader * s.sessions,
         _ => 0,
     }
@@ -142,7 +152,7 @@ pub fn tempo_slots(scenario: Scenario, s: &Settings) -> u64 {
 pub fn default_duration(scenario: Scenario) -> Duration {
     match scenario {
         Scenario::Audio => Duration::from_secs(10),
-        Scenario::Churn => Duration::from_secs(120),
+        Scenario::Churn | Scenario::ClusterChurn => Duration::from_secs(120),
         _ => Duration::from_secs(5),
     }
 }
@@ -156,7 +166,10 @@ impl Plan {
 
     /// The settings of job number `index`: a preset fixes sessions and receivers.
     pub fn job_settings(&self, job: &Job, index: usize) -> Settings {
-        let default_rate = if matches!(job.scenario, Scenario::Mixed | Scenario::Churn) {
+        let default_rate = if matches!(
+            job.scenario,
+            Scenario::Mixed | Scenario::Churn | Scenario::ClusterChurn
+        ) {
             1.0
         } else {
             10.0
@@ -241,7 +254,7 @@ impl Cli {
         }
         if jobs.is_empty() {
             return Err(
-                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed or churn"
+                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn, cluster-fanout or cluster-churn"
                     .into(),
             );
         }
@@ -260,6 +273,14 @@ impl Cli {
             "--sample-every must be at least 1 s",
         )?;
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
+        check(
+            self.spawn || !jobs.iter().any(|j| j.scenario.is_cluster()),
+            "cluster-fanout and cluster-churn start their own Redis and instances: add --spawn",
+        )?;
+        check(
+            (2..=8).contains(&self.instances),
+            "--instances must be 2..=8",
+        )?;
         check(
             (1..=100_000).contains(&self.n),
             "--clients must be 1..=100000",
@@ -315,9 +336,14 @@ impl Cli {
         let timeout = self.timeout.unwrap_or_else(|| {
             jobs.iter()
                 .map(|j| {
-                    self.duration
-                        .unwrap_or_else(|| default_duration(j.scenario))
-                        + Duration::from_secs(60)
+                    let d = self
+                        .duration
+                        .unwrap_or_else(|| default_duration(j.scenario));
+                    match j.scenario {
+                        // Two phases (baseline, cluster), and Redis to start.
+                        Scenario::ClusterFanout => d * 2 + Duration::from_secs(90),
+                        _ => d + Duration::from_secs(60),
+                    }
                 })
                 .sum()
         });
@@ -351,6 +377,10 @@ impl Cli {
                     away: self.away,
                     last_version: !self.no_last_version,
                 },
+                cluster: ClusterSettings {
+                    instances: self.instances,
+                    seed: (u64::from(std::process::id()) << 20) ^ unix_ms,
+                },
                 sample_every: self.sample_every,
             },
             rate: self.rate,
@@ -360,6 +390,7 @@ impl Cli {
                 binary: self.server_bin,
                 args: self.server_args,
                 cpus: self.server_cpus,
+                redis_bin: self.redis_server,
             }),
             timeout,
             threads: self
@@ -503,6 +534,39 @@ mod tests {
         .unwrap();
         assert!(!p.settings.churn.last_version);
         assert_eq!(p.settings.churn.away, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn cluster_scenarios_need_spawn_and_two_instances() {
+        assert!(plan(&["cluster-fanout"]).unwrap_err().contains("--spawn"));
+        assert!(plan(&["churn", "cluster-churn"])
+            .unwrap_err()
+            .contains("--spawn"));
+        assert!(plan(&["--spawn", "cluster-fanout", "--instances", "1"])
+            .unwrap_err()
+            .contains("--instances"));
+        let p = plan(&["--spawn", "cluster-fanout", "-n", "1000", "-d", "10"]).unwrap();
+        let s = p.settings_for(Scenario::ClusterFanout);
+        assert_eq!((s.rate, s.cluster.instances), (10.0, 2));
+        assert_eq!(
+            p.timeout,
+            Duration::from_secs(110),
+            "two phases of 10 s, and 90"
+        );
+        assert_eq!(tempo_slots(Scenario::ClusterFanout, &s), 101);
+        assert_eq!(
+            p.spawn.unwrap().redis_bin,
+            std::path::PathBuf::from("redis-server")
+        );
+        let p = plan(&["--spawn", "cluster-churn", "--instances", "3"]).unwrap();
+        let s = p.settings_for(Scenario::ClusterChurn);
+        assert_eq!((s.rate, s.duration.as_secs()), (1.0, 120));
+        assert_eq!(s.cluster.instances, 3);
+        assert_eq!(
+            plan(&["all"]).unwrap().jobs.len(),
+            5,
+            "all stays single-server"
+        );
     }
 
     #[test]

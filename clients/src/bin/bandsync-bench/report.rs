@@ -25,6 +25,9 @@ pub struct Params {
     pub members: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_hz: Option<f64>,
+    /// cluster-*: bandsync instances sharing the Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<usize>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub audio: Option<AudioParams>,
     pub duration_s: f64,
@@ -114,6 +117,9 @@ pub struct Extra {
     /// `mixed --sample-every`: the server and the latency sampled through the run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub samples: Option<Vec<crate::soak::Sample>>,
+    /// cluster-churn: what the window cost each instance and Redis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::probe::Usage>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -394,6 +400,9 @@ pub fn human(r: &Report) -> String {
     }
     if let Some(res) = &r.extra.resources {
         out.push_str(&res.human());
+    }
+    if let Some(cluster) = &r.extra.cluster {
+        out.push_str(&cluster.human());
     }
     if let Some(t) = &r.ticks {
         let _ = writeln!(

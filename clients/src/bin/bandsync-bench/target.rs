@@ -65,6 +65,8 @@ pub struct SpawnOptions {
     pub binary: Option<PathBuf>,
     pub args: Vec<String>,
     pub cpus: Option<String>,
+    /// `redis-server` for the cluster scenarios (a path, or a name looked up on PATH).
+    pub redis_bin: PathBuf,
 }
 
 /// A bandsync process the bench started; killed when dropped.
@@ -104,17 +106,34 @@ fn find_binary(opts: &SpawnOptions) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn on_path(program: &str) -> bool {
+pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     // Bind-and-release: another process could take it in between, which the health
     // check then reports.
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+/// `program`, under `taskset -c cpus` when pinned (and taskset is installed). taskset
+/// execs the program, so the child's pid is the program's, for `/proc`.
+pub fn pinned(program: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) if on_path("taskset") => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(cpus).arg(program);
+            c
+        }
+        Some(_) => {
+            tracing::warn!("taskset not found; --server-cpus ignored");
+            Command::new(program)
+        }
+        None => Command::new(program),
+    }
 }
 
 /// What one scenario adds to the spawned server's command line and environment.
@@ -123,6 +142,8 @@ pub struct ServerExtras {
     /// Flags put before the user's `--server-arg`s.
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Inherited variables the server must not see (a baseline without `REDIS_URL`).
+    pub unset: Vec<String>,
 }
 
 impl ServerExtras {
@@ -155,18 +176,7 @@ pub async fn spawn(
     let log = std::env::temp_dir().join(format!("bandsync-bench-{}-{tag}.log", std::process::id()));
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut command = match &opts.cpus {
-        Some(cpus) if on_path("taskset") => {
-            let mut c = Command::new("taskset");
-            c.arg("-c").arg(cpus).arg(&binary);
-            c
-        }
-        Some(_) => {
-            tracing::warn!("taskset not found; --server-cpus ignored");
-            Command::new(&binary)
-        }
-        None => Command::new(&binary),
-    };
+    let mut command = pinned(&binary, opts.cpus.as_deref());
     command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
     let sets_level = std::env::var_os("LOG_LEVEL").is_some()
         || opts.args.iter().any(|a| a.starts_with("--log-level"));
@@ -179,7 +189,11 @@ pub async fn spawn(
     command
         .args(&extras.args)
         .args(&opts.args)
-        .envs(extras.env.iter().map(|(k, v)| (k, v)))
+        .envs(extras.env.iter().map(|(k, v)| (k, v)));
+    for name in &extras.unset {
+        command.env_remove(name);
+    }
+    command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file);
@@ -197,7 +211,7 @@ pub async fn spawn(
     Ok((endpoints, spawned))
 }
 
-fn log_tail(path: &Path) -> String {
+pub fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(10)..].join("\n")
@@ -242,6 +256,7 @@ mod tests {
             binary: None,
             args: vec!["--share-audio-rate=50".into(), "--log-level".into()],
             cpus: None,
+            redis_bin: "redis-server".into(),
         };
         let mut extras = ServerExtras::default();
         extras.default_flag(
