@@ -15,8 +15,9 @@
 //! Batching (`BATCH_INTERVAL_MS`, `MAX_EVENT_BATCH_SIZE`): an event that arrives while the
 //! engine is idle is processed at once, with whatever else is already queued. Only events
 //! arriving within the window after a batch started are held until the window ends, so
-//! bursts are coalesced without adding latency to a lone event. Relayed audio is never held:
-//! it is forwarded, not decided, so holding it would only add latency.
+//! bursts are coalesced without adding latency to a lone event. Relayed audio and the
+//! cluster's answers are never held: they are forwarded or already decided, so holding them
+//! would only add latency.
 
 mod access;
 mod commands;
@@ -295,10 +296,16 @@ impl Engine {
     ) {
         let max = self.settings.max_batch;
         // Relayed audio is forwarded, not decided: holding it would merge nothing (each
-        // chunk goes out on its own) and only add latency.
+        // chunk goes out on its own) and only add latency. The same for the cluster's
+        // answers: a commit coming back from Redis was decided already, and holding it
+        // would delay the leader's own instance by the window (measured: +4.6 ms p50).
         let relay = matches!(
             batch.first(),
-            Some(Inbound::AudioIn { .. } | Inbound::Share(ShareNotice::Audio { .. }))
+            Some(
+                Inbound::AudioIn { .. }
+                    | Inbound::Share(ShareNotice::Audio { .. })
+                    | Inbound::Cluster(_)
+            )
         );
         let window_end = last_batch
             .filter(|(_, was_full)| !was_full && !relay)

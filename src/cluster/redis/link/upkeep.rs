@@ -85,6 +85,7 @@ impl Link {
         let alive: Vec<Arc<str>> = alive.into_iter().map(Arc::from).collect();
         self.metrics.cluster.instances.set(alive.len() as i64);
         let live_sets: Vec<String> = alive.iter().map(|i| self.keys.live(i)).collect();
+        self.count("active_sessions");
         let active: Vec<String> = redis::cmd("SUNION")
             .arg(&live_sets)
             .query_async(conn)
