@@ -140,20 +140,29 @@ pub fn assemble(
     let (cluster_events, cluster_inbox) = tokio::sync::mpsc::channel(CLUSTER_EVENT_QUEUE);
     let broker = broker(&config, store, cluster_events, &metrics)?;
     let instance = broker.instance().to_string();
-    let (engine, engine_thread) = engine::spawn(
-        &config,
-        clock,
-        metrics.clone(),
+    let (share_claims, claim_inbox) = match config.redis_url {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(SHARE_CLAIM_QUEUE);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let collaborators = engine::Collaborators {
         broker,
-        share.clone(),
-        auth_failures.clone(),
-        auth.clone(),
-    )
-    .context("starting the engine thread")?;
+        share: share.clone(),
+        auth_failures: auth_failures.clone(),
+        auth: auth.clone(),
+        share_claims,
+    };
+    let (engine, engine_thread) = engine::spawn(&config, clock, metrics.clone(), collaborators)
+        .context("starting the engine thread")?;
     if config.redis_url.is_some() {
         tokio::spawn(forward_cluster_events(cluster_inbox, engine.clone()));
     }
     let share_cluster = share_replication(&config, &share, &engine, &metrics, &instance)?;
+    if let (Some(cluster), Some(inbox)) = (&share_cluster, claim_inbox) {
+        tokio::spawn(claim_shares(inbox, cluster.clone(), engine.clone()));
+    }
     let ctx = Arc::new(
         AppContext::new(config, clock, metrics, engine, share, auth)
             .with_auth_failures(auth_failures)
@@ -228,6 +237,28 @@ fn share_replication(
     )
     .context("REDIS_URL")?;
     Ok(Some(cluster))
+}
+
+/// WebSocket sharers' claims waiting for Redis at most (past it they are decided locally).
+const SHARE_CLAIM_QUEUE: usize = 256;
+
+/// Claims WebSocket sharers' starts in Redis for the engine, which cannot wait on it.
+async fn claim_shares(
+    mut inbox: tokio::sync::mpsc::Receiver<engine::ShareClaim>,
+    cluster: Arc<crate::cluster::redis::share::ShareCluster>,
+    engine: engine::EngineHandle,
+) {
+    while let Some(claim) = inbox.recv().await {
+        if claim.release {
+            cluster.release(&claim.session).await;
+            continue;
+        }
+        let outcome = cluster.claim(&claim.session, claim.now_ms).await;
+        let answer = Inbound::Share(ShareNotice::Claimed { claim, outcome });
+        if engine.send(answer).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Hands the Redis link's events to the engine, in order, waiting while its queue is full.

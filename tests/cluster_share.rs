@@ -4,7 +4,8 @@
 mod cluster_support;
 
 use bandsync_client::{Credentials, Incoming, SseClient, WsClient};
-use bandsync_protocol::ServerEvent;
+use bandsync_protocol::client::ShareStart;
+use bandsync_protocol::{ClientEvent, ErrorCode, ServerEvent};
 use cluster_support::{redis_available, Instance, Redis, WAIT};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -171,4 +172,32 @@ async fn a_share_on_one_instance_reaches_receivers_on_another() {
     // And the id is free again, anywhere.
     let (status, body) = post(&b, "/api/share/start", json!({"sessionId": "314159"})).await;
     assert_eq!(status, 200, "{body}");
+
+    // A WebSocket sharer's start counts against the same cluster-wide cap (3 active).
+    let mut sharer = WsClient::connect(&a.ws_url()).await.unwrap();
+    sharer.join("577215", None, None).await.unwrap();
+    let start = || {
+        ClientEvent::ShareStart(ShareStart {
+            token: TOKEN.into(),
+        })
+    };
+    let refused = sharer.request(start(), WAIT).await.unwrap();
+    match refused.event {
+        ServerEvent::Error(e) => assert_eq!(e.code, ErrorCode::SessionLimit),
+        other => panic!("the cap is full: {other:?}"),
+    }
+    assert_eq!(post(&a, "/api/share/271828/stop", json!({})).await.0, 200);
+    let started = sharer.request(start(), WAIT).await.unwrap();
+    assert!(
+        matches!(started.event, ServerEvent::ShareStarted(_)),
+        "{:?}",
+        started.event
+    );
+    // Claimed in Redis: the cap is full again for a REST start on the other instance.
+    poll_until(&b, "/api/share/577215/status", |s, v| {
+        s == 200 && v["isActive"] == true
+    })
+    .await;
+    let (status, body) = post(&b, "/api/share/start", json!({"sessionId": "662607"})).await;
+    assert_eq!(status, 503, "{body}");
 }

@@ -35,7 +35,7 @@ mod share;
 mod views;
 
 pub use access::Access;
-pub use share::ShareNotice;
+pub use share::{ShareClaim, ShareClaims, ShareNotice};
 
 pub use inbound::{ConnKey, EngineHandle, Inbound};
 
@@ -154,6 +154,20 @@ pub struct Engine {
     auth_failures: Arc<crate::limits::AuthFailures>,
     /// Token verification and the share token, for joins, resumes and role changes.
     auth: Arc<crate::auth::Auth>,
+    /// With `REDIS_URL`: where a WebSocket sharer's start is claimed cluster-wide.
+    share_claims: Option<ShareClaims>,
+}
+
+/// What the engine works with besides its settings: the cluster seam, the share relay,
+/// access control.
+pub struct Collaborators {
+    pub broker: Box<dyn Broker>,
+    pub share: Arc<crate::share::ShareRegistry>,
+    /// Failed `share_start` tokens per address, shared with the HTTP side.
+    pub auth_failures: Arc<crate::limits::AuthFailures>,
+    pub auth: Arc<crate::auth::Auth>,
+    /// With `REDIS_URL`: where a WebSocket sharer's start is claimed cluster-wide.
+    pub share_claims: Option<ShareClaims>,
 }
 
 /// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
@@ -162,11 +176,15 @@ pub fn spawn(
     config: &Config,
     clock: ServerClock,
     metrics: Arc<Metrics>,
-    broker: Box<dyn Broker>,
-    share: Arc<crate::share::ShareRegistry>,
-    auth_failures: Arc<crate::limits::AuthFailures>,
-    auth: Arc<crate::auth::Auth>,
+    with: Collaborators,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
+    let Collaborators {
+        broker,
+        share,
+        auth_failures,
+        auth,
+        share_claims,
+    } = with;
     let on_full = {
         let metrics = metrics.clone();
         Arc::new(move || metrics.engine_queue_full.inc())
@@ -213,6 +231,7 @@ pub fn spawn(
         audio_burst: config.share.audio_burst(),
         auth_failures,
         auth,
+        share_claims,
     };
     let alive = handle.alive_flag();
     let thread = std::thread::Builder::new()

@@ -30,7 +30,27 @@ pub enum ShareNotice {
         session: String,
         reason: &'static str,
     },
+    /// The cluster's answer to a WebSocket sharer's claim (see [`ShareClaim`]).
+    Claimed {
+        claim: ShareClaim,
+        outcome: Result<(), ShareError>,
+    },
 }
+
+/// A WebSocket sharer's start, claimed in the cluster before it happens here (as the
+/// REST start is), so `MAX_SESSIONS` holds cluster-wide for it too.
+#[derive(Debug, Clone)]
+pub struct ShareClaim {
+    pub key: ConnKey,
+    pub id: Option<RequestId>,
+    pub session: String,
+    pub now_ms: f64,
+    /// Give a granted claim back (the start was then refused here); no answer follows.
+    pub release: bool,
+}
+
+/// Where the engine queues claims (with `REDIS_URL`; bounded, never waited on).
+pub type ShareClaims = tokio::sync::mpsc::Sender<ShareClaim>;
 
 /// The error event for a share API refusal.
 fn share_error(error: &ShareError) -> ServerEvent {
@@ -82,16 +102,82 @@ impl Engine {
             );
             return self.reply_error(key, id.as_ref(), error);
         }
-        if let Err(e) = self
-            .share
-            .attach_or_start(session_id, self.clock.now_ms(), client)
-        {
-            self.metrics.count_refused_share_start(&e);
-            if let ShareError::RateLimited { retry_after_ms, .. } = e {
-                let event = ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms });
-                return self.send_to(key, &event, id.as_ref());
+        let now_ms = self.clock.now_ms();
+        if let Some(claims) = &self.share_claims {
+            if !self.share.is_active(session_id) {
+                let claim = ShareClaim {
+                    key,
+                    id: id.clone(),
+                    session: session_id.to_string(),
+                    now_ms,
+                    release: false,
+                };
+                // Continues in `share_claimed`; a full queue decides here.
+                if claims.try_send(claim).is_ok() {
+                    return;
+                }
             }
-            return self.send_to(key, &share_error(&e), id.as_ref());
+        }
+        self.finish_share_start(key, id, session_id, now_ms);
+    }
+
+    /// The cluster answered a WebSocket sharer's claim: a refusal is the sharer's answer;
+    /// a claim granted, or refused because the share runs on another instance, goes on
+    /// (the sharer attaches to it, as on one instance).
+    fn share_claimed(&mut self, claim: ShareClaim, outcome: Result<(), ShareError>) {
+        let Some(session_id) = self
+            .conns
+            .get(&claim.key)
+            .and_then(|c| c.session.clone())
+            .filter(|s| **s == *claim.session)
+        else {
+            return; // it left the session meanwhile
+        };
+        match outcome {
+            Ok(()) => {
+                let started =
+                    self.finish_share_start(claim.key, claim.id.clone(), &session_id, claim.now_ms);
+                if !started {
+                    // Refused here after all (a per-address limit): free the cluster's slot.
+                    if let Some(claims) = &self.share_claims {
+                        let _ = claims.try_send(ShareClaim {
+                            release: true,
+                            ..claim
+                        });
+                    }
+                }
+            }
+            Err(ShareError::Conflict) => {
+                self.finish_share_start(claim.key, claim.id, &session_id, claim.now_ms);
+            }
+            Err(e) => {
+                self.metrics.count_refused_share_start(&e);
+                self.send_to(claim.key, &share_error(&e), claim.id.as_ref());
+            }
+        }
+    }
+
+    /// Starts (or joins) the share here and tells the sharer; false when it was refused.
+    fn finish_share_start(
+        &mut self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        session_id: &Arc<str>,
+        now_ms: f64,
+    ) -> bool {
+        let Some(client) = self.conns.get(&key).map(|c| c.client_ip) else {
+            return false;
+        };
+        if let Err(e) = self.share.attach_or_start(session_id, now_ms, client) {
+            self.metrics.count_refused_share_start(&e);
+            let event = match e {
+                ShareError::RateLimited { retry_after_ms, .. } => {
+                    ServerEvent::RateLimitExceeded(RateLimitExceeded { retry_after_ms })
+                }
+                e => share_error(&e),
+            };
+            self.send_to(key, &event, id.as_ref());
+            return false;
         }
         if let Some(conn) = self.conns.get_mut(&key) {
             conn.sharing = Some(session_id.clone());
@@ -102,6 +188,7 @@ impl Engine {
             session_id: session_id.to_string(),
         });
         self.send_to(key, &started, id.as_ref());
+        true
     }
 
     /// `share_stop`: ends the share this connection runs; the sharer gets the totals.
@@ -176,6 +263,7 @@ impl Engine {
     /// A change made through the REST API, pushed to the session's receivers.
     pub(super) fn share_notice(&mut self, notice: ShareNotice) {
         match notice {
+            ShareNotice::Claimed { claim, outcome } => self.share_claimed(claim, outcome),
             ShareNotice::Metadata { session, json } => {
                 if let Some(event) = metadata_event(&session, &json) {
                     self.share_broadcast(&session, &event, None);

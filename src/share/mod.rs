@@ -264,6 +264,11 @@ impl ShareRegistry {
         }
     }
 
+    /// Whether share session `id` is active here (started here or mirrored).
+    pub fn is_active(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|s| s.active)
+    }
+
     /// The latest metadata of an active session, for a push receiver that just joined.
     pub fn current_metadata(&self, id: &str) -> Option<Bytes> {
         let now = Instant::now();
