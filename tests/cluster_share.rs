@@ -113,6 +113,11 @@ async fn a_share_on_one_instance_reaches_receivers_on_another() {
         s == 200 && v["isActive"] == true
     })
     .await;
+    // A counts B's receivers (a WebSocket member and an SSE listener) in listenerCount.
+    poll_until(&a, "/api/share/314159/status", |s, v| {
+        s == 200 && v["listenerCount"].as_u64().is_some_and(|n| n >= 2)
+    })
+    .await;
     let metadata =
         json!({"title": "Blue in Green", "artist": "Miles Davis", "elapsedSeconds": 1.5});
     assert_eq!(

@@ -173,6 +173,7 @@ fn handle(
     call: Call,
     client: IpAddr,
     metrics: &Metrics,
+    remote_listeners: usize,
 ) -> Result<Response, ShareError> {
     let check_id = |id: &str| {
         crate::share::valid_id(id)
@@ -194,7 +195,7 @@ fn handle(
         Call::PostMetadata(id, body) => {
             check_id(&id)?;
             let value: serde_json::Value = parse(&body, MAX_METADATA_BYTES, "metadata")?;
-            let listeners = registry.post_metadata(&id, &value, client)?;
+            let listeners = registry.post_metadata(&id, &value, client)? + remote_listeners;
             let json = Bytes::from(serde_json::to_vec(&value).expect("a Value always serializes"));
             notify(ShareNotice::Metadata { session: id, json });
             Ok(json_reply(
@@ -229,7 +230,11 @@ fn handle(
                 "isActive": status.active,
                 "status": if status.active { "active" } else { "ended" },
                 "startTime": status.start_time_ms,
-                "listenerCount": status.listener_count,
+                "listenerCount": if status.active {
+                    status.listener_count + remote_listeners
+                } else {
+                    0
+                },
                 "currentMetadata": metadata,
             })))
         }
@@ -366,7 +371,23 @@ pub fn routes(
                     }
                     _ => None,
                 };
-                let reply = handle(&registry, &notify, call, client, &guards.metrics);
+                // listenerCount counts the other instances' receivers too.
+                let remote_listeners = match (&call, &guards.cluster) {
+                    (Call::Status(id) | Call::PostMetadata(id, _), Some(cluster))
+                        if crate::share::valid_id(id) =>
+                    {
+                        cluster.remote_listeners(id).await
+                    }
+                    _ => 0,
+                };
+                let reply = handle(
+                    &registry,
+                    &notify,
+                    call,
+                    client,
+                    &guards.metrics,
+                    remote_listeners,
+                );
                 if let (Err(_), Some(id), Some(cluster)) = (&reply, claimed, &guards.cluster) {
                     cluster.release(&id).await;
                 }

@@ -264,6 +264,26 @@ impl ShareRegistry {
         }
     }
 
+    /// Every active session's listeners here (recent pollers and push receivers), for
+    /// the other instances' `listenerCount`.
+    pub fn listener_counts(&self) -> Vec<(String, usize)> {
+        let now = Instant::now();
+        let mut sessions = self.lock();
+        let polled: Vec<(String, usize)> = sessions
+            .values_mut()
+            .filter(|s| s.active)
+            .map(|s| (s.id.clone(), s.recent_pollers(now)))
+            .collect();
+        drop(sessions);
+        polled
+            .into_iter()
+            .map(|(id, pollers)| {
+                let push = self.push_audience(&id);
+                (id, pollers + push)
+            })
+            .collect()
+    }
+
     /// Whether share session `id` is active here (started here or mirrored).
     pub fn is_active(&self, id: &str) -> bool {
         self.lock().get(id).is_some_and(|s| s.active)

@@ -2,7 +2,7 @@
 //!
 //! | key | type | TTL | what |
 //! |---|---|---|---|
-//! | `{p}:share:{id}` | HASH `active`, `startTime`, `lastActivity`, `listenerCount` | 15 min, refreshed on activity | the session |
+//! | `{p}:share:{id}` | HASH `active`, `startTime`, `lastActivity`, `listenerCount`, and `listeners:<instance>` (each instance's receivers, written every second) | 15 min, refreshed on activity | the session |
 //! | `{p}:share:{id}:metadata` | HASH of the metadata's fields, plus `json` as posted | 30 s | now playing |
 //! | `{p}:share:{id}:audio` | STREAM `seq`, `data` (the binary audio frame), `sampleRate`, `channels`, `timestamp` | 10 s, capped near `AUDIO_BUFFER_MAX_CHUNKS` | the last seconds of audio |
 //! | `{p}:shares` | ZSET id -> last activity (ms) | entries older than 15 min dropped | the cluster-wide cap and `409` |
@@ -189,6 +189,47 @@ impl ShareCluster {
         Some(history)
     }
 
+    /// The listeners of share `id` on the other instances (each instance writes its own
+    /// count, `listeners:<instance>` in the session hash, every second); 0 without Redis.
+    pub async fn remote_listeners(&self, id: &str) -> usize {
+        let Some(mut conn) = self.connection() else {
+            return 0;
+        };
+        let fields: RedisResult<Vec<(String, String)>> = redis::cmd("HGETALL")
+            .arg(self.keys.share(id))
+            .query_async(&mut conn)
+            .await;
+        let own = format!("listeners:{}", self.instance);
+        fields
+            .unwrap_or_default()
+            .iter()
+            .filter(|(field, _)| field.starts_with("listeners:") && *field != own)
+            .filter_map(|(_, count)| count.parse::<usize>().ok())
+            .sum()
+    }
+
+    /// Writes this instance's listener count of every active share.
+    async fn write_listeners(
+        &self,
+        conn: &mut ConnectionManager,
+        registry: &ShareRegistry,
+    ) -> RedisResult<()> {
+        let counts = registry.listener_counts();
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let field = format!("listeners:{}", self.instance);
+        let timeout = self.session_timeout.as_millis() as i64;
+        let mut pipe = redis::pipe();
+        for (id, count) in counts {
+            pipe.hset(self.keys.share(&id), &field, count)
+                .ignore()
+                .pexpire(self.keys.share(&id), timeout)
+                .ignore();
+        }
+        pipe.query_async(conn).await
+    }
+
     /// Gives back a claim whose local start was refused.
     pub async fn release(&self, id: &str) {
         if let Some(mut conn) = self.connection() {
@@ -210,8 +251,15 @@ impl ShareCluster {
                 backoff = Duration::from_millis(100);
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 let mut conn = conn;
+                let mut listeners = tokio::time::interval(Duration::from_secs(1));
                 loop {
                     tokio::select! {
+                        _ = listeners.tick() => {
+                            if self.write_listeners(&mut conn, &registry).await.is_err() {
+                                self.metrics.cluster.redis_errors.inc();
+                                break;
+                            }
+                        }
                         change = changes.recv() => match change {
                             Some(change) => {
                                 if self.write(&mut conn, &change).await.is_err() {
