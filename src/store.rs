@@ -1,11 +1,13 @@
-//! Where a session's durable state lives while no one is connected to it, behind a trait.
+//! The durable state of a session ([`SessionRecord`]: what every broker commits, persists
+//! and, in a cluster, publishes), and where the memory broker keeps it while no one is
+//! connected to the session.
 //!
-//! The engine keeps live sessions in memory. When the last member and listener leave, it
-//! saves the session's record here and drops the live structures; a later join within the
-//! retention window (`SESSION_RETENTION_MS`, default 5 minutes) loads it back with its
-//! transport, message, version and sequence counters intact. The engine also saves after
-//! every change, so a store shared between instances (Redis, a later issue) always has the
-//! current state. Implementations must not block: the engine thread calls them inline.
+//! The engine keeps live sessions in memory. When the last member and listener leave, the
+//! broker keeps the session's record and the engine drops the live structures; a later
+//! join within the retention window (`SESSION_RETENTION_MS`, default 5 minutes) loads it
+//! back with its transport, message, version, leader and tick count intact. The memory
+//! broker also saves after every change. With Redis the record lives in Redis instead
+//! (`cluster::redis`). Implementations must not block: the engine thread calls them inline.
 
 use crate::tick_grid::TickCount;
 use bandsync_protocol::Transport;

@@ -1,8 +1,8 @@
 //! The per-session log of recent state versions, for WebSocket resume with `lastVersion`.
 //!
 //! Socket.IO's connection-state recovery replays the packets a client missed while it was
-//! away; this is bandsync's equivalent. Every version bump goes through
-//! `Engine::state_changed`, which records the new [`SessionState`] here; a resuming client
+//! away; this is bandsync's equivalent. Every committed version goes through
+//! `Engine::apply_committed`, which records the new [`SessionState`] here; a resuming client
 //! that says which version it saw last gets the later ones again, in order, before its
 //! snapshot. The log is bounded (`RESUME_HISTORY` versions): when it no longer reaches back
 //! to the client's version, the client gets the snapshot alone, which is the state it
