@@ -232,3 +232,73 @@ async fn an_sse_listener_moving_to_another_instance_gets_a_snapshot_not_a_wrong_
         other => panic!("a snapshot first, not {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_in_one_instance_s_pub_sub_is_filled_from_the_stream_in_order() {
+    if !redis_available() {
+        return;
+    }
+    let redis = Redis::start();
+    let a = Instance::start(&redis.url(), &[], true);
+    let b = Instance::start(&redis.url(), &[], true);
+    let mut leader = member(&a, "gapped", Some(Role::Leader)).await;
+    // A connection is listed as pub/sub once it listens to a channel: B's session link
+    // appears when B loads the session (it subscribes before it answers the join).
+    let before: Vec<String> = redis
+        .pubsub_clients()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut on_b = member(&b, "gapped", None).await;
+    let b_link = redis
+        .pubsub_clients()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| !before.contains(id))
+        .expect("B's pub/sub connection for sessions");
+    until_members(&mut on_b, 2).await;
+
+    // B stops hearing the channel while the leader goes on changing the session.
+    assert_eq!(redis.command(&["CLIENT", "KILL", "ID", &b_link]), ":1");
+    for i in 0..20 {
+        set_tempo(&mut leader, 100.0 + f64::from(i)).await;
+    }
+    let heard_a = updates(&mut leader, 20).await;
+    let heard_b = updates(&mut on_b, 20).await;
+    assert_eq!(
+        heard_a, heard_b,
+        "B got every version, in order, from the stream"
+    );
+    for pair in heard_b.windows(2) {
+        assert_eq!(pair[1].0, pair[0].0 + 1);
+    }
+    let metrics = reqwest::get(format!("{}/metrics", b.http_url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("bandsync_redis_outages_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("bandsync_cluster_gaps_recovered_total 0"),
+        "the missed versions came from the stream: {metrics}"
+    );
+}
+
+/// `(version, tempo)` of the next `n` state updates.
+async fn updates(client: &mut WsClient, n: usize) -> Vec<(u64, f64)> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        seen.push(
+            next_matching(client, |e| match e {
+                ServerEvent::StateUpdate(s) => Some((s.version, s.transport.tempo)),
+                _ => None,
+            })
+            .await,
+        );
+    }
+    seen
+}

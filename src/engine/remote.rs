@@ -164,6 +164,11 @@ impl Engine {
         // A seat whose holder is neither connected nor dropped here, nor listed as leading
         // by a live instance: held by one that died (or one that dropped it). The release
         // commits only if its lease lapsed, so asking costs one refused script at worst.
+        // Never while Redis is out of reach: no lease can be read, and a local release
+        // would take the seat from a leader alive on another instance.
+        if self.broker.link_up() != Some(true) {
+            return;
+        }
         let orphaned: Vec<(Arc<str>, Arc<str>)> = self
             .sessions
             .values()

@@ -87,6 +87,46 @@ impl Redis {
             && &reply == b"+PONG\r\n"
     }
 
+    /// Runs one command and returns its reply as text (a minimal RESP client: simple,
+    /// integer and bulk replies, which is all the tests ask for).
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut request = format!("*{}\r\n", args.len());
+        for arg in args {
+            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        match line.as_bytes().first() {
+            Some(b'$') => {
+                let len: usize = line[1..].trim().parse().unwrap_or(0);
+                let mut body = vec![0u8; len + 2];
+                reader.read_exact(&mut body).unwrap();
+                String::from_utf8_lossy(&body[..len]).into_owned()
+            }
+            _ => line.trim().to_owned(),
+        }
+    }
+
+    /// The ids of the pub/sub connections open now (`CLIENT LIST TYPE pubsub`), with how
+    /// many channels each listens to.
+    pub fn pubsub_clients(&self) -> Vec<(String, u32)> {
+        self.command(&["CLIENT", "LIST", "TYPE", "pubsub"])
+            .lines()
+            .filter_map(|line| {
+                let field = |name: &str| {
+                    line.split(' ')
+                        .find_map(|kv| kv.strip_prefix(name))
+                        .map(str::to_owned)
+                };
+                Some((field("id=")?, field("sub=")?.parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Kills it (SIGKILL, by PID): everything it held is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
