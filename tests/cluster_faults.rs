@@ -102,12 +102,7 @@ async fn redis_lost_and_back_each_instance_serves_its_own_then_they_converge() {
     let after_a = tempo_update(&mut on_a, 90.0).await;
     assert_eq!(after_a, after_b);
     assert!(after_b > reconciled.version);
-    let metrics = reqwest::get(format!("{}/metrics", a.http_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.contains("bandsync_redis_outages_total 1"),
         "{metrics}"
@@ -272,12 +267,7 @@ async fn a_gap_in_one_instance_s_pub_sub_is_filled_from_the_stream_in_order() {
     for pair in heard_b.windows(2) {
         assert_eq!(pair[1].0, pair[0].0 + 1);
     }
-    let metrics = reqwest::get(format!("{}/metrics", b.http_url()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = b.metrics().await;
     assert!(
         metrics.contains("bandsync_redis_outages_total 1"),
         "{metrics}"

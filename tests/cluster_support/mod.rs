@@ -208,6 +208,16 @@ impl Instance {
         format!("http://{}", self.addr)
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http_url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn health(&self) -> serde_json::Value {
         get_json(&self.addr, "/health")
     }

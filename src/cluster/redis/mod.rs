@@ -12,6 +12,7 @@
 //! reconciliation rule).
 
 mod envelope;
+mod history;
 pub mod keys;
 mod link;
 mod scripts;
