@@ -695,9 +695,21 @@
 
   let lastCell = -1;
 
-  /** Per animation frame: extrapolate the position at estimated server time and draw it. */
+  /** The last drawn position, and the version it was drawn under while playing. */
+  let drawnFloor = { version: null, pos: 0 };
+
+  /**
+   * Per animation frame: extrapolate the position at estimated server time and draw it.
+   * While the session plays on under one version the drawn position never goes back: a
+   * clock-offset re-estimate of a few ms (a heartbeat with a better round trip) is absorbed
+   * by holding the display until the true position passes it, instead of a jump back that a
+   * musician would see. A new version (seek, pause, tempo) may move it anywhere.
+   */
   function frame() {
-    const pos = Math.max(0, positionAt(serverNow()));
+    let pos = Math.max(0, positionAt(serverNow()));
+    const playing = !!(state.transport && state.transport.playing);
+    if (playing && drawnFloor.version === state.version) pos = Math.max(pos, drawnFloor.pos);
+    drawnFloor = { version: playing ? state.version : null, pos };
     state.position = pos;
     setText(el.beat, pos.toFixed(2));
     const whole = Math.floor(pos);
