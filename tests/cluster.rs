@@ -6,39 +6,10 @@ mod cluster_support;
 use bandsync_client::WsClient;
 use bandsync_protocol::client::{Play, SetRole, SetTempo};
 use bandsync_protocol::{ClientEvent, ErrorCode, JoinSession, Role, ServerEvent};
-use cluster_support::{next_matching, redis_available, Instance, Redis};
+use cluster_support::{
+    cluster, json_until, member, next_matching, state_updates, until_members, Instance,
+};
 use std::time::{Duration, Instant};
-
-async fn member(instance: &Instance, session: &str, role: Option<Role>) -> (WsClient, String) {
-    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
-    let snapshot = client.join(session, role, None).await.unwrap();
-    (client, snapshot.client_id)
-}
-
-/// Waits until `client` hears `room_stats` with `members` members.
-async fn until_members(client: &mut WsClient, members: u64) {
-    next_matching(client, |e| match e {
-        ServerEvent::RoomStats(s) if s.members == members => Some(()),
-        _ => None,
-    })
-    .await;
-}
-
-/// `(version, tempo, playing)` of the next `n` state updates.
-async fn state_updates(client: &mut WsClient, n: usize) -> Vec<(u64, f64, bool)> {
-    let mut seen = Vec::new();
-    while seen.len() < n {
-        let update = next_matching(client, |e| match e {
-            ServerEvent::StateUpdate(s) => {
-                Some((s.version, s.transport.tempo, s.transport.playing))
-            }
-            _ => None,
-        })
-        .await;
-        seen.push(update);
-    }
-    seen
-}
 
 /// `(seq, serverTime)` of the ticks heard during `span`.
 async fn ticks(client: &mut WsClient, span: Duration) -> Vec<(u64, f64)> {
@@ -66,13 +37,9 @@ fn tick_phase(ticks: &[(u64, f64)]) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_deliver_one_order_one_version_and_one_tick_timeline() {
-    if !redis_available() {
+    let Some((_redis, [a, b, c])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
-    let c = Instance::start(&redis.url(), &[], true);
+    };
     let (mut leader, _) = member(&a, "band", Some(Role::Leader)).await;
     let (mut on_b, _) = member(&b, "band", None).await;
     let (mut on_c, _) = member(&c, "band", None).await;
@@ -126,12 +93,9 @@ async fn three_instances_deliver_one_order_one_version_and_one_tick_timeline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_race_across_instances_has_exactly_one_winner() {
-    if !redis_available() {
+    let Some((_redis, [a, b])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
+    };
     for round in 0..100 {
         let session = format!("race-{round}");
         let (mut on_a, id_a) = member(&a, &session, None).await;
@@ -179,13 +143,10 @@ async fn claim_outcome(client: &mut WsClient, claim: ClientEvent, me: &str) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_resumes_on_another_instance_with_its_identity_and_seat() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start();
     let env = [("RECOVERY_WINDOW_MS", "1500")];
-    let a = Instance::start(&redis.url(), &env, true);
-    let b = Instance::start(&redis.url(), &env, true);
+    let Some((_redis, [a, b])) = cluster(&env) else {
+        return;
+    };
     let mut leader = WsClient::connect(&a.ws_url()).await.unwrap();
     let first = leader
         .join("moving", Some(Role::Leader), Some("lead"))
@@ -242,12 +203,9 @@ async fn a_member_resumes_on_another_instance_with_its_identity_and_seat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_are_cluster_wide() {
-    if !redis_available() {
+    let Some((redis, [a, b])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
+    };
     let (mut first, _) = member(&a, "counted", Some(Role::Leader)).await;
     let (_second, _) = member(&a, "counted", None).await;
     let (_third, _) = member(&b, "counted", None).await;
@@ -268,64 +226,43 @@ async fn counts_are_cluster_wide() {
         "members on both instances are listed"
     );
     for instance in [&a, &b] {
-        let deadline = Instant::now() + cluster_support::WAIT;
-        loop {
-            let info = cluster_support::get_json(&instance.addr, "/sessions/counted");
-            if info["memberCount"] == 4 && info["listeners"] == 1 {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{}: {info}", instance.addr);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        json_until(&instance.addr, "/sessions/counted", |info| {
+            info["memberCount"] == 4 && info["listeners"] == 1
+        })
+        .await;
     }
     // An instance where the session is not live still answers from the cluster.
     let c = Instance::start(&redis.url(), &[], true);
     let info = cluster_support::get_json(&c.addr, "/sessions/counted");
     assert_eq!(info["memberCount"], 4, "{info}");
-    let deadline = Instant::now() + cluster_support::WAIT;
-    while c.health()["activeSessions"] != 1 {
-        assert!(Instant::now() < deadline, "{}", c.health());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    json_until(&c.addr, "/health", |health| health["activeSessions"] == 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_instance_serves_the_metrics_history_of_the_whole_cluster() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start();
     let env = [("METRICS_HISTORY_INTERVAL_MS", "200")];
-    let a = Instance::start(&redis.url(), &env, true);
-    let b = Instance::start(&redis.url(), &env, true);
+    let Some((_redis, [a, b])) = cluster(&env) else {
+        return;
+    };
     let (_member, _) = member(&b, "historic", None).await;
-    let deadline = Instant::now() + cluster_support::WAIT;
-    loop {
-        let history = cluster_support::get_json(&a.addr, "/metrics/history");
-        let instances = history["instances"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+    json_until(&a.addr, "/metrics/history", |history| {
+        let Some(instances) = history["instances"].as_object() else {
+            return false;
+        };
         let with_b = instances
             .values()
             .filter_map(|m| m.as_array())
             .any(|m| m.last().is_some_and(|r| r["sessions"] == 1));
-        if instances.len() == 2 && with_b {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{history}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        instances.len() == 2 && with_b
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_on_an_instance_new_to_the_session_replays_what_was_missed_from_the_stream() {
-    if !redis_available() {
+    let Some((_redis, [a, b])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
+    };
     let (mut leader, _) = member(&a, "replayed", Some(Role::Leader)).await;
     let mut follower = WsClient::connect(&a.ws_url()).await.unwrap();
     let first = follower.join("replayed", None, None).await.unwrap();

@@ -4,63 +4,21 @@
 mod cluster_support;
 
 use bandsync_client::{Incoming, SseClient, WsClient};
-use bandsync_protocol::client::SetTempo;
-use bandsync_protocol::{close, ClientEvent, JoinSession, Role, ServerEvent};
-use cluster_support::{next_matching, redis_available, Instance, Redis, WAIT};
+use bandsync_protocol::{close, ClientEvent, Role, ServerEvent};
+use cluster_support::{
+    cluster, member, next_matching, resume, set_tempo, state_updates, tempo_update, until_members,
+    WAIT,
+};
 use std::time::{Duration, Instant};
-
-async fn member(instance: &Instance, session: &str, role: Option<Role>) -> WsClient {
-    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
-    client.join(session, role, None).await.unwrap();
-    client
-}
-
-async fn until_members(client: &mut WsClient, members: u64) {
-    next_matching(client, |e| match e {
-        ServerEvent::RoomStats(s) if s.members == members => Some(()),
-        _ => None,
-    })
-    .await;
-}
-
-/// The next `state_update` with this tempo: its version.
-async fn tempo_update(client: &mut WsClient, tempo: f64) -> u64 {
-    next_matching(client, |e| match e {
-        ServerEvent::StateUpdate(s) if s.transport.tempo == tempo => Some(s.version),
-        _ => None,
-    })
-    .await
-}
-
-async fn set_tempo(client: &mut WsClient, tempo: f64) {
-    client
-        .send(ClientEvent::SetTempo(SetTempo { tempo }))
-        .await
-        .unwrap();
-}
-
-async fn resume(instance: &Instance, session: &str, token: &str) -> (WsClient, Role, bool) {
-    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
-    let join = JoinSession {
-        session_id: session.into(),
-        resume_token: Some(token.into()),
-        ..Default::default()
-    };
-    let snapshot = client.join_with(join, WAIT).await.unwrap();
-    (client, snapshot.role, snapshot.resumed)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_and_back_each_instance_serves_its_own_then_they_converge() {
-    if !redis_available() {
+    let Some((mut redis, [a, b])) = cluster(&[]) else {
         return;
-    }
-    let mut redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
-    let mut leader = member(&a, "outage", Some(Role::Leader)).await;
-    let mut on_a = member(&a, "outage", None).await;
-    let mut on_b = member(&b, "outage", None).await;
+    };
+    let (mut leader, _) = member(&a, "outage", Some(Role::Leader)).await;
+    let (mut on_a, _) = member(&a, "outage", None).await;
+    let (mut on_b, _) = member(&b, "outage", None).await;
     until_members(&mut on_b, 3).await;
     set_tempo(&mut leader, 70.0).await;
     let before = tempo_update(&mut on_b, 70.0).await;
@@ -111,19 +69,16 @@ async fn redis_lost_and_back_each_instance_serves_its_own_then_they_converge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_of_a_killed_instance_resume_elsewhere_and_an_orphaned_seat_is_released() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start();
     let env = [("RECOVERY_WINDOW_MS", "3000")];
-    let mut a = Instance::start(&redis.url(), &env, true);
-    let b = Instance::start(&redis.url(), &env, true);
+    let Some((_redis, [mut a, b])) = cluster(&env) else {
+        return;
+    };
     // "kept": its leader comes back on B. "orphaned": its leader never comes back.
     let mut kept = WsClient::connect(&a.ws_url()).await.unwrap();
     let kept_snapshot = kept.join("kept", Some(Role::Leader), None).await.unwrap();
-    let mut orphan = member(&a, "orphaned", Some(Role::Leader)).await;
-    let mut watcher_kept = member(&b, "kept", None).await;
-    let mut watcher_orphaned = member(&b, "orphaned", None).await;
+    let (mut orphan, _) = member(&a, "orphaned", Some(Role::Leader)).await;
+    let (mut watcher_kept, _) = member(&b, "kept", None).await;
+    let (mut watcher_orphaned, _) = member(&b, "orphaned", None).await;
     until_members(&mut watcher_kept, 2).await;
     until_members(&mut watcher_orphaned, 2).await;
     set_tempo(&mut orphan, 75.0).await;
@@ -155,18 +110,15 @@ async fn members_of_a_killed_instance_resume_elsewhere_and_an_orphaned_seat_is_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_clients_a_1001_they_resume_elsewhere_with() {
-    if !redis_available() {
+    let Some((_redis, [mut a, b])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let mut a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
+    };
     let mut leader = WsClient::connect(&a.ws_url()).await.unwrap();
     let snapshot = leader
         .join("moving-on", Some(Role::Leader), None)
         .await
         .unwrap();
-    let mut watcher = member(&b, "moving-on", None).await;
+    let (mut watcher, _) = member(&b, "moving-on", None).await;
     until_members(&mut watcher, 2).await;
 
     let status = a.terminate();
@@ -187,14 +139,11 @@ async fn sigterm_hands_clients_a_1001_they_resume_elsewhere_with() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_listener_moving_to_another_instance_gets_a_snapshot_not_a_wrong_replay() {
-    if !redis_available() {
+    let Some((_redis, [a, b])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
-    let mut leader = member(&a, "listened", Some(Role::Leader)).await;
-    let _on_b = member(&b, "listened", None).await;
+    };
+    let (mut leader, _) = member(&a, "listened", Some(Role::Leader)).await;
+    let (_on_b, _) = member(&b, "listened", None).await;
     let mut listener = SseClient::connect(&a.http_url(), "listened", None)
         .await
         .unwrap();
@@ -230,13 +179,10 @@ async fn an_sse_listener_moving_to_another_instance_gets_a_snapshot_not_a_wrong_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_in_one_instance_s_pub_sub_is_filled_from_the_stream_in_order() {
-    if !redis_available() {
+    let Some((redis, [a, b])) = cluster(&[]) else {
         return;
-    }
-    let redis = Redis::start();
-    let a = Instance::start(&redis.url(), &[], true);
-    let b = Instance::start(&redis.url(), &[], true);
-    let mut leader = member(&a, "gapped", Some(Role::Leader)).await;
+    };
+    let (mut leader, _) = member(&a, "gapped", Some(Role::Leader)).await;
     // A connection is listed as pub/sub once it listens to a channel: B's session link
     // appears when B loads the session (it subscribes before it answers the join).
     let before: Vec<String> = redis
@@ -244,7 +190,7 @@ async fn a_gap_in_one_instance_s_pub_sub_is_filled_from_the_stream_in_order() {
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let mut on_b = member(&b, "gapped", None).await;
+    let (mut on_b, _) = member(&b, "gapped", None).await;
     let b_link = redis
         .pubsub_clients()
         .into_iter()
@@ -258,8 +204,8 @@ async fn a_gap_in_one_instance_s_pub_sub_is_filled_from_the_stream_in_order() {
     for i in 0..20 {
         set_tempo(&mut leader, 100.0 + f64::from(i)).await;
     }
-    let heard_a = updates(&mut leader, 20).await;
-    let heard_b = updates(&mut on_b, 20).await;
+    let heard_a = state_updates(&mut leader, 20).await;
+    let heard_b = state_updates(&mut on_b, 20).await;
     assert_eq!(
         heard_a, heard_b,
         "B got every version, in order, from the stream"
@@ -276,19 +222,4 @@ async fn a_gap_in_one_instance_s_pub_sub_is_filled_from_the_stream_in_order() {
         !metrics.contains("bandsync_cluster_gaps_recovered_total 0"),
         "the missed versions came from the stream: {metrics}"
     );
-}
-
-/// `(version, tempo)` of the next `n` state updates.
-async fn updates(client: &mut WsClient, n: usize) -> Vec<(u64, f64)> {
-    let mut seen = Vec::new();
-    while seen.len() < n {
-        seen.push(
-            next_matching(client, |e| match e {
-                ServerEvent::StateUpdate(s) => Some((s.version, s.transport.tempo)),
-                _ => None,
-            })
-            .await,
-        );
-    }
-    seen
 }

@@ -6,7 +6,7 @@ mod cluster_support;
 use bandsync_client::{Credentials, Incoming, SseClient, WsClient};
 use bandsync_protocol::client::ShareStart;
 use bandsync_protocol::{ClientEvent, ErrorCode, ServerEvent};
-use cluster_support::{redis_available, Instance, Redis, WAIT};
+use cluster_support::{cluster, Instance, WAIT};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -68,10 +68,6 @@ async fn poll_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_on_one_instance_reaches_receivers_on_another() {
-    if !redis_available() {
-        return;
-    }
-    let redis = Redis::start();
     // Every request comes from 127.0.0.1: lift the start rate; the cap is 3 sessions (2
     // per address and instance).
     let env = [
@@ -80,8 +76,9 @@ async fn a_share_on_one_instance_reaches_receivers_on_another() {
         ("SHARE_SESSIONS_PER_IP", "10"),
         ("SHARE_STARTS_PER_MINUTE", "100"),
     ];
-    let a = Instance::start(&redis.url(), &env, true);
-    let b = Instance::start(&redis.url(), &env, true);
+    let Some((_redis, [a, b])) = cluster(&env) else {
+        return;
+    };
     // Push receivers on B, there before the share starts.
     let mut member = WsClient::connect(&b.ws_url()).await.unwrap();
     member

@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use bandsync_client::{Incoming, WsClient};
-use bandsync_protocol::{ServerEvent, ServerFrame};
+use bandsync_protocol::client::SetTempo;
+use bandsync_protocol::{ClientEvent, JoinSession, Role, ServerEvent, ServerFrame};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -289,6 +290,23 @@ pub fn get_json(addr: &str, path: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
+/// Polls `GET path` on `addr` until `accept` takes the JSON answer (within [`WAIT`]).
+pub async fn json_until(
+    addr: &str,
+    path: &str,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = get_json(addr, path);
+        if accept(&answer) {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "{addr}{path}: {answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The next server event on `client` that `pick` accepts, within [`WAIT`].
 pub async fn next_matching<T>(
     client: &mut WsClient,
@@ -312,4 +330,76 @@ pub async fn next_matching<T>(
             Err(e) => panic!("nothing matching within {WAIT:?}: {e}"),
         }
     }
+}
+
+/// A Redis of the test's own and `N` instances on it (each with `env` on top), all
+/// reporting Redis up; `None` (the test skips) where `redis-server` is not installed.
+pub fn cluster<const N: usize>(env: &[(&str, &str)]) -> Option<(Redis, [Instance; N])> {
+    if !redis_available() {
+        return None;
+    }
+    let redis = Redis::start();
+    let instances = std::array::from_fn(|_| Instance::start(&redis.url(), env, true));
+    Some((redis, instances))
+}
+
+/// A WebSocket member of `session` on `instance`, with its `clientId`.
+pub async fn member(instance: &Instance, session: &str, role: Option<Role>) -> (WsClient, String) {
+    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
+    let snapshot = client.join(session, role, None).await.unwrap();
+    (client, snapshot.client_id)
+}
+
+/// Joins `session` on `instance` with a resume token: the client, its role, and whether
+/// it resumed.
+pub async fn resume(instance: &Instance, session: &str, token: &str) -> (WsClient, Role, bool) {
+    let mut client = WsClient::connect(&instance.ws_url()).await.unwrap();
+    let join = JoinSession {
+        session_id: session.into(),
+        resume_token: Some(token.into()),
+        ..Default::default()
+    };
+    let snapshot = client.join_with(join, WAIT).await.unwrap();
+    (client, snapshot.role, snapshot.resumed)
+}
+
+/// Waits until `client` hears `room_stats` with `members` members.
+pub async fn until_members(client: &mut WsClient, members: u64) {
+    next_matching(client, |e| match e {
+        ServerEvent::RoomStats(s) if s.members == members => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+pub async fn set_tempo(client: &mut WsClient, tempo: f64) {
+    client
+        .send(ClientEvent::SetTempo(SetTempo { tempo }))
+        .await
+        .unwrap();
+}
+
+/// The next `state_update` with this tempo: its version.
+pub async fn tempo_update(client: &mut WsClient, tempo: f64) -> u64 {
+    next_matching(client, |e| match e {
+        ServerEvent::StateUpdate(s) if s.transport.tempo == tempo => Some(s.version),
+        _ => None,
+    })
+    .await
+}
+
+/// `(version, tempo, playing)` of the next `n` state updates.
+pub async fn state_updates(client: &mut WsClient, n: usize) -> Vec<(u64, f64, bool)> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let update = next_matching(client, |e| match e {
+            ServerEvent::StateUpdate(s) => {
+                Some((s.version, s.transport.tempo, s.transport.playing))
+            }
+            _ => None,
+        })
+        .await;
+        seen.push(update);
+    }
+    seen
 }
