@@ -12,6 +12,7 @@ use crate::engine::{self, Inbound};
 use crate::http::errors::Body;
 use crate::limits::AuthFailures;
 use crate::metrics::Metrics;
+use crate::share::replica::ShareChange;
 use crate::share::ShareRegistry;
 use crate::store::{MemoryStore, SessionStore, StoreMetrics};
 use crate::{http as routes, sse, ws};
@@ -209,23 +210,13 @@ fn share_replication(
     metrics: &Arc<Metrics>,
     instance: &str,
 ) -> anyhow::Result<Option<Arc<crate::cluster::redis::share::ShareCluster>>> {
-    use crate::share::replica::ShareChange;
     let Some(url) = config.redis_url.as_deref() else {
         return Ok(None);
     };
     let engine = engine.clone();
     let deliver = Arc::new(move |change: ShareChange| {
-        let notice = match change {
-            ShareChange::Started { .. } => return,
-            ShareChange::Metadata { id, json } => ShareNotice::Metadata { session: id, json },
-            ShareChange::Audio { id, chunk } => ShareNotice::Audio { session: id, chunk },
-            ShareChange::Ended { id, reason } => ShareNotice::Ended {
-                session: id,
-                reason,
-            },
-        };
         // As for a local post: a full queue only delays push receivers; pollers have it.
-        let _ = engine.try_send(Inbound::Share(notice));
+        let _ = engine.try_send(Inbound::Share(ShareNotice::Change(change)));
     });
     let cluster = crate::cluster::redis::share::spawn(
         url,
@@ -297,10 +288,10 @@ async fn sweep_share_sessions(ctx: Arc<AppContext>) {
     loop {
         every.tick().await;
         for session in ctx.share.sweep() {
-            let ended = ShareNotice::Ended {
-                session,
+            let ended = ShareNotice::Change(ShareChange::Ended {
+                id: session,
                 reason: "timeout",
-            };
+            });
             let _ = ctx.engine.send(Inbound::Share(ended)).await;
         }
     }

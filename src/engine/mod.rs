@@ -46,6 +46,7 @@ use crate::deflate::{codec, Deflater};
 use crate::frames::WsFrame;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
+use crate::share::replica::ShareChange;
 use bandsync_protocol::server::{Member, SessionState};
 use bandsync_protocol::Role;
 use bytes::Bytes;
@@ -322,7 +323,7 @@ impl Engine {
             batch.first(),
             Some(
                 Inbound::AudioIn { .. }
-                    | Inbound::Share(ShareNotice::Audio { .. })
+                    | Inbound::Share(ShareNotice::Change(ShareChange::Audio { .. }))
                     | Inbound::Cluster(_)
             )
         );

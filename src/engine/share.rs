@@ -7,6 +7,7 @@ use super::fanout::{after_push, Audience};
 use super::{ConnKey, Engine, Peer};
 use crate::frames::{sse_event, WsFrame};
 use crate::share::audio::AudioChunk;
+use crate::share::replica::ShareChange;
 use crate::share::{auth, valid_id, ShareError};
 use bandsync_protocol::audio::decode_audio_frame;
 use bandsync_protocol::server::{self as events, ErrorEvent, RateLimitExceeded};
@@ -14,22 +15,12 @@ use bandsync_protocol::{encode_server_frame, ErrorCode, ProtocolError, RequestId
 use bytes::Bytes;
 use std::sync::Arc;
 
-/// What the HTTP side of the share API tells the engine, so push receivers get it too.
+/// What the share side tells the engine, so push receivers get it too.
 #[derive(Debug, Clone)]
 pub enum ShareNotice {
-    Metadata {
-        session: String,
-        json: Bytes,
-    },
-    Audio {
-        session: String,
-        chunk: Arc<AudioChunk>,
-    },
-    /// `reason`: `stopped` (by the sharer) or `timeout` (inactivity).
-    Ended {
-        session: String,
-        reason: &'static str,
-    },
+    /// A change of a share session: posted through the REST API, timed out, or applied
+    /// from another instance (the same type the registry replicates).
+    Change(ShareChange),
     /// The cluster's answer to a WebSocket sharer's claim (see [`ShareClaim`]).
     Claimed {
         claim: ShareClaim,
@@ -264,16 +255,21 @@ impl Engine {
     pub(super) fn share_notice(&mut self, notice: ShareNotice) {
         match notice {
             ShareNotice::Claimed { claim, outcome } => self.share_claimed(claim, outcome),
-            ShareNotice::Metadata { session, json } => {
+            // The start itself tells receivers nothing: what it shares will.
+            ShareNotice::Change(ShareChange::Started { .. }) => {}
+            ShareNotice::Change(ShareChange::Metadata { id: session, json }) => {
                 if let Some(event) = metadata_event(&session, &json) {
                     self.share_broadcast(&session, &event, None);
                 }
             }
-            ShareNotice::Audio { session, chunk } => {
+            ShareNotice::Change(ShareChange::Audio { id: session, chunk }) => {
                 self.metrics.audio_chunks_in.inc();
                 self.fan_out_audio(&session, &chunk, None);
             }
-            ShareNotice::Ended { session, reason } => {
+            ShareNotice::Change(ShareChange::Ended {
+                id: session,
+                reason,
+            }) => {
                 for conn in self.conns.values_mut() {
                     if conn.sharing.as_deref() == Some(session.as_str()) {
                         conn.sharing = None;

@@ -11,6 +11,7 @@ use crate::http::errors::now_ms;
 use crate::limits::{AuthFailures, ClientIp};
 use crate::metrics::Metrics;
 use crate::share::audio::ChunkBody;
+use crate::share::replica::ShareChange;
 use crate::share::{auth, ShareError, ShareRegistry, MAX_CHUNK_BYTES, MAX_METADATA_BYTES};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
@@ -195,9 +196,9 @@ fn handle(
         Call::PostMetadata(id, body) => {
             check_id(&id)?;
             let value: serde_json::Value = parse(&body, MAX_METADATA_BYTES, "metadata")?;
-            let listeners = registry.post_metadata(&id, &value, client)? + remote_listeners;
-            let json = Bytes::from(serde_json::to_vec(&value).expect("a Value always serializes"));
-            notify(ShareNotice::Metadata { session: id, json });
+            let (reached, json) = registry.post_metadata(&id, &value, client)?;
+            let listeners = reached + remote_listeners;
+            notify(ShareNotice::Change(ShareChange::Metadata { id, json }));
             Ok(json_reply(
                 &json!({"success": true, "listenersNotified": listeners}),
             ))
@@ -206,16 +207,16 @@ fn handle(
             check_id(&id)?;
             let chunk: ChunkBody = parse(&body, AUDIO_BODY_LIMIT, "audio")?;
             let chunk = registry.post_audio(&id, chunk, client)?;
-            notify(ShareNotice::Audio { session: id, chunk });
+            notify(ShareNotice::Change(ShareChange::Audio { id, chunk }));
             Ok(json_reply(&json!({"success": true, "buffered": true})))
         }
         Call::Stop(id) => {
             check_id(&id)?;
             let (duration, bytes) = registry.stop(&id)?;
-            notify(ShareNotice::Ended {
-                session: id,
+            notify(ShareNotice::Change(ShareChange::Ended {
+                id,
                 reason: "stopped",
-            });
+            }));
             Ok(json_reply(
                 &json!({"success": true, "sessionDuration": duration, "bytesTransferred": bytes}),
             ))

@@ -171,13 +171,14 @@ impl ShareRegistry {
         Ok(())
     }
 
-    /// Stores new metadata; returns how many receivers it reaches.
+    /// Stores new metadata; returns how many receivers it reaches, and the metadata as
+    /// stored (serialized once, for push receivers and the other instances).
     pub fn post_metadata(
         &self,
         id: &str,
         body: &serde_json::Value,
         client: IpAddr,
-    ) -> Result<usize, ShareError> {
+    ) -> Result<(usize, Bytes), ShareError> {
         let object = body
             .as_object()
             .ok_or_else(|| ShareError::InvalidBody("metadata must be a JSON object".into()))?;
@@ -202,9 +203,9 @@ impl ShareRegistry {
         })?;
         self.replicate(replica::ShareChange::Metadata {
             id: id.to_owned(),
-            json,
+            json: json.clone(),
         });
-        Ok(reached)
+        Ok((reached, json))
     }
 
     /// Buffers one chunk; returns it for push delivery.
