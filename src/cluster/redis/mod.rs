@@ -29,6 +29,34 @@ use tokio::sync::mpsc;
 
 /// Commands the engine side may queue before further ones count as an outage.
 const COMMAND_QUEUE: usize = 8192;
+/// Each Redis call's deadline: past it the connection counts as down.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Reconnection backoff of every Redis task: from 100 ms, doubling, up to 5 s.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+fn next_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(BACKOFF_MAX)
+}
+
+/// The two connections of a Redis task, as the seed's design has them: one for commands
+/// and scripts (reconnecting by itself, every call bounded by [`REDIS_TIMEOUT`]) and one
+/// for pub/sub.
+async fn connect(
+    client: &redis::Client,
+) -> redis::RedisResult<(redis::aio::ConnectionManager, redis::aio::PubSub)> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1);
+    let conn = redis::aio::ConnectionManager::new_with_config(client.clone(), config).await?;
+    let pubsub = tokio::time::timeout(REDIS_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
+    Ok((conn, pubsub))
+}
 
 /// What the link needs to know.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use crate::share::{ShareError, ShareRegistry};
 use bandsync_protocol::audio::decode_audio_frame;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use redis::{RedisResult, Script};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -32,7 +32,6 @@ use tokio::sync::mpsc;
 const CHANGE_QUEUE: usize = 2048;
 const METADATA_TTL_MS: i64 = 30_000;
 const AUDIO_TTL_MS: i64 = 10_000;
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// KEYS: session hash, active set. ARGV: id, now ms, timeout ms, max sessions.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
@@ -195,10 +194,10 @@ impl ShareCluster {
         registry: Arc<ShareRegistry>,
         deliver: Arc<dyn Fn(ShareChange) + Send + Sync>,
     ) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = super::BACKOFF_MIN;
         loop {
             if let Ok((conn, mut messages)) = self.connect().await {
-                backoff = Duration::from_millis(100);
+                backoff = super::BACKOFF_MIN;
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
                 let mut conn = conn;
                 let mut listeners = tokio::time::interval(Duration::from_secs(1));
@@ -236,17 +235,12 @@ impl ShareCluster {
                     change = changes.recv() => if change.is_none() { return },
                 }
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = super::next_backoff(backoff);
         }
     }
 
     async fn connect(&self) -> RedisResult<(ConnectionManager, redis::aio::PubSubStream)> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let (conn, mut pubsub) = super::connect(&self.client).await?;
         pubsub.subscribe(self.keys.share_channel()).await?;
         Ok((conn, pubsub.into_on_message()))
     }

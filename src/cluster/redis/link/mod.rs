@@ -19,7 +19,7 @@ use crate::cluster::{ClusterEvent, Loaded, ProposalKind};
 use crate::metrics::Metrics;
 use crate::store::SessionRecord;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
+use redis::aio::{ConnectionManager, PubSubSink, PubSubStream};
 use redis::{AsyncCommands, RedisResult};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,10 +31,6 @@ use tokio::sync::mpsc;
 const INSTANCE_TIMEOUT_MS: u64 = 5000;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const GAP_CHECK: Duration = Duration::from_millis(50);
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Each Redis call's deadline: past it the link counts as down.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct Link {
     client: redis::Client,
@@ -83,14 +79,14 @@ impl Link {
     }
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = super::BACKOFF_MIN;
         let mut ever_up = false;
         let mut last_warning: Option<Instant> = None;
         self.metrics.cluster.redis_up.set(0);
         loop {
             match self.connect().await {
                 Ok(mut up) => {
-                    backoff = BACKOFF_MIN;
+                    backoff = super::BACKOFF_MIN;
                     if self.resume(&mut up, ever_up).await.is_ok() {
                         ever_up = true;
                         tracing::info!(instance = %self.instance, "Redis reachable: sessions are shared");
@@ -121,21 +117,12 @@ impl Link {
                     },
                 }
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            backoff = super::next_backoff(backoff);
         }
     }
 
     async fn connect(&self) -> RedisResult<Up> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        let pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| {
-                redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-            })??;
+        let (conn, pubsub) = super::connect(&self.client).await?;
         let (sink, stream) = pubsub.split();
         Ok(Up { conn, sink, stream })
     }
