@@ -11,6 +11,7 @@ pub mod client;
 pub mod close;
 pub mod envelope;
 pub mod error;
+pub mod repo;
 pub mod server;
 pub mod timeline;
 pub mod validate;
