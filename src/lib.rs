@@ -5,6 +5,9 @@
 //! - `ws`: the WebSocket upgrade and each socket's reader and writer; `sse`: listeners.
 //! - `http`: health, metrics, session info and the browser page (warp).
 //! - `share`: the Music Share relay API (`/api/share/...`): sharers post audio and metadata.
+//! - `repo`: repository streams (`/stream/{repoId}`): compositions from GitHub activity,
+//!   mapped by `github`, rendered offline by the `bandsync-render` crate, broadcast to
+//!   SSE and WebSocket listeners.
 //! - `engine`: the one thread that owns every session and decides every event; it
 //!   encodes each broadcast once and produces the 16 ms ticks.
 //! - `outbox`: each connection's bounded queue and the slow-consumer policy.
@@ -31,6 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod outbox;
+pub mod repo;
 pub mod server;
 pub mod share;
 pub mod sse;
