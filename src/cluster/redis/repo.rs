@@ -48,6 +48,9 @@ pub struct RepoCluster {
     keys: Keys,
     instance: String,
     conn: Mutex<Option<ConnectionManager>>,
+    /// Set once the link has connected for the first time: until then (the instance just
+    /// started) a late listener waits for it rather than missing the cluster's latest.
+    connected: tokio::sync::watch::Sender<bool>,
     outbox: mpsc::Sender<Arc<Composition>>,
     metrics: Arc<Metrics>,
 }
@@ -66,6 +69,7 @@ pub fn spawn(
         keys: Keys::new(prefix),
         instance: instance.to_owned(),
         conn: Mutex::new(None),
+        connected: tokio::sync::watch::Sender::new(false),
         outbox,
         metrics,
     });
@@ -171,8 +175,11 @@ impl RepoCluster {
         }
     }
 
-    /// The latest composition of `repo` published by any instance.
+    /// The latest composition of `repo` published by any instance. Right after start it
+    /// waits for the link's first connection (the caller bounds the wait); later, while
+    /// Redis is out of reach, it answers `None` at once.
     pub async fn latest(&self, repo: &str) -> Option<(Rendered, Meta)> {
+        let _ = self.connected.subscribe().wait_for(|up| *up).await;
         let mut conn = self.connection()?;
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.keys.repo_latest(&repo_key(repo)))
@@ -217,6 +224,7 @@ impl RepoCluster {
             if let Ok((conn, mut messages)) = self.connect().await {
                 backoff = super::BACKOFF_MIN;
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+                self.connected.send_replace(true);
                 let mut conn = conn;
                 loop {
                     tokio::select! {
