@@ -204,8 +204,17 @@ pub async fn handle<B>(req: Request<B>, ctx: Arc<AppContext>, session_id: &str) 
             _permit: permit,
         },
     };
-    let stream = futures_util::stream::unfold(state, next_chunk).boxed();
-    let body = StreamBody::new(stream)
+    event_stream(futures_util::stream::unfold(state, next_chunk))
+}
+
+/// A `text/event-stream` response whose body is `frames`, with the headers every stream
+/// of this server carries: no caching or transformation, no proxy buffering (nginx's
+/// `X-Accel-Buffering`). Shared by session listeners and repository listeners.
+pub fn event_stream<S>(frames: S) -> Response<Body>
+where
+    S: futures_util::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + 'static,
+{
+    let body = StreamBody::new(frames.boxed())
         .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         .boxed_unsync();
     let mut response = Response::new(body);

@@ -10,9 +10,7 @@ pub mod audio;
 pub mod events;
 
 use crate::error::{ClientError, Result};
-use bandsync_protocol::repo::{
-    validate_repo_id, Encoding, MusicalParams, StreamMessage, TestRequest,
-};
+use bandsync_protocol::repo::{validate_repo_id, Encoding, StreamMessage, TestRequest};
 use bytes::Bytes;
 use futures_util::stream::{Stream, StreamExt};
 use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
@@ -297,25 +295,7 @@ async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Vec<u
 }
 
 /// The answer to `POST /stream/{repoId}/test`: what was rendered and broadcast.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TestAnswer {
-    pub repo_id: String,
-    pub composition_id: String,
-    pub params: MusicalParams,
-    /// Seconds of audio.
-    pub duration: f64,
-    /// Frames (samples per channel).
-    pub samples: usize,
-    pub sample_rate: u32,
-    pub number_of_channels: usize,
-    pub render_time_ms: f64,
-    /// Listeners (on that instance) the composition was queued for.
-    pub listeners_notified: usize,
-    /// The same parameters were being rendered already; this play shared that render.
-    #[serde(default)]
-    pub shared_render: bool,
-}
+pub use bandsync_protocol::repo::PlayAnswer as TestAnswer;
 
 /// `POST {base}/stream/{repoId}/test`: renders `request` (over the server's defaults) and
 /// broadcasts it. A refusal (400 `INVALID_PARAMS`, 503 `RENDER_BUSY`, ...) is

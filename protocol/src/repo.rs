@@ -115,7 +115,8 @@ pub enum Pattern {
     Descending,
     /// Notes of the scale drawn from the seed.
     Random,
-    /// The whole scale at once, on every step.
+    /// The whole scale at once, on every step (at most 6 notes of it, spread from its
+    /// lowest to its highest).
     Chord,
 }
 
@@ -369,6 +370,42 @@ pub struct Trigger {
     pub sender: Option<String>,
     /// One line for people: "3 commits to main (+120 -4)".
     pub summary: String,
+}
+
+impl Trigger {
+    /// A composition asked for with `POST /stream/{repoId}/test`.
+    pub fn test(summary: impl Into<String>) -> Trigger {
+        Trigger {
+            kind: "test".into(),
+            event: None,
+            action: None,
+            delivery: None,
+            sender: None,
+            summary: summary.into(),
+        }
+    }
+}
+
+/// What a play did: the answer of `POST /stream/{repoId}/test` (and, with a few more
+/// fields, of a played webhook delivery).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlayAnswer {
+    pub repo_id: String,
+    pub composition_id: String,
+    pub params: MusicalParams,
+    /// Seconds of audio.
+    pub duration: f64,
+    /// Frames (samples per channel).
+    pub samples: usize,
+    pub sample_rate: u32,
+    pub number_of_channels: usize,
+    pub render_time_ms: f64,
+    /// Listeners on the answering instance the composition was queued for.
+    pub listeners_notified: usize,
+    /// The same parameters were being rendered already: this play shared that render.
+    #[serde(default)]
+    pub shared_render: bool,
 }
 
 /// How `audio_buffer` carries the samples. `json` (the default) is the original server's

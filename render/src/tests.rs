@@ -458,6 +458,17 @@ fn patterns_order_the_scale_as_named() {
         midi(Pattern::Chord, &triad, false),
         vec![vec![60, 64, 67]; 6]
     );
+    // A chord of a long scale: six notes, spread from its lowest to its highest.
+    let chromatic: Vec<String> = ["C4", "C#4", "D4", "D#4", "E4", "F4", "F#4", "G4"]
+        .iter()
+        .chain(&["G#4", "A4", "A#4", "B4", "C5", "C#5", "D5", "D#5"])
+        .map(|s| s.to_string())
+        .collect();
+    let chromatic: Vec<&str> = chromatic.iter().map(String::as_str).collect();
+    assert_eq!(
+        midi(Pattern::Chord, &chromatic, false)[0],
+        vec![60, 63, 66, 69, 72, 75]
+    );
     // The pad's triads: the note, two and four scale notes above, wrapping up an octave.
     let major = ["C4", "D4", "E4", "F4", "G4", "A4", "B4"];
     assert_eq!(

@@ -291,14 +291,7 @@ mod tests {
         let meta = Meta {
             repo_id: "octocat/hello-world".into(),
             params: MusicalParams::default(),
-            trigger: Trigger {
-                kind: "test".into(),
-                event: None,
-                action: None,
-                delivery: None,
-                sender: None,
-                summary: "a test".into(),
-            },
+            trigger: Trigger::test("a test"),
             timestamp_ms: 1_700_000_000_000,
             render_ms: 1.0,
         };

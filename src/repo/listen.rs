@@ -12,9 +12,7 @@ use crate::http::errors::{error_response, Body};
 use crate::net::io::ConnAbort;
 use bandsync_protocol::repo::Encoding;
 use bytes::Bytes;
-use futures_util::StreamExt;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, StreamBody};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Frame;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -175,23 +173,7 @@ pub async fn handle<B: Send + 'static>(
         drained: Vec::new(),
         ctx,
     };
-    let stream = futures_util::stream::unfold(state, next_frame).boxed();
-    let body = StreamBody::new(stream)
-        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
-        .boxed_unsync();
-    let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
+    crate::sse::event_stream(futures_util::stream::unfold(state, next_frame))
 }
 
 /// With `REDIS_URL`, the first listener of a repository on this instance gets the latest

@@ -29,31 +29,13 @@ use composition::{Composition, Meta};
 use config::RepoConfig;
 use hub::Hub;
 use pool::{Busy, RenderPool};
-use serde::Serialize;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// What a play did, as `POST /stream/{repoId}/test` and the webhook answer it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Played {
-    pub repo_id: String,
-    pub composition_id: String,
-    pub params: MusicalParams,
-    /// Seconds of audio.
-    pub duration: f64,
-    /// Frames (samples per channel).
-    pub samples: usize,
-    pub sample_rate: u32,
-    pub number_of_channels: usize,
-    pub render_time_ms: f64,
-    /// Listeners on this instance the composition was queued for.
-    pub listeners_notified: usize,
-    /// The same parameters were being rendered already: this play shared that render.
-    pub shared_render: bool,
-}
+pub type Played = bandsync_protocol::repo::PlayAnswer;
 
 /// Repository streams of this instance: listeners, the render pool, recent webhook
 /// deliveries, the cluster link.

@@ -139,17 +139,10 @@ where
     if let Err(e) = params.validate() {
         return error_response(StatusCode::BAD_REQUEST, "INVALID_PARAMS", &e.message);
     }
-    let trigger = Trigger {
-        kind: "test".into(),
-        event: None,
-        action: None,
-        delivery: None,
-        sender: None,
-        summary: format!(
-            "test composition: {} at {} BPM for {} s",
-            params.instrument_type, params.tempo, params.duration
-        ),
-    };
+    let trigger = Trigger::test(format!(
+        "test composition: {} at {} BPM for {} s",
+        params.instrument_type, params.tempo, params.duration
+    ));
     let now_ms = ctx.clock.now_ms() as u64;
     let queued = ctx.repo.play(&repo, params, trigger, now_ms);
     answer_play(queued, json!({})).await

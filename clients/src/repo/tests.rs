@@ -2,6 +2,7 @@
 //! sends, the messages it parses out of awkwardly cut writes, and every refusal.
 
 use super::*;
+use bandsync_protocol::repo::MusicalParams;
 use base64::Engine as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

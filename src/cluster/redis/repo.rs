@@ -290,14 +290,7 @@ mod tests {
         let meta = Meta {
             repo_id: "octocat/hello-world".into(),
             params: MusicalParams::default(),
-            trigger: Trigger {
-                kind: "test".into(),
-                event: None,
-                action: None,
-                delivery: None,
-                sender: None,
-                summary: "t".into(),
-            },
+            trigger: Trigger::test("t"),
             timestamp_ms: 42,
             render_ms: 1.5,
         };

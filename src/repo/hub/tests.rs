@@ -22,14 +22,7 @@ fn composition(repo: &str, seed: u32, timestamp_ms: u64) -> Arc<Composition> {
             seed,
             ..MusicalParams::default()
         },
-        trigger: Trigger {
-            kind: "test".into(),
-            event: None,
-            action: None,
-            delivery: None,
-            sender: None,
-            summary: "t".into(),
-        },
+        trigger: Trigger::test("t"),
         timestamp_ms,
         render_ms: 0.0,
     };
