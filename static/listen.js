@@ -39,7 +39,15 @@
   const REPO_RE = /^[A-Za-z0-9._-]{1,100}(\/[A-Za-z0-9._-]{1,100})?$/;
   const repoValid = location.pathname.startsWith(PREFIX) && REPO_RE.test(repoId)
     && !repoId.split('/').some((s) => s === '.' || s === '..');
-  const repoPath = repoId.split('/').map(encodeURIComponent).join('/');
+  // First segments the Stream Manager owns under /stream/ (protocol/PROTOCOL.md). The server
+  // matches them before percent-decoding, so a repository whose owner is called like one is
+  // addressed with that segment's first letter percent-encoded (`/stream/%73tatus/site`).
+  const RESERVED = ['status', 'start', 'stop', 'pause', 'reset', 'layers', 'assets'];
+  const segments = repoId.split('/').map(encodeURIComponent);
+  if (RESERVED.includes(segments[0])) {
+    segments[0] = `%${segments[0].charCodeAt(0).toString(16).toUpperCase()}${segments[0].slice(1)}`;
+  }
+  const repoPath = segments.join('/');
   const requested = new URLSearchParams(location.search).get('encoding');
   const encoding = ENCODINGS.includes(requested) ? requested : 'f32';
 

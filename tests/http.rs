@@ -389,7 +389,10 @@ async fn the_listening_page_its_assets_and_tone_are_served() {
     }
     let page = get(&server, "/listen/octocat/hello-world").await;
     let csp = page.headers()["content-security-policy"].to_str().unwrap();
-    assert!(csp.starts_with("default-src 'self'"), "{csp}");
+    assert!(
+        csp.starts_with("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert!(page.text().await.unwrap().contains("/vendor/tone.js"));
 
     let tone = get(&server, "/vendor/tone.js").await;

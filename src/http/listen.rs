@@ -19,6 +19,16 @@ const LISTEN_CSS: &str = include_str!("../../static/listen.css");
 /// original streaming server's browser client loads. See `static/vendor/README.md`.
 const TONE_JS: &[u8] = include_bytes!("../../static/vendor/tone.js");
 
+/// The server-wide policy (see `server::service`) with two changes for this page.
+/// `worker-src blob:`: Tone.js runs its clock in a Web Worker made from a `blob:` URL, so that
+/// its timing survives the throttling of timers in a background tab (where a listening page
+/// spends most of its life); without it the browser reports a violation and Tone.js falls
+/// back to `setTimeout`. Only script already allowed on the page can create such a worker.
+/// `connect-src 'self'`: the page only reads its stream and posts tests to this origin, so it
+/// needs no WebSocket origins.
+const LISTEN_CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+    worker-src 'self' blob:; frame-ancestors 'none'";
+
 /// A week: the vendored file only changes with a bandsync release that bumps the pinned
 /// version, and 350 KB is worth not fetching again on every visit. Not `immutable`, because
 /// the URL carries no version.
@@ -49,7 +59,14 @@ pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone
 /// whose stream can never connect.
 fn page(tail: warp::path::Tail) -> Response {
     match validate_repo_id(tail.as_str()) {
-        Ok(()) => super::with_type(LISTEN_HTML, "text/html; charset=utf-8"),
+        Ok(()) => {
+            let mut response = super::with_type(LISTEN_HTML, "text/html; charset=utf-8");
+            response.headers_mut().insert(
+                warp::http::header::CONTENT_SECURITY_POLICY,
+                warp::http::HeaderValue::from_static(LISTEN_CSP),
+            );
+            response
+        }
         Err(message) => json_error(StatusCode::BAD_REQUEST, "INVALID_REPO_ID", &message),
     }
 }
@@ -59,7 +76,7 @@ mod tests {
     use super::*;
 
     /// The page loads exactly the files served above, from this origin, and nothing inline
-    /// (the server's policy is `default-src 'self'`).
+    /// (its policy is `default-src 'self'`).
     #[test]
     fn the_page_loads_only_local_scripts_and_styles() {
         for needed in [
@@ -71,6 +88,9 @@ mod tests {
         }
         assert_eq!(LISTEN_HTML.matches("<script").count(), 2);
         assert!(!LISTEN_HTML.contains("style="));
+        // The meta policy is the header's (frame-ancestors only works as a header).
+        let meta = LISTEN_CSP.replace("; frame-ancestors 'none'", "");
+        assert!(LISTEN_HTML.contains(&format!(r#"content="{meta}""#)));
         assert!(!LISTEN_HTML.contains("http://") && !LISTEN_HTML.contains("https://"));
         assert!(std::str::from_utf8(TONE_JS).is_ok_and(|s| s.contains("14.7.77")));
     }
