@@ -7,7 +7,7 @@
 //    AudioBuffer of duration × 44100 frames, 44.1 kHz, 2 channels, whose samples equal what
 //    the server sent (read by node from the same stream in the default JSON encoding, while
 //    the page asked for f32), start playing it on its own (autoplay allowed), and show why
-//    and what it played.
+//    and what it played. Then the page's own test form posts a second one, which plays.
 // 2. Late listener: node POSTs first, then the page opens; it still gets and plays that
 //    composition. Its owner (`layers`) is a Stream Manager word, reached percent-encoded.
 // 3. Autoplay locked (Chromium's user-gesture policy): the composition arrives and waits;
@@ -99,6 +99,21 @@ async function live(browser) {
   check(st.audio === 'running', `live: AudioContext ${st.audio}`);
   check(st.started === 1 && st.sourceStarts >= 1, `live: started ${st.started}, native starts ${st.sourceStarts}`);
   log(`live: playing (Tone context ${st.audio}, ${st.sourceStarts} native source start(s))`);
+
+  // The page's own form posts the next one; it replaces the first in the player.
+  await page.fill('#t-tempo', '150');
+  await page.fill('#t-duration', '1.5');
+  await page.selectOption('#t-instrument', 'metal');
+  await page.click('#t-send');
+  await waitFor(page, 'live: the form\'s composition playing',
+    () => window.bandsyncListen.compositions.length === 2 && window.bandsyncListen.started === 2);
+  const after = await listenState(page);
+  checkShape('live: the form\'s composition', after.loaded, 1.5);
+  const result = await page.evaluate(() => document.getElementById('test-result').textContent);
+  check(/1 listener\(s\) notified/.test(result), `live: form result ${JSON.stringify(result)}`);
+  check(await page.evaluate(() => document.getElementById('instrument').textContent) === 'metal',
+    'live: the form\'s composition is not shown');
+  log(`live: the form posted and played a second composition (${result})`);
   await page.context().close();
 }
 
