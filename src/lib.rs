@@ -12,6 +12,8 @@
 //! - `net`: the accept loop, connection caps, header and idle timeouts; `limits`: the
 //!   client address and every per-address limit.
 //! - `auth`: the `Origin` rule, the authenticated mode's JWTs, share-receive authorization.
+//! - `github`: GitHub webhook deliveries (signature, headers, payload) mapped to the musical
+//!   parameters of a repository stream, and the set of deliveries already played.
 //! - `config`, `clock`, `metrics`, `frames`, `context`: the shared pieces.
 
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod context;
 pub mod deflate;
 pub mod engine;
 pub mod frames;
+pub mod github;
 pub mod history;
 pub mod http;
 pub mod limits;
