@@ -8,6 +8,7 @@
 //! - `engine`: the one thread that owns every session and decides every event; it
 //!   encodes each broadcast once and produces the 16 ms ticks.
 //! - `outbox`: each connection's bounded queue and the slow-consumer policy.
+//! - `render`: the repository streams' offline renderer (musical parameters to stereo audio).
 //! - `store`: where session state outlives its connections (memory now, Redis later).
 //! - `net`: the accept loop, connection caps, header and idle timeouts; `limits`: the
 //!   client address and every per-address limit.
@@ -31,6 +32,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod outbox;
+pub mod render;
 pub mod server;
 pub mod share;
 pub mod sse;
