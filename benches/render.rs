@@ -7,8 +7,8 @@
 //! the runs a table gives the median milliseconds per render and times realtime
 //! (realtime = 44,100 frames per second).
 
-use bandsync::render::render;
 use bandsync_protocol::repo::{InstrumentType, MusicalParams, Pattern, SAMPLE_RATE};
+use bandsync_render::render;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Instant;

@@ -149,6 +149,9 @@ pub struct Config {
     /// The Music Share relay (`/api/share/...`).
     #[command(flatten)]
     pub share: crate::share::config::ShareConfig,
+    /// Repository streams and the GitHub webhook (`src/repo`).
+    #[command(flatten)]
+    pub repo: crate::repo::config::RepoConfig,
     /// Timeouts, connection caps and per-address limits (`src/limits`).
     #[command(flatten)]
     pub limits: crate::limits::config::LimitsConfig,
@@ -195,6 +198,14 @@ impl Config {
             }
         }
         self.share.validate()?;
+        self.repo.validate()?;
+        if self.limits.idle_timeout_ms <= self.repo.repo_heartbeat_ms {
+            // A listener between two heartbeats would be cut as idle.
+            return Err("IDLE_TIMEOUT_MS must exceed REPO_HEARTBEAT_MS".into());
+        }
+        if self.repo.repo_idle_timeout_ms <= self.repo.repo_heartbeat_ms {
+            return Err("REPO_IDLE_TIMEOUT_MS must exceed REPO_HEARTBEAT_MS".into());
+        }
         self.limits.validate(self.sse_keepalive_ms)?;
         if self.max_message_bytes > self.max_frame_bytes {
             return Err("MAX_MESSAGE_BYTES must not exceed MAX_FRAME_BYTES".into());

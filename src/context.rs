@@ -40,6 +40,8 @@ pub struct AppContext {
     pub history: Arc<crate::history::MetricsHistory>,
     /// Bytes all WebSockets together may hold in half-received messages.
     pub partial_budget: Arc<PartialBudget>,
+    /// Repository streams: listeners, the render pool, webhook deliveries.
+    pub repo: Arc<crate::repo::RepoStreams>,
 }
 
 /// One unit of `MAX_CONNECTIONS`, returned when dropped.
@@ -61,6 +63,7 @@ impl AppContext {
         engine: EngineHandle,
         share: Arc<crate::share::ShareRegistry>,
         auth: Arc<crate::auth::Auth>,
+        repo: Arc<crate::repo::RepoStreams>,
     ) -> Self {
         let limits = &config.limits;
         // Validated with the configuration; an unparsable list trusts no one.
@@ -76,6 +79,7 @@ impl AppContext {
                 .with_gauge(metrics.partial_message_bytes.clone()),
         );
         Self {
+            repo,
             partial_budget,
             trusted_proxies,
             conn_limits,

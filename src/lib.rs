@@ -5,10 +5,12 @@
 //! - `ws`: the WebSocket upgrade and each socket's reader and writer; `sse`: listeners.
 //! - `http`: health, metrics, session info and the browser page (warp).
 //! - `share`: the Music Share relay API (`/api/share/...`): sharers post audio and metadata.
+//! - `repo`: repository streams (`/stream/{repoId}`): compositions from GitHub activity,
+//!   mapped by `github`, rendered offline by the `bandsync-render` crate, broadcast to
+//!   SSE and WebSocket listeners.
 //! - `engine`: the one thread that owns every session and decides every event; it
 //!   encodes each broadcast once and produces the 16 ms ticks.
 //! - `outbox`: each connection's bounded queue and the slow-consumer policy.
-//! - `render`: the repository streams' offline renderer (musical parameters to stereo audio).
 //! - `store`: where session state outlives its connections (memory now, Redis later).
 //! - `net`: the accept loop, connection caps, header and idle timeouts; `limits`: the
 //!   client address and every per-address limit.
@@ -32,7 +34,7 @@ pub mod limits;
 pub mod metrics;
 pub mod net;
 pub mod outbox;
-pub mod render;
+pub mod repo;
 pub mod server;
 pub mod share;
 pub mod sse;

@@ -58,6 +58,8 @@ pub struct Metrics {
     pub retained_sessions: IntGauge,
     /// The cluster seam's figures (registered, zero without `REDIS_URL`).
     pub cluster: crate::cluster::metrics::ClusterMetrics,
+    /// Repository streams and webhooks.
+    pub repo: crate::repo::metrics::RepoMetrics,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
     /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
@@ -294,6 +296,7 @@ impl Metrics {
             )
             .unwrap(),
             cluster: crate::cluster::metrics::ClusterMetrics::new(),
+            repo: crate::repo::metrics::RepoMetrics::new(),
             registry,
         };
         m.register_all();
@@ -342,7 +345,12 @@ impl Metrics {
             Box::new(self.resume_replayed_events.clone()),
             Box::new(self.origin_rejected.clone()),
         ];
-        for c in collectors.into_iter().chain(self.cluster.collectors()) {
+        let groups = self
+            .cluster
+            .collectors()
+            .into_iter()
+            .chain(self.repo.collectors());
+        for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");
         }
     }
@@ -360,6 +368,7 @@ impl Metrics {
     pub fn open_connections(&self) -> i64 {
         self.connections.with_label_values(&["ws"]).get()
             + self.connections.with_label_values(&["sse"]).get()
+            + self.connections.with_label_values(&["repo"]).get()
     }
 
     /// Counts a share start refused by a per-address limit in `share_starts_refused_total`.

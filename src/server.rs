@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::share::replica::ShareChange;
 use crate::share::ShareRegistry;
 use crate::store::{MemoryStore, SessionStore, StoreMetrics};
-use crate::{http as routes, sse, ws};
+use crate::{http as routes, repo, sse, ws};
 use anyhow::Context as _;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::BodyExt;
@@ -43,6 +43,7 @@ pub async fn run(
     let (ctx, engine_thread) = assemble(config, Arc::new(Metrics::new()))?;
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let historian = tokio::spawn(record_history(ctx.clone()));
+    let repo_upkeep = tokio::spawn(repo::upkeep(ctx.clone()));
     let service = service(ctx.clone());
     let graceful = GracefulShutdown::new();
     tracing::info!(
@@ -59,6 +60,8 @@ pub async fn run(
     drop(listener);
     sweeper.abort();
     historian.abort();
+    repo_upkeep.abort();
+    ctx.repo.hub.close_all();
     ctx.shutdown.cancel();
     let _ = ctx.engine.send(Inbound::Shutdown).await;
     ctx.tracker.close();
@@ -164,8 +167,9 @@ pub fn assemble(
     if let (Some(cluster), Some(inbox)) = (&share_cluster, claim_inbox) {
         tokio::spawn(claim_shares(inbox, cluster.clone(), engine.clone()));
     }
+    let repo = crate::repo::RepoStreams::start(&config, metrics.clone(), &instance)?;
     let ctx = Arc::new(
-        AppContext::new(config, clock, metrics, engine, share, auth)
+        AppContext::new(config, clock, metrics, engine, share, auth, repo)
             .with_auth_failures(auth_failures)
             .with_share_cluster(share_cluster),
     );
@@ -362,6 +366,9 @@ where
     }
     if let Some(session_id) = path.strip_prefix("/sse/") {
         return sse::handle(req, ctx, session_id).await;
+    }
+    if let Some(route) = repo::routes::RepoRoute::of(req.method() == Method::POST, &path) {
+        return route.serve(req, ctx).await;
     }
     // The share API reads larger bodies (1 MB audio chunks, 5 MB metadata) and checks
     // them itself, after the bearer token.

@@ -2,104 +2,20 @@
 //! binary as child processes (a sharer over REST, a receiver polling), a WAV file in and a
 //! WAV file out, compared sample for sample.
 //!
-//! The WAV files are written and read here by hand (RIFF is small), not with the CLI's
+//! The WAV files are written and read by hand (`cli_support::wav`), not with the CLI's
 //! own `hound`: an independent reader also checks that what the CLI writes is a standard
 //! file.
 
 mod cli_support;
 mod common;
 
-use cli_support::cli;
+use cli_support::wav::{read_wav, write_wav, Samples, Wav};
+use cli_support::{args, cli, run_cli, text};
 use common::TestServer;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "Bearer Token";
-/// Bound of one CLI run; a run that hangs fails the test instead of the whole suite.
-const RUN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Samples of a WAV file, the way the receiver compares them.
-#[derive(Debug, Clone, PartialEq)]
-enum Samples {
-    I16(Vec<i16>),
-    F32(Vec<f32>),
-}
-
-#[derive(Debug)]
-struct Wav {
-    sample_rate: u32,
-    channels: u16,
-    samples: Samples,
-}
-
-/// A canonical WAV: `fmt ` (PCM 16-bit, or IEEE float 32-bit) then `data`.
-fn write_wav(path: &Path, wav: &Wav) {
-    let (tag, bits, data): (u16, u16, Vec<u8>) = match &wav.samples {
-        Samples::I16(s) => (1, 16, s.iter().flat_map(|v| v.to_le_bytes()).collect()),
-        Samples::F32(s) => (3, 32, s.iter().flat_map(|v| v.to_le_bytes()).collect()),
-    };
-    let block = wav.channels * bits / 8;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&tag.to_le_bytes());
-    out.extend_from_slice(&wav.channels.to_le_bytes());
-    out.extend_from_slice(&wav.sample_rate.to_le_bytes());
-    out.extend_from_slice(&(wav.sample_rate * u32::from(block)).to_le_bytes());
-    out.extend_from_slice(&block.to_le_bytes());
-    out.extend_from_slice(&bits.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    out.extend_from_slice(&data);
-    std::fs::write(path, out).unwrap();
-}
-
-/// Reads any chunk layout; the format tag may be `WAVE_FORMAT_EXTENSIBLE`.
-fn read_wav(path: &Path) -> Wav {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[0..4], b"RIFF");
-    assert_eq!(&bytes[8..12], b"WAVE");
-    let u16_at = |b: &[u8], i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-    let (mut fmt, mut data) = (None, None);
-    let mut i = 12;
-    while i + 8 <= bytes.len() {
-        let len = u32_at(&bytes, i + 4) as usize;
-        let body = &bytes[i + 8..(i + 8 + len).min(bytes.len())];
-        match &bytes[i..i + 4] {
-            b"fmt " => fmt = Some(body),
-            b"data" => data = Some(body),
-            _ => {}
-        }
-        i += 8 + len + (len & 1);
-    }
-    let (fmt, data) = (fmt.expect("a fmt chunk"), data.expect("a data chunk"));
-    let mut tag = u16_at(fmt, 0);
-    if tag == 0xFFFE {
-        tag = u16_at(fmt, 24); // the sub-format GUID starts with the plain tag
-    }
-    let samples = match (tag, u16_at(fmt, 14)) {
-        (1, 16) => Samples::I16(
-            data.chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                .collect(),
-        ),
-        (3, 32) => Samples::F32(
-            data.chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        ),
-        other => panic!("unexpected format {other:?}"),
-    };
-    Wav {
-        sample_rate: u32_at(fmt, 4),
-        channels: u16_at(fmt, 2),
-        samples,
-    }
-}
 
 /// What a REST receiver must get: f32, i16 scaled by 1/32768 (as bits, so -0.0 and
 /// rounding differences would show).
@@ -118,41 +34,6 @@ fn temp_dir(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("bandsync-cli-share-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Runs the CLI to its end (bounded by [`RUN_TIMEOUT`]) without blocking the runtime
-/// the server runs on.
-async fn run_cli(args: Vec<String>) -> Output {
-    let child = Command::new(cli())
-        .args(&args)
-        .env_remove("BEARER_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting bandsync-cli");
-    let pid = child.id();
-    let wait = tokio::task::spawn_blocking(move || child.wait_with_output());
-    match tokio::time::timeout(RUN_TIMEOUT, wait).await {
-        Ok(output) => output.unwrap().unwrap(),
-        Err(_) => {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            panic!("bandsync-cli {args:?} did not finish within {RUN_TIMEOUT:?}");
-        }
-    }
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| (*s).to_owned()).collect()
 }
 
 /// Waits until the share is active, so the receiver's status check finds it.

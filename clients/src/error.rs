@@ -34,6 +34,19 @@ pub enum ClientError {
     #[error("HTTP {status} from {url}")]
     HttpStatus { status: u16, url: String },
 
+    /// The server refused an HTTP request with the contract's JSON error
+    /// (`{"success":false,"error","code"}`), e.g. 400 `INVALID_PARAMS`, 503 `RENDER_BUSY`.
+    #[error("HTTP {status} {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+
+    /// A message (or HTTP answer) past the client's size limit; the stream is ended.
+    #[error("a message is larger than the {limit}-byte limit")]
+    MessageTooLarge { limit: usize },
+
     /// The SSE byte stream was not valid UTF-8 or not valid `text/event-stream`.
     #[error("invalid SSE stream: {0}")]
     Sse(String),

@@ -4,6 +4,8 @@
 //! - [`WsClient`]: one WebSocket connection to `GET /ws`: typed requests with ids, replies
 //!   matched by id, everything else delivered in arrival order, close codes surfaced.
 //! - [`SseClient`]: one `GET /sse/{sessionId}` listener stream, with `Last-Event-ID`.
+//! - [`repo::RepoStream`] / [`repo::post_test`]: a repository stream (`GET /stream/{repoId}`,
+//!   compositions as `audio_buffer` messages) and its test route.
 //! - [`ClockEstimator`] / [`ServerClock`]: server time from `heartbeat` round trips.
 //! - [`Timeline`]: the session position between events, extrapolated from the transport.
 //! - [`TickStats`]: lost ticks, jitter and lag of a `scroll_tick` stream.
@@ -18,6 +20,7 @@ pub mod bench_stats;
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod repo;
 pub mod sse;
 pub mod stats;
 pub mod timeline;

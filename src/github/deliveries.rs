@@ -49,6 +49,11 @@ impl RecentDeliveries {
         true
     }
 
+    /// Forgets `id`: its delivery could not be played, and GitHub's redelivery should be.
+    pub fn forget(&self, id: &str) {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).pop(id);
+    }
+
     /// Ids held now (expired ones included until they are replaced or evicted).
     pub fn len(&self) -> usize {
         self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()

@@ -23,13 +23,26 @@ pub struct Health {
     memory_usage: MemoryUsage,
     timestamp: f64,
     version: &'static str,
+    // The repository streams' figures, named as the original streaming server names them.
+    /// Listeners of repository streams.
+    active_clients: usize,
+    /// Repositories with at least one listener.
+    active_repos: usize,
+    /// Compositions broadcast since start.
+    total_buffers_created: u64,
+    /// Renders waiting for a render thread.
+    render_queue: usize,
+    /// The listeners (at most 100 are listed; `activeClients` counts them all).
+    clients: Vec<crate::repo::hub::ClientDetail>,
 }
 
-/// Megabytes: `used` is this process's resident set, `total` the machine's memory.
+/// Megabytes: `used` is this process's resident set, `total` the machine's memory; `rss`
+/// is the resident set in bytes (as Node's `process.memoryUsage()` reports it).
 #[derive(Debug, Serialize)]
 pub struct MemoryUsage {
     used: f64,
     total: f64,
+    rss: u64,
 }
 
 impl Health {
@@ -37,6 +50,9 @@ impl Health {
         self.status == "healthy"
     }
 }
+
+/// Repository listeners listed in `clients` at most.
+const MAX_LISTED_CLIENTS: usize = 100;
 
 /// `healthy` while the engine thread runs; `unhealthy` (served with 503) once it stopped.
 pub fn report(ctx: &AppContext) -> Health {
@@ -55,9 +71,18 @@ pub fn report(ctx: &AppContext) -> Health {
         memory_usage: MemoryUsage {
             used: resident_mb(),
             total: proc_kib("/proc/meminfo", "MemTotal:") / 1024.0,
+            rss: (resident_mb() * 1024.0 * 1024.0) as u64,
         },
         timestamp: ctx.clock.now_ms(),
         version: env!("CARGO_PKG_VERSION"),
+        active_clients: ctx.repo.hub.active_clients(),
+        active_repos: ctx.repo.hub.active_repos(),
+        total_buffers_created: ctx.repo.hub.buffers_created(),
+        render_queue: ctx.repo.render_queue(),
+        clients: ctx
+            .repo
+            .hub
+            .details(None, ctx.clock.now_ms() as u64, MAX_LISTED_CLIENTS),
     }
 }
 

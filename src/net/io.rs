@@ -22,6 +22,9 @@ pub struct Activity {
     /// Milliseconds after `started` of the last read or write that moved bytes.
     last_ms: AtomicU64,
     request_seen: AtomicBool,
+    /// Set by a route that must end the connection even while a write is stuck (a
+    /// repository listener that stopped reading); wakes the watchdog.
+    abort: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -30,6 +33,7 @@ impl Activity {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
             request_seen: AtomicBool::new(false),
+            abort: tokio::sync::Notify::new(),
         })
     }
 
@@ -54,6 +58,23 @@ impl Activity {
     pub fn request_seen(&self) -> bool {
         self.request_seen.load(Ordering::Relaxed)
     }
+
+    /// Ends the connection: the watchdog resolves with [`Timeout::Aborted`] and the
+    /// connection task drops the socket, whatever hyper is doing with it.
+    pub fn abort(&self) {
+        self.abort.notify_one();
+    }
+}
+
+/// A request's handle on its connection (in the request's extensions): lets a long-lived
+/// response end a connection that no longer takes bytes.
+#[derive(Debug, Clone)]
+pub struct ConnAbort(pub Arc<Activity>);
+
+impl ConnAbort {
+    pub fn abort(&self) {
+        self.0.abort();
+    }
 }
 
 /// Why the watchdog closed a connection (the label of `bandsync_http_timeouts_total`).
@@ -63,6 +84,8 @@ pub enum Timeout {
     Header,
     /// No byte either way within `IDLE_TIMEOUT_MS`.
     Idle,
+    /// A route ended the connection ([`ConnAbort`]).
+    Aborted,
 }
 
 impl Timeout {
@@ -70,6 +93,7 @@ impl Timeout {
         match self {
             Timeout::Header => "header",
             Timeout::Idle => "idle",
+            Timeout::Aborted => "aborted",
         }
     }
 }
@@ -92,7 +116,10 @@ pub async fn watchdog(activity: &Activity, header: Duration, idle: Duration) -> 
             }
             wake = wake.min(header_at);
         }
-        tokio::time::sleep_until(wake).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            () = activity.abort.notified() => return Timeout::Aborted,
+        }
     }
 }
 

@@ -121,6 +121,7 @@ pub async fn accept_loop<S>(
                 let client = trusted.client_ip(peer.ip(), req.headers());
                 req.extensions_mut().insert(RemoteAddr(peer));
                 req.extensions_mut().insert(ClientIp(client));
+                req.extensions_mut().insert(io::ConnAbort(seen.clone()));
                 req
             },
         ));

@@ -147,7 +147,7 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
 }
 
 /// The close frame for `reason`; none when the peer is already gone.
-pub(super) fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
+pub fn close_frame(reason: CloseReason) -> Option<CloseFrame> {
     let (code, text) = match reason {
         CloseReason::SlowConsumer => (close::SLOW_CONSUMER, "slow consumer: reconnect and resume"),
         CloseReason::Shutdown => (close::GOING_AWAY, "server shutting down"),

@@ -11,4 +11,6 @@ mod outgoing;
 mod ratelimit;
 pub mod upgrade;
 
+pub use connection::close_frame;
+
 pub use ratelimit::{SocketRateLimit, Verdict};

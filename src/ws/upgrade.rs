@@ -48,24 +48,30 @@ fn url_grant<B>(req: &Request<B>, ctx: &AppContext) -> Result<Option<Grant>, Aut
         .transpose()
 }
 
-/// Answers an upgrade request: 101 and a spawned connection task, or a JSON error.
-pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> Response<Body> {
+/// Whether a request asks for a WebSocket (`Connection: Upgrade`, `Upgrade: websocket`).
+pub fn wants_websocket(headers: &HeaderMap) -> bool {
+    header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket")
+}
+
+/// Checks the handshake's method and headers; returns the `Sec-WebSocket-Accept` value,
+/// or the JSON error to answer (boxed: a response is large). Shared by `/ws` and the
+/// repository streams' WebSocket.
+pub fn check_handshake<B>(req: &Request<B>) -> Result<String, Box<Response<Body>>> {
     if req.method() != Method::GET {
-        return error_response(
+        return Err(Box::new(error_response(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
             "use GET to open a WebSocket",
-        );
+        )));
     }
     let headers = req.headers();
-    if !header_has_token(headers, header::CONNECTION, "upgrade")
-        || !header_has_token(headers, header::UPGRADE, "websocket")
-    {
-        return error_response(
+    if !wants_websocket(headers) {
+        return Err(Box::new(error_response(
             StatusCode::UPGRADE_REQUIRED,
             "UPGRADE_REQUIRED",
             "this endpoint speaks WebSocket: send Connection: Upgrade and Upgrade: websocket",
-        );
+        )));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -81,16 +87,76 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
             header::SEC_WEBSOCKET_VERSION,
             header::HeaderValue::from_static("13"),
         );
-        return response;
+        return Err(Box::new(response));
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return error_response(
+        return Err(Box::new(error_response(
             StatusCode::BAD_REQUEST,
             "BAD_UPGRADE",
             "missing Sec-WebSocket-Key",
-        );
+        )));
     };
-    let accept = derive_accept_key(key.as_bytes());
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// The socket settings of every WebSocket this server accepts.
+pub fn socket_config(ctx: &AppContext) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_message_size(Some(ctx.config.max_frame_bytes))
+        .max_frame_size(Some(ctx.config.max_frame_bytes))
+}
+
+/// An upgraded connection as a server WebSocket, every incoming frame through the
+/// [`FrameGuard`] (sizes, framing rules, the partial-message budget).
+pub type ServerSocket = WebSocketStream<GuardedStream<TokioIo<hyper::upgrade::Upgraded>>>;
+
+pub async fn server_socket(
+    upgraded: hyper::upgrade::Upgraded,
+    ctx: &AppContext,
+    deflate: bool,
+    config: WebSocketConfig,
+) -> ServerSocket {
+    let guard = FrameGuard::new(ctx.guard_limits(deflate), ctx.partial_budget.clone());
+    let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
+    let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
+    WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+/// `101 Switching Protocols` with the accept key and, if negotiated, the extension.
+pub fn switching_protocols(accept: &str, extension: Option<&'static str>) -> Response<Body> {
+    let mut response = Response::new(full(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        header::HeaderValue::from_str(accept).expect("base64 is a valid header value"),
+    );
+    if let Some(extension) = extension {
+        h.insert(
+            header::SEC_WEBSOCKET_EXTENSIONS,
+            header::HeaderValue::from_static(extension),
+        );
+    }
+    response
+}
+
+/// Answers an upgrade request: 101 and a spawned connection task, or a JSON error.
+pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> Response<Body> {
+    let accept = match check_handshake(&req) {
+        Ok(accept) => accept,
+        Err(response) => return *response,
+    };
+    let headers = req.headers();
     let agreement = if ctx.config.ws_deflate {
         let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS);
         deflate::negotiate(offers.iter().filter_map(|v| v.to_str().ok()))
@@ -119,47 +185,16 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         );
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_BYTES)
-        .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(ctx.config.max_frame_bytes))
-        .max_frame_size(Some(ctx.config.max_frame_bytes));
+    let config = socket_config(&ctx);
     let task_ctx = ctx.clone();
     ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let guard = FrameGuard::new(
-                    task_ctx.guard_limits(deflate),
-                    task_ctx.partial_budget.clone(),
-                );
-                let inflated = task_ctx.metrics.deflate_messages.with_label_values(&["in"]);
-                let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
-                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                let socket = server_socket(upgraded, &task_ctx, deflate, config).await;
                 connection::serve(socket, task_ctx, permit, deflate, client_ip, url_grant).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
         }
     });
-    let mut response = Response::new(full(bytes::Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
-    h.insert(
-        header::SEC_WEBSOCKET_ACCEPT,
-        header::HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
-    );
-    if let Some(agreement) = agreement {
-        h.insert(
-            header::SEC_WEBSOCKET_EXTENSIONS,
-            header::HeaderValue::from_static(agreement.header_value()),
-        );
-    }
-    response
+    switching_protocols(&accept, agreement.map(|a| a.header_value()))
 }

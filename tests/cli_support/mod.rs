@@ -1,10 +1,17 @@
-//! The `bandsync-cli` binary, for tests that run it as a child process.
+//! The `bandsync-cli` binary, for tests that run it as a child process, and the WAV files
+//! they exchange with it.
 
 #![allow(dead_code)]
 
+pub mod wav;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Bound of one CLI run; a run that hangs fails the test instead of the whole suite.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The CLI binary: `target/<profile>/bandsync-cli`, beside this test's
 /// `target/<profile>/deps/`. The root package cannot name another package's binary
@@ -48,4 +55,41 @@ pub fn cli() -> &'static Path {
         assert!(bin.exists(), "{} was not built", bin.display());
         bin
     })
+}
+
+/// Runs the CLI to its end (bounded by [`RUN_TIMEOUT`]) without blocking the runtime
+/// the server runs on.
+pub async fn run_cli(args: Vec<String>) -> Output {
+    let child = Command::new(cli())
+        .args(&args)
+        .env_remove("BEARER_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting bandsync-cli");
+    let pid = child.id();
+    let wait = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(RUN_TIMEOUT, wait).await {
+        Ok(output) => output.unwrap().unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("bandsync-cli {args:?} did not finish within {RUN_TIMEOUT:?}");
+        }
+    }
+}
+
+/// Exit code, stdout and stderr of a run, for assertion messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Owned arguments for [`run_cli`].
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
 }

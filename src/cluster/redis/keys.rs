@@ -74,6 +74,21 @@ impl Keys {
         format!("{}:share:{id}:audio", self.prefix)
     }
 
+    /// Pub/sub channel of repository compositions (header line + samples), every instance.
+    pub fn repo_channel(&self) -> String {
+        format!("{}:repo", self.prefix)
+    }
+
+    /// STRING: a repository's latest composition (as published), for late listeners; 1 h.
+    pub fn repo_latest(&self, repo_key: &str) -> String {
+        format!("{}:repo:{repo_key}:latest", self.prefix)
+    }
+
+    /// STRING: the instance that claimed a webhook delivery (`X-GitHub-Delivery`); 24 h.
+    pub fn repo_delivery(&self, delivery: &str) -> String {
+        format!("{}:repo:delivery:{delivery}", self.prefix)
+    }
+
     /// ZSET of active share ids by last activity: the cluster-wide cap.
     pub fn shares(&self) -> String {
         format!("{}:shares", self.prefix)

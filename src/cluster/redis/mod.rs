@@ -15,6 +15,7 @@ mod envelope;
 mod history;
 pub mod keys;
 mod link;
+pub mod repo;
 mod scripts;
 mod sequencer;
 pub mod share;

@@ -1,6 +1,7 @@
 //! The command line: flags and their help (checked and turned into a plan in `plan.rs`).
 
 use bandsync_client::args::parse_secs;
+use bandsync_client::protocol::repo::Encoding;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,6 +59,15 @@ OUTPUT
     data or poll bodies), send_lateness_us (sharer send after its deadline), [post_us (REST
     uplink round trip),] [polls, empty_polls]}. Receivers join before the first chunk, so no
     one gets a join burst and every accepted chunk is expected by every receiver.
+  repo-fanout: one line per case: listeners, encoding, composition_s, connected (had
+    `connected` before the POST), received (had the whole audio_buffer), failed, [first_error,]
+    post_ms (the POST's round trip: render, serialize, queue), render_time_ms,
+    listeners_notified, samples, verified_frames (decoded by the one listener that parses;
+    must equal samples), complete_ms {first, p50, p99, last} (POST sent -> listener has the
+    message's last byte), message_bytes, bytes_per_listener, bytes_total, throughput_mb_s,
+    server_cpu {cpu_ms, percent_of_core} (POST -> last listener), server_rss_kib, client_cpu.
+    Each case uses a fresh repository; the next one starts once the server let go of the
+    listeners. Then a Markdown table of all cases on stderr.
   server_metrics {counters, mean_us}: deltas of the server's own /metrics over the scenario
     (ticks_dropped_total, slow_client_disconnects_total, ...; histogram means in µs), when served.
   n counts the measured connections (mixed: sessions x members, leaders included; audio:
@@ -79,6 +89,7 @@ EXAMPLES
   bandsync-bench --spawn mixed --sessions 100 --members 10 -d 1800 --sample-every 300
   bandsync-bench --spawn --server-cpus 1 cluster-fanout -n 1000 -d 10 --instances 2
   bandsync-bench --spawn cluster-churn --clients 1000 -d 60 --drop-every 15 --away 2
+  bandsync-bench --spawn repo-fanout --listeners 100,1000 --encodings json,f32,i16
 
 AUDIO AND THE SERVER
   --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
@@ -95,6 +106,10 @@ CLUSTER (cluster-fanout, cluster-churn; --spawn only)
   unique to the run, and waits until each /health says \"redis\":\"up\" with every instance
   alive. --server-cpus pins Redis too. All of them are killed by pid when the scenario ends.
   cluster-fanout's baseline runs first on one instance started without REDIS_URL.";
+
+fn parse_encoding(s: &str) -> Result<Encoding, String> {
+    s.parse()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -127,6 +142,10 @@ pub enum Scenario {
     /// churn across a Redis cluster the bench starts (--spawn): followers split evenly
     /// over --instances, and every resume (the leader's too) on a random instance.
     ClusterChurn,
+    /// Repository streams: one test composition broadcast to each of --listeners counts of
+    /// SSE listeners, in each of --encodings: time until the last listener has all of it,
+    /// server CPU, bytes.
+    RepoFanout,
 }
 
 impl Scenario {
@@ -143,6 +162,7 @@ impl Scenario {
             Scenario::Churn => "churn",
             Scenario::ClusterFanout => "cluster-fanout",
             Scenario::ClusterChurn => "cluster-churn",
+            Scenario::RepoFanout => "repo-fanout",
         }
     }
 
@@ -315,6 +335,21 @@ pub struct Cli {
     /// (and at both ends) into `samples`: the soak (`scripts/soak.sh`).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub sample_every: Option<Duration>,
+    /// repo-fanout: listener counts, one case each (comma-separated).
+    #[arg(
+        long,
+        value_name = "N,..",
+        value_delimiter = ',',
+        default_value = "100,1000"
+    )]
+    pub listeners: Vec<u64>,
+    /// repo-fanout: encodings the listeners ask for, one case each (json, f32, i16).
+    #[arg(long, value_name = "ENC,..", value_delimiter = ',', default_value = "json,f32,i16",
+          value_parser = parse_encoding)]
+    pub encodings: Vec<Encoding>,
+    /// repo-fanout: seconds of the composition posted in each case.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub composition_secs: f64,
     /// Members per session for mixed (one leader, the rest followers).
     #[arg(long, value_name = "M", default_value_t = 10)]
     pub members: u64,

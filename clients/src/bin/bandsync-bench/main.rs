@@ -13,7 +13,9 @@
 //! The cluster scenarios: `cluster` starts Redis (spoken to through `resp`) and the
 //! instances, `spread` places clients on them, `probe` reads every process at the
 //! window's edges; `cluster_fanout` + `cluster_report` compare with one instance, and
-//! `cluster-churn` is `churn` given several instances.
+//! `cluster-churn` is `churn` given several instances. `repo-fanout` (repository streams)
+//! has its cases in `repo_fanout`, its listeners in `repo_listener`, its output in
+//! `repo_report`.
 
 mod audio;
 mod audio_rx;
@@ -38,6 +40,9 @@ mod probe;
 mod procfs;
 mod progress;
 mod recorder;
+mod repo_fanout;
+mod repo_listener;
+mod repo_report;
 mod report;
 mod resp;
 mod soak;
@@ -59,7 +64,7 @@ use target::Endpoints;
 use tokio::time::Instant;
 
 /// How a scenario ended.
-enum Outcome {
+pub enum Outcome {
     Done,
     Failed,
     TimedOut,
@@ -95,6 +100,7 @@ async fn dispatch(
         Scenario::Churn | Scenario::ClusterChurn => churn::run(s, eps, probe, rec).await,
         Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
         Scenario::ClusterFanout => unreachable!("run by cluster_fanout::job"),
+        Scenario::RepoFanout => unreachable!("run by repo_fanout::job"),
     }
 }
 
@@ -151,7 +157,7 @@ fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::Serve
 }
 
 /// Prints a report: its JSON line on stdout, its summary on stderr.
-fn emit(report: &impl serde::Serialize, human: &str) {
+pub fn emit(report: &impl serde::Serialize, human: &str) {
     let json = serde_json::to_string(report).expect("reports serialize");
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "{json}");
@@ -191,6 +197,12 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     if scenario == Scenario::ClusterFanout {
         let (report, outcome) = cluster_fanout::job(plan, &s, &extras, deadline).await;
         emit(&report, &report.human());
+        return outcome;
+    }
+    if scenario == Scenario::RepoFanout {
+        // Each case's line is printed as it ends; then the table of all of them.
+        let (reports, outcome) = repo_fanout::job(plan, &s, &extras, deadline).await;
+        eprintln!("{}", repo_report::table(&reports));
         return outcome;
     }
     let mut params = Params {
@@ -363,7 +375,18 @@ fn main() -> ExitCode {
         })
         .max()
         .unwrap_or(0);
-    raise_nofile(s.n.max(s.sessions * s.members).max(audio) + s.sessions + 256);
+    let repo_listeners = if plan.jobs.iter().any(|j| j.scenario == Scenario::RepoFanout) {
+        s.repo.listeners.iter().copied().max().unwrap_or(0)
+    } else {
+        0
+    };
+    raise_nofile(
+        s.n.max(s.sessions * s.members)
+            .max(audio)
+            .max(repo_listeners)
+            + s.sessions
+            + 256,
+    );
     if plan.spawn.is_none()
         && plan.jobs.iter().any(|j| j.scenario == Scenario::Audio)
         && s.audio.chunk_ms <= 100

@@ -3,6 +3,7 @@
 use crate::cli::{Cli, PcmFormat, RxTransport, Scenario, Uplink};
 use crate::target::{derive_urls, SpawnOptions};
 use bandsync_client::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
+use bandsync_client::protocol::repo::{Encoding, MAX_DURATION, MIN_DURATION};
 use std::time::Duration;
 
 /// The scenario-independent settings each scenario reads.
@@ -19,6 +20,7 @@ pub struct Settings {
     pub audio: AudioSettings,
     pub churn: ChurnSettings,
     pub cluster: ClusterSettings,
+    pub repo: RepoSettings,
     /// mixed: sample the server and the latency this often (the soak).
     pub sample_every: Option<Duration>,
 }
@@ -39,6 +41,41 @@ pub struct ClusterSettings {
     pub instances: usize,
     /// Seeds the random instances churning clients resume on (in the report).
     pub seed: u64,
+}
+
+/// What `repo-fanout` reads.
+#[derive(Debug, Clone)]
+pub struct RepoSettings {
+    /// One case per listener count, per encoding.
+    pub listeners: Vec<u64>,
+    pub encodings: Vec<Encoding>,
+    /// Seconds of the composition posted in each case.
+    pub composition_s: f64,
+}
+
+impl RepoSettings {
+    fn check(&self) -> Result<(), String> {
+        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
+        check(
+            !self.listeners.is_empty() && self.listeners.iter().all(|n| (1..=20_000).contains(n)),
+            "repo-fanout: --listeners must be counts of 1..=20000",
+        )?;
+        check(
+            !self.encodings.is_empty() && self.listeners.len() * self.encodings.len() <= 64,
+            "repo-fanout: at most 64 cases (--listeners x --encodings)",
+        )?;
+        check(
+            (MIN_DURATION..=MAX_DURATION).contains(&self.composition_s),
+            "repo-fanout: --composition-secs must be 0.25..=20",
+        )
+    }
+
+    /// The time the cases may take: a minute each, plus a minute per 1,000 listeners.
+    fn budget(&self) -> Duration {
+        let cases = self.encodings.len() as u64;
+        let per_listener_count: u64 = self.listeners.iter().map(|n| 60 + n * 60 / 1000).sum();
+        Duration::from_secs(30 + cases * per_listener_count)
+    }
 }
 
 /// What the `audio` scenario reads besides the common settings.
@@ -254,7 +291,7 @@ impl Cli {
         }
         if jobs.is_empty() {
             return Err(
-                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn, cluster-fanout or cluster-churn"
+                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn, cluster-fanout, cluster-churn or repo-fanout"
                     .into(),
             );
         }
@@ -272,6 +309,14 @@ impl Cli {
                 .is_none_or(|e| e >= Duration::from_secs(1)),
             "--sample-every must be at least 1 s",
         )?;
+        let repo = RepoSettings {
+            listeners: self.listeners,
+            encodings: self.encodings,
+            composition_s: self.composition_secs,
+        };
+        if jobs.iter().any(|j| j.scenario == Scenario::RepoFanout) {
+            repo.check()?;
+        }
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
         check(
             self.spawn || !jobs.iter().any(|j| j.scenario.is_cluster()),
@@ -342,6 +387,7 @@ impl Cli {
                     match j.scenario {
                         // Two phases (baseline, cluster), and Redis to start.
                         Scenario::ClusterFanout => d * 2 + Duration::from_secs(90),
+                        Scenario::RepoFanout => repo.budget(),
                         _ => d + Duration::from_secs(60),
                     }
                 })
@@ -382,6 +428,7 @@ impl Cli {
                     seed: (u64::from(std::process::id()) << 20) ^ unix_ms,
                 },
                 sample_every: self.sample_every,
+                repo,
             },
             rate: self.rate,
             url,

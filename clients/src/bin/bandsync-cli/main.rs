@@ -1,5 +1,5 @@
 //! `bandsync-cli`: lead, follow or listen to a bandsync session from a terminal, or share
-//! and receive music through the Music Share API.
+//! and receive music through the Music Share API; listen to a repository stream.
 //!
 //! Exit codes: 0 when the run ended as asked (`--duration` elapsed, `quit`, Ctrl-C),
 //! 1 on a connection or protocol error (message on stderr), 2 on bad arguments (clap).
@@ -14,6 +14,8 @@ mod output;
 mod playback;
 mod receive;
 mod reception;
+mod repo;
+mod repo_listen;
 mod share;
 mod share_api;
 mod share_ws;
@@ -59,6 +61,9 @@ enum Command {
     /// Print a session token for a server in the authenticated mode (JWT_SECRET or
     /// JWT_PUBLIC_KEY), e.g. for testing: `mint-token --secret S --session band --role leader`.
     MintToken(mint::MintArgs),
+    /// Repository streams: `repo listen <repoId>` (compositions to WAV files),
+    /// `repo test <repoId>` (render and broadcast a test composition).
+    Repo(repo::RepoArgs),
 }
 
 /// Options shared by every subcommand.
@@ -137,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Share(args) => share::run(args).await,
         Command::Receive(args) => receive::run(args).await,
         Command::MintToken(args) => mint::run(&args),
+        Command::Repo(args) => repo::run(args).await,
     }
 }
 
@@ -203,6 +209,71 @@ mod tests {
         };
         assert_eq!(args.common.duration, Some(Duration::from_secs(2)));
         assert!(args.watch.json);
+    }
+
+    #[test]
+    fn repo_parses_its_subcommands() {
+        let cli = Cli::try_parse_from([
+            "bandsync-cli",
+            "repo",
+            "listen",
+            "octocat/hello-world",
+            "--encoding",
+            "i16",
+            "--out",
+            "/tmp/x",
+            "--count",
+            "2",
+        ])
+        .unwrap();
+        let Command::Repo(repo::RepoArgs {
+            command: repo::RepoCommand::Listen(args),
+        }) = cli.command
+        else {
+            panic!("expected repo listen")
+        };
+        assert_eq!(args.url, "http://127.0.0.1:3001");
+        assert_eq!(args.count, Some(2));
+        assert_eq!(
+            args.encoding,
+            Some(bandsync_client::protocol::repo::Encoding::I16)
+        );
+
+        let cli = Cli::try_parse_from([
+            "bandsync-cli",
+            "repo",
+            "test",
+            "solo",
+            "--tempo",
+            "-5",
+            "--scale",
+            "C4,Eb4,G4",
+            "--instrument",
+            "FMSynth",
+            "--pattern",
+            "chord",
+        ])
+        .unwrap();
+        let Command::Repo(repo::RepoArgs {
+            command: repo::RepoCommand::Test(args),
+        }) = cli.command
+        else {
+            panic!("expected repo test")
+        };
+        let request = args.request();
+        assert_eq!(request.tempo, Some(-5.0), "the server judges the range");
+        assert_eq!(request.scale.unwrap(), ["C4", "Eb4", "G4"]);
+        assert_eq!(
+            request.instrument_type,
+            Some(bandsync_client::protocol::repo::InstrumentType::Fm)
+        );
+        assert!(
+            Cli::try_parse_from(["bandsync-cli", "repo", "listen", "x", "--count", "0"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["bandsync-cli", "repo", "listen", "x", "--encoding", "mp3"])
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The offline renderer of repository streams: musical parameters in, stereo 44.1 kHz out.
+//! bandsync-render: the offline renderer of repository streams: musical parameters in, stereo 44.1 kHz out.
 //!
 //! - `score`: which sixteenth-note steps sound and what they play (seeded, exact).
 //! - `instruments`: the eight instruments as fundsp graphs, one per note.
