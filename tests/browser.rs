@@ -4,6 +4,8 @@
 //! play, pause, seek and message changes; a screenshot of the follower lands in
 //! `target/browser-follower.png`. A second test runs `tests/browser/deflate.mjs`:
 //! Chromium's permessage-deflate against ours (`ws.extensions`, a large update both ways).
+//! Two more play repository streams: `listen_page.mjs` (our listening page) and
+//! `seed_client.mjs` (the original streaming server's browser client, unchanged).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install -y chromium`) and node with npm. When either
 //! is missing the test fails with the install command, unless `BANDSYNC_SKIP_BROWSER=1`,
@@ -32,6 +34,21 @@ async fn leader_follower_and_sse_listener_stay_in_step_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_negotiates_permessage_deflate() {
     run_script("deflate.mjs").await;
+}
+
+/// The listening page (`/listen/{owner}/{name}`): a composition posted while it listens, one
+/// posted before it opened (the late listener), and one waiting for "Start audio" while the
+/// autoplay policy locks audio; each an AudioBuffer with the server's samples, played.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listening_page_plays_each_composition_in_chromium() {
+    run_script("listen_page.mjs").await;
+}
+
+/// The original streaming server's browser client, unchanged but for its Tone.js source,
+/// receives a composition from bandsync and plays it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_browser_client_plays_a_composition_unchanged() {
+    run_script("seed_client.mjs").await;
 }
 
 /// One browser at a time: the scripts share one node project (installed once, by the

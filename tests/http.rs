@@ -1,5 +1,5 @@
 //! Plain HTTP: `/health`, `/metrics`, `/sessions/{id}`, JSON errors, CORS and security
-//! headers, and the static page.
+//! headers, the static pages (sync and listening) and the vendored Tone.js.
 
 mod common;
 mod support;
@@ -365,6 +365,52 @@ async fn the_page_and_its_assets_are_served() {
             .to_owned();
         assert!(got.starts_with(content_type), "{path}: {got}");
         assert!(!response.text().await.unwrap().is_empty(), "{path}");
+    }
+}
+
+/// `/listen/{name}` and `/listen/{owner}/{name}` serve the listening page under the strict
+/// policy, an invalid repository id gets the contract's JSON 400, and `/vendor/tone.js` is the
+/// vendored file byte for byte, cacheable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listening_page_its_assets_and_tone_are_served() {
+    let server = TestServer::start().await;
+    for (path, content_type) in [
+        ("/listen/solo", "text/html"),
+        ("/listen/octocat/hello-world", "text/html"),
+        ("/listen.js", "text/javascript"),
+        ("/listen.css", "text/css"),
+        ("/vendor/tone.js", "text/javascript"),
+    ] {
+        let response = get(&server, path).await;
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+        assert_security_headers(&response, path);
+        let got = response.headers()["content-type"].to_str().unwrap();
+        assert!(got.starts_with(content_type), "{path}: {got}");
+    }
+    let page = get(&server, "/listen/octocat/hello-world").await;
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.starts_with("default-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(page.text().await.unwrap().contains("/vendor/tone.js"));
+
+    let tone = get(&server, "/vendor/tone.js").await;
+    let cache = tone.headers()["cache-control"].to_str().unwrap().to_owned();
+    assert!(cache.contains("max-age="), "{cache}");
+    let served = tone.bytes().await.unwrap();
+    assert!(served[..] == include_bytes!("../static/vendor/tone.js")[..]);
+
+    for path in [
+        "/listen/",
+        "/listen/a/b/c",
+        "/listen/a/",
+        "/listen/a%20b",
+        "/listen/x/%2e%2e",
+    ] {
+        let (status, body) = get_json(&server, path).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(error_code(&body), "INVALID_REPO_ID", "{path}");
     }
 }
 

@@ -1,8 +1,10 @@
-//! Plain HTTP routes, served by warp: the page, health, metrics, session info.
+//! Plain HTTP routes, served by warp: the sync page, the listening page (`listen`), health,
+//! metrics, session info.
 
 pub mod errors;
 mod health;
 pub use health::resident_mb;
+mod listen;
 pub mod share;
 mod share_body;
 
@@ -105,6 +107,8 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
             .or(metrics)
             .unify()
             .or(sessions)
+            .unify()
+            .or(listen::routes())
             .unify(),
     );
     share
