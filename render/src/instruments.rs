@@ -114,17 +114,26 @@ impl Strike {
 }
 
 /// Renders `note` on `instrument` and adds it into `out` from its onset. `gate` is in frames.
+/// How long one note sounds, in frames: its gate, all it renders (gate and release, or less
+/// where the polyphony limit stole its voice), and the fade at the end of a stolen note.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sound {
+    pub gate: usize,
+    pub length: usize,
+    pub fade_out: usize,
+}
+
 pub(crate) fn play(
     instrument: InstrumentType,
     note: &NoteEvent,
-    gate: usize,
+    sound: Sound,
     voicing: Voicing,
     out: &mut [Vec<f32>; 2],
 ) {
     let f = note_hz(note.midi);
-    let gate_s = gate as f32 / SR;
+    let gate_s = sound.gate as f32 / SR;
     let release = voicing.release;
-    let len = gate + (release * SR).ceil() as usize;
+    let len = (sound.length, sound.fade_out);
     let p = note.pan;
     let adsr = |attack, decay, sustain| Adsr {
         attack,
@@ -224,18 +233,28 @@ fn note_hz(midi: u8) -> f32 {
     440.0 * ((f32::from(midi) - 69.0) / 12.0).exp2()
 }
 
-/// Runs `graph` for `len` frames (cut at the end of the composition) in fundsp's 64-frame
-/// blocks and adds it, times `gain`, into `out` from `onset`.
-fn mix<X>(mut graph: An<X>, seed: u64, onset: usize, len: usize, gain: f32, out: &mut [Vec<f32>; 2])
-where
+/// Runs `graph` for `len.0` frames (cut at the end of the composition) in fundsp's 64-frame
+/// blocks and adds it, times `gain`, into `out` from `onset`; the last `len.1` frames fade
+/// out linearly (a stolen voice, see `voices`).
+fn mix<X>(
+    mut graph: An<X>,
+    seed: u64,
+    onset: usize,
+    len: (usize, usize),
+    gain: f32,
+    out: &mut [Vec<f32>; 2],
+) where
     X: AudioNode<Inputs = U0, Outputs = U2>,
 {
+    let (len, fade_out) = len;
     // The hash seeds every random part of the graph (oscillator phases, noise, the string's
     // excitation, envelope sample jitter): fixed per note, so the output is reproducible.
     graph.set_hash(seed);
     graph.set_sample_rate(f64::from(SAMPLE_RATE));
     graph.allocate();
-    let end = onset.saturating_add(len).min(out[0].len());
+    let note_end = onset.saturating_add(len);
+    let end = note_end.min(out[0].len());
+    let fade_from = note_end.saturating_sub(fade_out);
     let mut block = BufferArray::<U2>::new();
     let mut pos = onset;
     while pos < end {
@@ -243,8 +262,14 @@ where
         graph.process(n, &BufferRef::empty(), &mut block.buffer_mut());
         for (ch, channel) in out.iter_mut().enumerate() {
             let samples = &block.channel_f32(ch)[..n];
-            for (o, s) in channel[pos..pos + n].iter_mut().zip(samples) {
-                *o += s * gain;
+            for (k, (o, s)) in channel[pos..pos + n].iter_mut().zip(samples).enumerate() {
+                let frame = pos + k;
+                let fade = if frame >= fade_from {
+                    (note_end - frame) as f32 / (fade_out as f32 + 1.0)
+                } else {
+                    1.0
+                };
+                *o += s * gain * fade;
             }
         }
         pos += n;

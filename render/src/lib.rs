@@ -21,6 +21,7 @@ mod instruments;
 mod score;
 #[cfg(test)]
 mod tests;
+mod voices;
 
 use bandsync_protocol::repo::{MusicalParams, SAMPLE_RATE};
 use sha1::{Digest, Sha1};
@@ -70,12 +71,25 @@ pub fn render(params: &MusicalParams) -> Rendered {
     let voicing = instruments::voicing(instrument);
     let score = score::score(params, frames, voicing.triads);
     let mut channels = [vec![0.0f32; frames], vec![0.0f32; frames]];
-    for note in &score.notes {
-        let gate = match voicing.hold_steps {
+    let release = (voicing.release * SAMPLE_RATE as f32).ceil() as usize;
+    let gates: Vec<usize> = score
+        .notes
+        .iter()
+        .map(|note| match voicing.hold_steps {
             Some(steps) => (steps * score.step_frames).round() as usize,
             None => note.until_next,
+        })
+        .collect();
+    let onsets: Vec<usize> = score.notes.iter().map(|n| n.onset).collect();
+    let mut lengths: Vec<usize> = gates.iter().map(|g| g + release).collect();
+    let cut = voices::limit(&onsets, &mut lengths, voices::MAX_VOICES);
+    for (k, note) in score.notes.iter().enumerate() {
+        let sound = instruments::Sound {
+            gate: gates[k],
+            length: lengths[k],
+            fade_out: if cut[k] { voices::STEAL_FADE } else { 0 },
         };
-        instruments::play(instrument, note, gate, voicing, &mut channels);
+        instruments::play(instrument, note, sound, voicing, &mut channels);
     }
     level(&mut channels);
     Rendered { channels }
