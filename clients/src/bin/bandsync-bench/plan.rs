@@ -1,9 +1,9 @@
 //! The validated plan made from the flags: which scenarios, with which settings.
 
 use crate::cli::{Cli, PcmFormat, RxTransport, Scenario, Uplink};
+use crate::repo_fanout::RepoSettings;
 use crate::target::{derive_urls, SpawnOptions};
 use bandsync_client::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
-use bandsync_client::protocol::repo::{Encoding, MAX_DURATION, MIN_DURATION};
 use std::time::Duration;
 
 /// The scenario-independent settings each scenario reads.
@@ -41,41 +41,6 @@ pub struct ClusterSettings {
     pub instances: usize,
     /// Seeds the random instances churning clients resume on (in the report).
     pub seed: u64,
-}
-
-/// What `repo-fanout` reads.
-#[derive(Debug, Clone)]
-pub struct RepoSettings {
-    /// One case per listener count, per encoding.
-    pub listeners: Vec<u64>,
-    pub encodings: Vec<Encoding>,
-    /// Seconds of the composition posted in each case.
-    pub composition_s: f64,
-}
-
-impl RepoSettings {
-    fn check(&self) -> Result<(), String> {
-        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
-        check(
-            !self.listeners.is_empty() && self.listeners.iter().all(|n| (1..=20_000).contains(n)),
-            "repo-fanout: --listeners must be counts of 1..=20000",
-        )?;
-        check(
-            !self.encodings.is_empty() && self.listeners.len() * self.encodings.len() <= 64,
-            "repo-fanout: at most 64 cases (--listeners x --encodings)",
-        )?;
-        check(
-            (MIN_DURATION..=MAX_DURATION).contains(&self.composition_s),
-            "repo-fanout: --composition-secs must be 0.25..=20",
-        )
-    }
-
-    /// The time the cases may take: a minute each, plus a minute per 1,000 listeners.
-    fn budget(&self) -> Duration {
-        let cases = self.encodings.len() as u64;
-        let per_listener_count: u64 = self.listeners.iter().map(|n| 60 + n * 60 / 1000).sum();
-        Duration::from_secs(30 + cases * per_listener_count)
-    }
 }
 
 /// What the `audio` scenario reads besides the common settings.

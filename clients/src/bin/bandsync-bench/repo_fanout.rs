@@ -15,13 +15,48 @@ use crate::repo_listener::{self, Arrival, Case};
 use crate::repo_report::{CaseReport, Cpu};
 use crate::target::{self, ServerExtras};
 use crate::{Outcome, Settings};
-use bandsync_client::protocol::repo::{Encoding, TestRequest};
+use bandsync_client::protocol::repo::{Encoding, TestRequest, MAX_DURATION, MIN_DURATION};
 use bandsync_client::repo::{http_client, post_test};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+/// What `repo-fanout` reads.
+#[derive(Debug, Clone)]
+pub struct RepoSettings {
+    /// One case per listener count, per encoding.
+    pub listeners: Vec<u64>,
+    pub encodings: Vec<Encoding>,
+    /// Seconds of the composition posted in each case.
+    pub composition_s: f64,
+}
+
+impl RepoSettings {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
+        check(
+            !self.listeners.is_empty() && self.listeners.iter().all(|n| (1..=20_000).contains(n)),
+            "repo-fanout: --listeners must be counts of 1..=20000",
+        )?;
+        check(
+            !self.encodings.is_empty() && self.listeners.len() * self.encodings.len() <= 64,
+            "repo-fanout: at most 64 cases (--listeners x --encodings)",
+        )?;
+        check(
+            (MIN_DURATION..=MAX_DURATION).contains(&self.composition_s),
+            "repo-fanout: --composition-secs must be 0.25..=20",
+        )
+    }
+
+    /// The time the cases may take: a minute each, plus a minute per 1,000 listeners.
+    pub(crate) fn budget(&self) -> Duration {
+        let cases = self.encodings.len() as u64;
+        let per_listener_count: u64 = self.listeners.iter().map(|n| 60 + n * 60 / 1000).sum();
+        Duration::from_secs(30 + cases * per_listener_count)
+    }
+}
 
 /// How long a listener waits for the composition once the test was posted.
 const PATIENCE: Duration = Duration::from_secs(120);
