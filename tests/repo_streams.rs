@@ -420,3 +420,32 @@ async fn a_websocket_listener_gets_each_composition_as_one_binary_frame() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn test_renders_are_limited_per_client_address() {
+    let server = TestServer::start_with(|c| c.repo.repo_tests_per_minute = 2).await;
+    let base = server.base_url();
+    for _ in 0..2 {
+        let (status, answer) = post_test(&base, "octo/rate", json!({"duration": 0.25})).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let response = reqwest::Client::new()
+        .post(format!("{base}/stream/octo/rate/test"))
+        .json(&json!({"duration": 0.25}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "RATE_LIMITED");
+    // Listening is not limited by it.
+    let mut listener = RepoListener::open(&base, "octo/rate").await;
+    assert_eq!(listener.next().await["type"], "connected");
+    server.shutdown().await;
+}

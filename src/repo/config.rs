@@ -38,6 +38,10 @@ pub struct RepoConfig {
     /// newer one beyond it.
     #[arg(long, env = "REPO_LISTENER_QUEUE", default_value_t = 2)]
     pub repo_listener_queue: usize,
+    /// Test renders (`POST /stream/{repoId}/test`) one client address may ask for per
+    /// minute (a burst of that many, refilled over the minute); beyond it 429 `RATE_LIMITED`.
+    #[arg(long, env = "REPO_TESTS_PER_MINUTE", default_value_t = 30)]
+    pub repo_tests_per_minute: u32,
     /// Webhook deliveries remembered for de-duplication (`X-GitHub-Delivery`), and for how long, ms.
     #[arg(long, env = "WEBHOOK_DEDUPE_CAPACITY", default_value_t = 10_000)]
     pub webhook_dedupe_capacity: usize,
@@ -52,6 +56,10 @@ impl RepoConfig {
             ("REPO_IDLE_TIMEOUT_MS", self.repo_idle_timeout_ms),
             ("REPO_CLEANUP_INTERVAL_MS", self.repo_cleanup_interval_ms),
             ("RENDER_QUEUE", self.render_queue as u64),
+            (
+                "REPO_TESTS_PER_MINUTE",
+                u64::from(self.repo_tests_per_minute),
+            ),
             ("REPO_LISTENER_QUEUE", self.repo_listener_queue as u64),
             (
                 "WEBHOOK_DEDUPE_CAPACITY",

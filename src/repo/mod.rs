@@ -21,6 +21,8 @@ pub mod socket;
 
 use crate::cluster::redis::repo::RepoCluster;
 use crate::github::RecentDeliveries;
+use crate::limits::rate::KeyedRate;
+use crate::limits::AddrKey;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxLimits;
 use bandsync_protocol::repo::{MusicalParams, Trigger};
@@ -43,6 +45,9 @@ pub struct RepoStreams {
     pub hub: Hub,
     pool: RenderPool,
     pub deliveries: RecentDeliveries,
+    /// Test renders per client address: the render pool is shared by every repository,
+    /// so one client must not keep it busy.
+    pub test_rate: KeyedRate<AddrKey>,
     cluster: OnceLock<Arc<RepoCluster>>,
     metrics: Arc<Metrics>,
 }
@@ -55,7 +60,11 @@ impl std::fmt::Debug for RepoStreams {
 
 impl RepoStreams {
     /// Starts the render threads.
-    pub fn new(config: &RepoConfig, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    pub fn new(
+        config: &RepoConfig,
+        tracked_addresses: usize,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
         let limits = OutboxLimits {
             // Small messages only (`connected`, heartbeats, errors): a listener 32 behind
             // on them has not read for a quarter of an hour.
@@ -72,6 +81,11 @@ impl RepoStreams {
                 capacity,
                 Duration::from_millis(config.webhook_dedupe_ttl_ms),
             ),
+            test_rate: KeyedRate::new(
+                config.repo_tests_per_minute,
+                Duration::from_secs(60),
+                tracked_addresses,
+            ),
             cluster: OnceLock::new(),
             metrics,
         })
@@ -84,7 +98,8 @@ impl RepoStreams {
         instance: &str,
     ) -> anyhow::Result<Arc<RepoStreams>> {
         use anyhow::Context as _;
-        let streams = RepoStreams::new(&config.repo, metrics.clone())
+        let tracked = config.limits.tracked_addresses;
+        let streams = RepoStreams::new(&config.repo, tracked, metrics.clone())
             .context("starting the render threads")?;
         let streams = Arc::new(streams);
         if let Some(url) = config.redis_url.as_deref() {

@@ -5,6 +5,7 @@ use super::{Played, RepoStreams};
 use crate::context::AppContext;
 use crate::github::{parse_delivery, ParsedAction};
 use crate::http::errors::{error_response, full, Body};
+use crate::limits::AddrKey;
 use bandsync_protocol::repo::{TestRequest, Trigger};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -110,6 +111,19 @@ where
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
+    let client_ip = crate::limits::ClientIp::of_request(&req);
+    if let Err(wait) = ctx.repo.test_rate.check(AddrKey::of(client_ip)) {
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            "too many test renders from this address; retry later",
+        );
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(value) = http::HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     if !is_json(req.headers()) {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
