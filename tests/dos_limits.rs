@@ -170,6 +170,7 @@ async fn an_idle_keep_alive_connection_is_closed() {
 async fn a_request_body_that_stalls_is_closed_after_the_idle_timeout() {
     let server = TestServer::start_with(|c| {
         c.sse_keepalive_ms = 100;
+        c.repo.repo_heartbeat_ms = 100;
         c.limits.idle_timeout_ms = 500;
         c.share.bearer_token = Some("t".into());
     })
@@ -185,7 +186,13 @@ async fn a_request_body_that_stalls_is_closed_after_the_idle_timeout() {
         .unwrap();
     let got = read_until_closed(&mut stream, LIMIT).await;
     assert!(got.is_some(), "a stalled body must not hold the connection");
-    let idle = metric(&server, r#"bandsync_http_timeouts_total{kind="idle"}"#).await;
+    // The watchdog drops the socket first and counts the timeout just after: wait for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut idle = 0.0;
+    while idle < 1.0 && tokio::time::Instant::now() < deadline {
+        idle = metric(&server, r#"bandsync_http_timeouts_total{kind="idle"}"#).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(idle, 1.0);
 }
 
