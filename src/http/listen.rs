@@ -82,6 +82,7 @@ mod tests {
         for needed in [
             r#"<script src="/vendor/tone.js" defer></script>"#,
             r#"<script src="/listen.js" defer></script>"#,
+            r#"<link rel="stylesheet" href="/style.css">"#,
             r#"<link rel="stylesheet" href="/listen.css">"#,
         ] {
             assert!(LISTEN_HTML.contains(needed), "listen.html lacks {needed}");
