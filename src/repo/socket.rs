@@ -15,7 +15,7 @@ use super::listen::Subscription;
 use crate::context::AppContext;
 use crate::outbox::CloseReason;
 use crate::repo::composition::frame_json;
-use crate::ws::upgrade::{server_socket, socket_config, switching_protocols, ServerSocket};
+use crate::ws::upgrade::{spawn_upgraded, switching_protocols, ServerSocket};
 use bandsync_protocol::repo::Encoding;
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -29,17 +29,8 @@ pub fn serve_upgrade<B: Send + 'static>(
     accept: &str,
     sub: Subscription,
 ) -> http::Response<crate::http::errors::Body> {
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = socket_config(&ctx);
-    let task_ctx = ctx.clone();
-    ctx.tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = server_socket(upgraded, &task_ctx, false, config).await;
-                serve(socket, &task_ctx, sub).await;
-            }
-            Err(error) => tracing::debug!(%error, "repository websocket upgrade failed"),
-        }
+    spawn_upgraded(&mut req, &ctx, false, move |socket, ctx| async move {
+        serve(socket, &ctx, sub).await;
     });
     switching_protocols(accept, None)
 }

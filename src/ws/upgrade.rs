@@ -124,6 +124,31 @@ pub async fn server_socket(
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
 }
 
+/// Once hyper hands over the upgraded connection of `req`, serves it as a server WebSocket
+/// with `serve`, in a task the shutdown waits for. The caller answers 101.
+pub fn spawn_upgraded<B, F, Fut>(
+    req: &mut Request<B>,
+    ctx: &Arc<AppContext>,
+    deflate: bool,
+    serve: F,
+) where
+    F: FnOnce(ServerSocket, Arc<AppContext>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(req);
+    let config = socket_config(ctx);
+    let task_ctx = ctx.clone();
+    ctx.tracker.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = server_socket(upgraded, &task_ctx, deflate, config).await;
+                serve(socket, task_ctx).await;
+            }
+            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
+        }
+    });
+}
+
 /// `101 Switching Protocols` with the accept key and, if negotiated, the extension.
 pub fn switching_protocols(accept: &str, extension: Option<&'static str>) -> Response<Body> {
     let mut response = Response::new(full(bytes::Bytes::new()));
@@ -184,17 +209,8 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
             "the server holds its maximum number of connections; retry later",
         );
     };
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let config = socket_config(&ctx);
-    let task_ctx = ctx.clone();
-    ctx.tracker.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let socket = server_socket(upgraded, &task_ctx, deflate, config).await;
-                connection::serve(socket, task_ctx, permit, deflate, client_ip, url_grant).await;
-            }
-            Err(error) => tracing::debug!(%error, "websocket upgrade failed"),
-        }
+    spawn_upgraded(&mut req, &ctx, deflate, move |socket, ctx| {
+        connection::serve(socket, ctx, permit, deflate, client_ip, url_grant)
     });
     switching_protocols(&accept, agreement.map(|a| a.header_value()))
 }

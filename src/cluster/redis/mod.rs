@@ -40,6 +40,20 @@ fn next_backoff(backoff: Duration) -> Duration {
     (backoff * 2).min(BACKOFF_MAX)
 }
 
+/// Waits out `backoff` while Redis is out of reach, discarding what `inbox` queues
+/// meanwhile (those changes stay local). Returns `false` when the inbox closed: the server
+/// is done and the task should end.
+async fn sit_out<T>(backoff: Duration, inbox: &mut mpsc::Receiver<T>) -> bool {
+    let retry = tokio::time::sleep(backoff);
+    tokio::pin!(retry);
+    loop {
+        tokio::select! {
+            () = &mut retry => return true,
+            item = inbox.recv() => if item.is_none() { return false },
+        }
+    }
+}
+
 /// The two connections of a Redis task, as the seed's design has them: one for commands
 /// and scripts (reconnecting by itself, every call bounded by [`REDIS_TIMEOUT`]) and one
 /// for pub/sub.

@@ -248,13 +248,8 @@ impl RepoCluster {
                 }
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
-            let retry = tokio::time::sleep(backoff);
-            tokio::pin!(retry);
-            loop {
-                tokio::select! {
-                    () = &mut retry => break,
-                    composition = inbox.recv() => if composition.is_none() { return },
-                }
+            if !super::sit_out(backoff, &mut inbox).await {
+                return;
             }
             backoff = super::next_backoff(backoff);
         }

@@ -227,13 +227,8 @@ impl ShareCluster {
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
             }
             // Out of reach: local changes are not replicated meanwhile.
-            let retry = tokio::time::sleep(backoff);
-            tokio::pin!(retry);
-            loop {
-                tokio::select! {
-                    () = &mut retry => break,
-                    change = changes.recv() => if change.is_none() { return },
-                }
+            if !super::sit_out(backoff, &mut changes).await {
+                return;
             }
             backoff = super::next_backoff(backoff);
         }
