@@ -39,6 +39,7 @@ pub mod server;
 pub mod share;
 pub mod sse;
 pub mod store;
+pub mod stream_manager;
 pub mod tick_grid;
 pub mod ws;
 
