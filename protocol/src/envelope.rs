@@ -228,6 +228,7 @@ pub fn encode_server_frame(event: &ServerEvent, id: Option<&RequestId>, timestam
         ServerEvent::ShareMetadata(d) => serde_json::to_string(d),
         ServerEvent::ShareEnded(d) => serde_json::to_string(d),
         ServerEvent::AudioChunk(d) => serde_json::to_string(d),
+        ServerEvent::StreamEvent(d) => serde_json::to_string(d),
     };
     out.push_str(&data.expect("server events always serialize"));
     out.push('}');

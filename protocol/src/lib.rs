@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod error;
 pub mod repo;
 pub mod server;
+pub mod stream_manager;
 pub mod timeline;
 pub mod validate;
 

@@ -22,6 +22,9 @@ pub enum ServerEvent {
     ShareMetadata(ShareMetadata),
     ShareEnded(ShareEnded),
     AudioChunk(AudioChunk),
+    /// Extension: a change of the Stream Manager stream of the same id, as its WebSocket
+    /// sends it (`{"type", "payload", "timestamp", "version"}`; PROTOCOL.md section 17).
+    StreamEvent(serde_json::Value),
 }
 
 impl ServerEvent {
@@ -41,6 +44,7 @@ impl ServerEvent {
             ServerEvent::ShareMetadata(_) => "share_metadata",
             ServerEvent::ShareEnded(_) => "share_ended",
             ServerEvent::AudioChunk(_) => "audio_chunk",
+            ServerEvent::StreamEvent(_) => "stream_event",
         }
     }
 }

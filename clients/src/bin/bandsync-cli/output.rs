@@ -130,6 +130,12 @@ pub fn describe(frame: &ServerFrame) -> String {
             c.format,
             c.data.len()
         ),
+        ServerEvent::StreamEvent(e) => write!(
+            out,
+            " {} v{}",
+            e.get("type").and_then(|t| t.as_str()).unwrap_or("?"),
+            e.get("version").and_then(|v| v.as_u64()).unwrap_or(0)
+        ),
     };
     out
 }
