@@ -152,6 +152,9 @@ pub struct Config {
     /// Repository streams and the GitHub webhook (`src/repo`).
     #[command(flatten)]
     pub repo: crate::repo::config::RepoConfig,
+    /// The Stream Manager: stream control, layers, assets (`src/stream_manager`).
+    #[command(flatten)]
+    pub stream_manager: crate::stream_manager::config::StreamManagerConfig,
     /// Timeouts, connection caps and per-address limits (`src/limits`).
     #[command(flatten)]
     pub limits: crate::limits::config::LimitsConfig,
@@ -199,6 +202,7 @@ impl Config {
         }
         self.share.validate()?;
         self.repo.validate()?;
+        self.stream_manager.validate()?;
         if self.limits.idle_timeout_ms <= self.repo.repo_heartbeat_ms {
             // A listener between two heartbeats would be cut as idle.
             return Err("IDLE_TIMEOUT_MS must exceed REPO_HEARTBEAT_MS".into());

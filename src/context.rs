@@ -42,6 +42,14 @@ pub struct AppContext {
     pub partial_budget: Arc<PartialBudget>,
     /// Repository streams: listeners, the render pool, webhook deliveries.
     pub repo: Arc<crate::repo::RepoStreams>,
+    /// The Stream Manager: stream state, layers, assets and their clients.
+    pub stream_manager: Arc<crate::stream_manager::StreamManager>,
+}
+
+/// The features served next to the sync sessions, built before the context.
+pub struct Features {
+    pub repo: Arc<crate::repo::RepoStreams>,
+    pub stream_manager: Arc<crate::stream_manager::StreamManager>,
 }
 
 /// One unit of `MAX_CONNECTIONS`, returned when dropped.
@@ -63,8 +71,12 @@ impl AppContext {
         engine: EngineHandle,
         share: Arc<crate::share::ShareRegistry>,
         auth: Arc<crate::auth::Auth>,
-        repo: Arc<crate::repo::RepoStreams>,
+        features: Features,
     ) -> Self {
+        let Features {
+            repo,
+            stream_manager,
+        } = features;
         let limits = &config.limits;
         // Validated with the configuration; an unparsable list trusts no one.
         let trusted_proxies = TrustedProxies::parse(&limits.trusted_proxies).unwrap_or_default();
@@ -80,6 +92,7 @@ impl AppContext {
         );
         Self {
             repo,
+            stream_manager,
             partial_budget,
             trusted_proxies,
             conn_limits,

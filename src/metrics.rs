@@ -60,6 +60,7 @@ pub struct Metrics {
     pub cluster: crate::cluster::metrics::ClusterMetrics,
     /// Repository streams and webhooks.
     pub repo: crate::repo::metrics::RepoMetrics,
+    pub stream_manager: crate::stream_manager::metrics::StreamManagerMetrics,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
     /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
@@ -297,6 +298,7 @@ impl Metrics {
             .unwrap(),
             cluster: crate::cluster::metrics::ClusterMetrics::new(),
             repo: crate::repo::metrics::RepoMetrics::new(),
+            stream_manager: crate::stream_manager::metrics::StreamManagerMetrics::new(),
             registry,
         };
         m.register_all();
@@ -349,7 +351,8 @@ impl Metrics {
             .cluster
             .collectors()
             .into_iter()
-            .chain(self.repo.collectors());
+            .chain(self.repo.collectors())
+            .chain(self.stream_manager.collectors());
         for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");
         }

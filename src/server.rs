@@ -168,10 +168,37 @@ pub fn assemble(
         tokio::spawn(claim_shares(inbox, cluster.clone(), engine.clone()));
     }
     let repo = crate::repo::RepoStreams::start(&config, metrics.clone(), &instance)?;
+    let stage_cluster = match config.redis_url.as_deref() {
+        Some(url) => Some(
+            crate::cluster::redis::stage::spawn(url, &config.redis_prefix, &instance, &metrics)
+                .context("REDIS_URL")?,
+        ),
+        None => None,
+    };
+    let stream_manager = crate::stream_manager::StreamManager::open(
+        &config.stream_manager,
+        metrics.clone(),
+        engine.clone(),
+        stage_cluster.clone(),
+    )?;
+    if let Some(cluster) = stage_cluster {
+        cluster.deliver_to(stream_manager.clone());
+    }
     let ctx = Arc::new(
-        AppContext::new(config, clock, metrics, engine, share, auth, repo)
-            .with_auth_failures(auth_failures)
-            .with_share_cluster(share_cluster),
+        AppContext::new(
+            config,
+            clock,
+            metrics,
+            engine,
+            share,
+            auth,
+            crate::context::Features {
+                repo,
+                stream_manager,
+            },
+        )
+        .with_auth_failures(auth_failures)
+        .with_share_cluster(share_cluster),
     );
     Ok((ctx, engine_thread))
 }
@@ -314,7 +341,15 @@ fn cors(config: &Config) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,
@@ -366,6 +401,9 @@ where
     }
     if let Some(session_id) = path.strip_prefix("/sse/") {
         return sse::handle(req, ctx, session_id).await;
+    }
+    if let Some(route) = crate::stream_manager::routes::StageRoute::of(&path) {
+        return route.serve(req, ctx).await;
     }
     if let Some(route) = repo::routes::RepoRoute::of(req.method() == Method::POST, &path) {
         return route.serve(req, ctx).await;

@@ -22,9 +22,12 @@ impl Drop for Server {
 
 /// Starts the binary on an ephemeral port and returns it with the address it logged.
 fn spawn_server() -> (Server, String) {
+    let data = std::env::temp_dir().join(format!("bandsync-binary-{}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_bandsync"))
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
+        .env("ASSET_STORAGE_PATH", data.join("assets"))
+        .env("STREAM_STATE_PATH", data.join("streams"))
         .env("LOG_LEVEL", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -27,6 +27,14 @@ fn spawn_limited(nofile: u32) -> (Server, SocketAddr) {
         .arg(format!("ulimit -n {nofile} && exec \"$0\""))
         .arg(env!("CARGO_BIN_EXE_bandsync"))
         .env("PORT", "0")
+        .env(
+            "ASSET_STORAGE_PATH",
+            std::env::temp_dir().join("bandsync-fd-limit-assets"),
+        )
+        .env(
+            "STREAM_STATE_PATH",
+            std::env::temp_dir().join("bandsync-fd-limit-streams"),
+        )
         .env("HOST", "127.0.0.1")
         .env("LOG_LEVEL", "info")
         .stderr(Stdio::piped())

@@ -113,6 +113,10 @@ pub fn config() -> Config {
     // The queue is allocated whole up front (16,384 slots by default); one input sends a
     // few dozen messages at most, and a full queue only makes a sender wait.
     config.engine_queue_capacity = 256;
+    // The Stream Manager's files: one directory for the process, never the working one.
+    let data = std::env::temp_dir().join(format!("bandsync-fuzz-{}", std::process::id()));
+    config.stream_manager.asset_storage_path = data.join("assets");
+    config.stream_manager.stream_state_path = data.join("streams");
     config
 }
 

@@ -72,6 +72,11 @@ pub enum Inbound {
     Share(super::ShareNotice),
     /// An answer or news from the cluster (see `cluster::ClusterEvent`).
     Cluster(crate::cluster::ClusterEvent),
+    /// A Stream Manager change for the members of the sync session of the same id.
+    StreamEvent {
+        session_id: String,
+        event: serde_json::Value,
+    },
     /// Close every connection (1001 / final SSE event) and stop.
     Shutdown,
 }

@@ -438,6 +438,11 @@ impl Engine {
             Inbound::Cluster(event) => self.cluster_event(event),
             Inbound::AudioIn { key, frame } => self.audio_in(key, frame),
             Inbound::Share(notice) => self.share_notice(notice),
+            Inbound::StreamEvent { session_id, event } => {
+                let event = bandsync_protocol::ServerEvent::StreamEvent(event);
+                let everyone = fanout::Audience::Everyone { except: None };
+                self.broadcast(&session_id, &event, everyone);
+            }
             Inbound::Shutdown => self.shutdown(),
         }
     }

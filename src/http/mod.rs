@@ -161,7 +161,7 @@ fn presented() -> impl Filter<Extract = (Result<Presented, AuthError>,), Error =
 /// Authenticated mode: a read of one session's data needs a token for that session; a
 /// server-wide read (`session: None`, i.e. `/metrics`) a token for every session (`"*"`).
 /// The open mode lets every read through.
-fn authorize(
+pub(crate) fn authorize(
     ctx: &AppContext,
     presented: Result<Presented, AuthError>,
     session: Option<&str>,

@@ -3,7 +3,7 @@
 //! negotiated on this same handshake (see [`crate::deflate`]).
 
 use super::connection;
-use super::guard::FrameGuard;
+use super::guard::{FrameGuard, GuardLimits};
 use super::guarded_io::GuardedStream;
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
@@ -99,13 +99,14 @@ pub fn check_handshake<B>(req: &Request<B>) -> Result<String, Box<Response<Body>
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// The socket settings of every WebSocket this server accepts.
-pub fn socket_config(ctx: &AppContext) -> WebSocketConfig {
+/// The socket settings of every WebSocket this server accepts, with `hard` the largest
+/// frame or message.
+fn config_with_cap(hard: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
-        .max_message_size(Some(ctx.config.max_frame_bytes))
-        .max_frame_size(Some(ctx.config.max_frame_bytes))
+        .max_message_size(Some(hard))
+        .max_frame_size(Some(hard))
 }
 
 /// An upgraded connection as a server WebSocket, every incoming frame through the
@@ -115,10 +116,10 @@ pub type ServerSocket = WebSocketStream<GuardedStream<TokioIo<hyper::upgrade::Up
 pub async fn server_socket(
     upgraded: hyper::upgrade::Upgraded,
     ctx: &AppContext,
-    deflate: bool,
+    limits: GuardLimits,
     config: WebSocketConfig,
 ) -> ServerSocket {
-    let guard = FrameGuard::new(ctx.guard_limits(deflate), ctx.partial_budget.clone());
+    let guard = FrameGuard::new(limits, ctx.partial_budget.clone());
     let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
     let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
@@ -135,13 +136,27 @@ pub fn spawn_upgraded<B, F, Fut>(
     F: FnOnce(ServerSocket, Arc<AppContext>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
+    spawn_upgraded_with(req, ctx, ctx.guard_limits(deflate), serve);
+}
+
+/// [`spawn_upgraded`] with the frame guard's limits of a route whose messages are larger
+/// than `MAX_MESSAGE_BYTES` (the stream WebSocket's previews).
+pub fn spawn_upgraded_with<B, F, Fut>(
+    req: &mut Request<B>,
+    ctx: &Arc<AppContext>,
+    limits: GuardLimits,
+    serve: F,
+) where
+    F: FnOnce(ServerSocket, Arc<AppContext>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let on_upgrade = hyper::upgrade::on(req);
-    let config = socket_config(ctx);
+    let config = config_with_cap(limits.hard);
     let task_ctx = ctx.clone();
     ctx.tracker.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = server_socket(upgraded, &task_ctx, deflate, config).await;
+                let socket = server_socket(upgraded, &task_ctx, limits, config).await;
                 serve(socket, task_ctx).await;
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade failed"),

@@ -166,6 +166,12 @@ impl Instance {
             .env("LOG_LEVEL", "info")
             .env("REDIS_URL", redis_url)
             .env("REDIS_PREFIX", "test")
+            // The instances of one test process share an asset directory, as instances
+            // behind one Redis share a volume.
+            .env(
+                "ASSET_STORAGE_PATH",
+                std::env::temp_dir().join(format!("bandsync-cluster-{}", std::process::id())),
+            )
             .stderr(Stdio::piped())
             .stdout(Stdio::null());
         for (k, v) in env {

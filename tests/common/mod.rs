@@ -43,13 +43,26 @@ pub struct TestServer {
     thread: Option<JoinHandle<anyhow::Result<()>>>,
     /// In the authenticated mode `/metrics` needs a server-wide token: the gate's own.
     metrics_token: Option<String>,
+    /// The Stream Manager's directory made by [`test_config`], removed once stopped.
+    scratch: Option<std::path::PathBuf>,
 }
 
-/// Defaults for tests: the contract's defaults, quiet logs.
+/// Defaults for tests: the contract's defaults, quiet logs, and the Stream Manager's
+/// files in a directory of this server's own (removed when it stops).
 pub fn test_config() -> Config {
     let mut config = Config::defaults();
     config.port = 0;
+    let data = scratch_dir("bandsync-test");
+    config.stream_manager.asset_storage_path = data.join("assets");
+    config.stream_manager.stream_state_path = data.join("streams");
     config
+}
+
+/// A fresh directory path under the system's temporary directory (not created).
+pub fn scratch_dir(prefix: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()))
 }
 
 impl TestServer {
@@ -62,6 +75,16 @@ impl TestServer {
         adjust(&mut config);
         let shutdown_timeout = config.shutdown_timeout();
         let metrics_token = gate_token(&config);
+        let scratch = config
+            .stream_manager
+            .asset_storage_path
+            .parent()
+            .filter(|dir| {
+                dir.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("bandsync-test-"))
+            })
+            .map(std::path::Path::to_path_buf);
         // Bound here, so the address is known and connections queue in the backlog until
         // the server's runtime accepts them.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -81,6 +104,7 @@ impl TestServer {
             stop_sent: None,
             thread: Some(thread),
             metrics_token,
+            scratch,
         }
     }
 
@@ -177,6 +201,15 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
+        self.stop_and_check();
+        if let Some(dir) = self.scratch.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl TestServer {
+    fn stop_and_check(&mut self) {
         if self.thread.is_none() {
             return; // already stopped and checked
         }

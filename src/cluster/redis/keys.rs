@@ -89,6 +89,26 @@ impl Keys {
         format!("{}:repo:delivery:{delivery}", self.prefix)
     }
 
+    /// HASH `version`, `doc` (JSON): a Stream Manager stream's document (`key` is the
+    /// session id, `""` for the default stream).
+    pub fn stage(&self, key: &str) -> String {
+        if key.is_empty() {
+            format!("{}:stage:default", self.prefix)
+        } else {
+            format!("{}:stage:s:{key}", self.prefix)
+        }
+    }
+
+    /// SET of the streams with a document: the cluster-wide `STREAM_MAX_STREAMS`.
+    pub fn stages(&self) -> String {
+        format!("{}:stages", self.prefix)
+    }
+
+    /// The channel of every Stream Manager change (document and events).
+    pub fn stage_channel(&self) -> String {
+        format!("{}:stage", self.prefix)
+    }
+
     /// ZSET of active share ids by last activity: the cluster-wide cap.
     pub fn shares(&self) -> String {
         format!("{}:shares", self.prefix)
