@@ -75,9 +75,10 @@ async fn every_transition_of_the_state_machine() {
         assert_eq!(now["state"], state, "after {action}");
     }
     let (_, reset) = api.post("/stream/reset", json!({})).await;
-    assert_eq!(reset["layers"][0]["id"], "host");
+    assert_eq!(reset["layers"], 2, "the status's count");
+    assert_eq!(reset["layerList"][0]["id"], "host");
     assert_eq!(
-        reset["layers"][1]["content"]["content"],
+        reset["layerList"][1]["content"]["content"],
         "Current Bid: 1.5 ETH"
     );
     let (status, live) = api.post("/stream/start", json!({"quality": "low"})).await;

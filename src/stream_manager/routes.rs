@@ -217,7 +217,8 @@ async fn dispatch(
             let doc = manager.change(stream, action).await?;
             let mut body = status_of(&doc);
             if control == Control::Reset {
-                body["layers"] = serde_json::to_value(doc.layers_in_order()).expect("layers");
+                // `layers` is the status's count; the restored layers come as `layerList`.
+                body["layerList"] = serde_json::to_value(doc.layers_in_order()).expect("layers");
             }
             Ok((StatusCode::OK, body))
         }
