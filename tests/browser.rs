@@ -6,6 +6,9 @@
 //! Chromium's permessage-deflate against ours (`ws.extensions`, a large update both ways).
 //! Two more play repository streams: `listen_page.mjs` (our listening page) and
 //! `seed_client.mjs` (the original streaming server's browser client, unchanged).
+//! Two drive the Stream Manager's pages against a server with a `BEARER_TOKEN` (given to the
+//! script as `BANDSYNC_BEARER_TOKEN`): `overlay.mjs` (REST changes reach the overlay, a
+//! visibility toggle within 100 ms) and `operator.mjs` (the operator page and its preview).
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install -y chromium`) and node with npm. When either
 //! is missing the test fails with the install command, unless `BANDSYNC_SKIP_BROWSER=1`,
@@ -51,12 +54,51 @@ async fn the_seed_browser_client_plays_a_composition_unchanged() {
     run_script("seed_client.mjs").await;
 }
 
+/// The Stream Manager's writes need the bearer token; the scripts send it from node (and type
+/// it into the operator page).
+const STREAM_TOKEN: &str = "overlay-test-token";
+
+/// The overlay page (`/overlay?session=...`): the default layers, a styled text layer, ten
+/// visibility toggles over REST each in the DOM within 100 ms (the figures are printed), an
+/// uploaded PNG in an image layer (screenshot in `target/overlay-stage.png`), state, update
+/// and delete events, and a reconnect that redraws from the fresh snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overlay_follows_rest_changes_within_100_ms_in_chromium() {
+    run_stream_manager_script("overlay.mjs").await;
+}
+
+/// The operator page (`/operator?session=...`): a refusal shown verbatim, the token, a text
+/// layer made with the form shown in the overlay preview and toggled there, the state buttons,
+/// an upload through the page used by an image layer, the 409 of deleting it, delete, reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_page_manages_a_stream_and_its_preview_in_chromium() {
+    run_stream_manager_script("operator.mjs").await;
+}
+
+async fn run_stream_manager_script(name: &str) {
+    run_script_with(
+        name,
+        |c| c.share.bearer_token = Some(STREAM_TOKEN.into()),
+        &[("BANDSYNC_BEARER_TOKEN", STREAM_TOKEN)],
+    )
+    .await;
+}
+
 /// One browser at a time: the scripts share one node project (installed once, by the
 /// first), and the page test measures timing that a second Chromium would disturb.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Runs `tests/browser/<name>` against a fresh server; fails with its output if it fails.
 async fn run_script(name: &str) {
+    run_script_with(name, |_| {}, &[]).await;
+}
+
+/// [`run_script`] against a server configured by `adjust`, with `env` set for the script.
+async fn run_script_with(
+    name: &str,
+    adjust: impl FnOnce(&mut bandsync::Config),
+    env: &[(&str, &str)],
+) {
     let _turn = ONE_AT_A_TIME.lock().await;
     let project = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
@@ -92,13 +134,18 @@ async fn run_script(name: &str) {
         );
     }
 
-    let server = common::TestServer::start().await;
+    let server = common::TestServer::start_with(adjust).await;
     let base = server.http_url("/").trim_end_matches('/').to_owned();
     let script = project.join(name);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let out = tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("node");
         cmd.arg(&script)
             .arg(&base)
+            .envs(env)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         run_bounded(cmd, SCRIPT_TIMEOUT)
     })

@@ -5,6 +5,7 @@ pub mod errors;
 mod health;
 pub use health::resident_mb;
 mod listen;
+mod overlay;
 pub mod share;
 mod share_body;
 
@@ -109,6 +110,8 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
             .or(sessions)
             .unify()
             .or(listen::routes())
+            .unify()
+            .or(overlay::routes())
             .unify(),
     );
     share
