@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, only where it is missing:
 # Debian's redis-server (for the cluster tests, which start their own), Debian's chromium
-# (for the browser test) and the browser test's npm packages.
+# (for the browser test), the browser test's npm packages, and schemathesis (for
+# tests/openapi.rs) in a virtual environment under ~/.cache/bandsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,4 +36,25 @@ if [[ "${BANDSYNC_SKIP_BROWSER:-0}" != "1" ]]; then
     echo "== installing the browser test's npm packages"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
   fi
+fi
+
+# schemathesis checks the server against static/openapi.json (tests/openapi.rs). A venv in
+# the user's cache, not the system Python: Debian's Python refuses `pip install` outside one.
+SCHEMATHESIS_VERSION=4.32.5
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/bandsync/schemathesis"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "== installing python3-venv (Debian package)"
+      apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "python3 -m venv is missing: run 'sudo apt-get install -y python3-venv'" >&2
+      exit 1
+    fi
+  fi
+  echo "== installing schemathesis $SCHEMATHESIS_VERSION in $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi

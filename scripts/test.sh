@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 # The cluster tests skip without redis-server on a developer's machine; here it is there.
 export BANDSYNC_REQUIRE_REDIS=1
+# tests/openapi.rs skips without schemathesis on a developer's machine; here it must run.
+export BANDSYNC_REQUIRE_SCHEMATHESIS=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

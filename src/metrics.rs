@@ -61,6 +61,8 @@ pub struct Metrics {
     /// Repository streams and webhooks.
     pub repo: crate::repo::metrics::RepoMetrics,
     pub stream_manager: crate::stream_manager::metrics::StreamManagerMetrics,
+    /// Every HTTP request, by route template, method and status.
+    pub http: crate::http::metrics::HttpMetrics,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
     /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
@@ -299,6 +301,7 @@ impl Metrics {
             cluster: crate::cluster::metrics::ClusterMetrics::new(),
             repo: crate::repo::metrics::RepoMetrics::new(),
             stream_manager: crate::stream_manager::metrics::StreamManagerMetrics::new(),
+            http: crate::http::metrics::HttpMetrics::new(),
             registry,
         };
         m.register_all();
@@ -352,7 +355,9 @@ impl Metrics {
             .collectors()
             .into_iter()
             .chain(self.repo.collectors())
-            .chain(self.stream_manager.collectors());
+            .chain(self.stream_manager.collectors())
+            .chain(self.http.collectors())
+            .chain(process_collector());
         for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");
         }
@@ -379,6 +384,23 @@ impl Metrics {
         if let Some(reason) = error.refused_start_reason() {
             self.share_starts_refused.with_label_values(&[reason]).inc();
         }
+    }
+}
+
+/// CPU seconds, resident and virtual memory, open and maximum file descriptors, threads and
+/// start time of this process (`bandsync_process_*`: the registry's prefix applies). Read
+/// from `/proc` at each scrape, so only on Linux. Its CPU counter counts whole seconds (the
+/// crate's choice): `rate()` over a minute or more is what to graph.
+fn process_collector() -> Vec<Box<dyn prometheus::core::Collector>> {
+    #[cfg(target_os = "linux")]
+    {
+        vec![Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )]
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Vec::new()
     }
 }
 

@@ -358,7 +358,8 @@ fn cors(config: &Config) -> CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// The whole HTTP service: router plus CORS and security headers.
+/// The whole HTTP service: router plus CORS and security headers, all of it counted and
+/// timed by the outermost layer (`bandsync_http_*`).
 ///
 /// Public so the HTTP fuzz target and the routing property tests can serve requests
 /// through exactly this stack over an in-memory pipe, without the accept loop.
@@ -376,6 +377,7 @@ pub fn service(
         )
     };
     ServiceBuilder::new()
+        .layer(routes::observe::ObserveLayer::new(ctx.metrics.clone()))
         .layer(cors(&ctx.config))
         .layer(secure("x-content-type-options", "nosniff"))
         .layer(secure("x-frame-options", "DENY"))

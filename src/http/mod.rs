@@ -5,6 +5,8 @@ pub mod errors;
 mod health;
 pub use health::resident_mb;
 mod listen;
+pub mod metrics;
+pub mod observe;
 mod overlay;
 pub mod share;
 mod share_body;
@@ -26,6 +28,9 @@ use warp::{Filter, Rejection, Reply};
 const INDEX_HTML: &str = include_str!("../../static/index.html");
 const APP_JS: &str = include_str!("../../static/app.js");
 const STYLE_CSS: &str = include_str!("../../static/style.css");
+/// The OpenAPI 3.1 description of every HTTP route, served at `/openapi.json`
+/// (`tests/openapi.rs` checks the server against it with schemathesis).
+pub const OPENAPI_JSON: &str = include_str!("../../static/openapi.json");
 
 fn with_type(body: &'static str, content_type: &'static str) -> Response {
     warp::reply::with_header(body, "content-type", content_type).into_response()
@@ -60,6 +65,7 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
     let index = warp::path::end().map(|| with_type(INDEX_HTML, "text/html; charset=utf-8"));
     let app_js = warp::path!("app.js").map(|| with_type(APP_JS, "text/javascript; charset=utf-8"));
     let style = warp::path!("style.css").map(|| with_type(STYLE_CSS, "text/css; charset=utf-8"));
+    let openapi = warp::path!("openapi.json").map(|| with_type(OPENAPI_JSON, "application/json"));
     let health = warp::path!("health")
         .and(with_ctx.clone())
         .map(|ctx: Arc<AppContext>| {
@@ -100,6 +106,8 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
             .or(app_js)
             .unify()
             .or(style)
+            .unify()
+            .or(openapi)
             .unify()
             .or(health)
             .unify()

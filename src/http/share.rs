@@ -91,9 +91,18 @@ struct StartBody {
     session_id: String,
 }
 
-#[derive(Deserialize)]
-struct SinceQuery {
-    since: Option<String>,
+/// `since` from the query of `GET .../audio`, read by the handler rather than by
+/// `warp::query`: a query warp cannot deserialize (`since` twice) would be a rejection, and
+/// warp ranks the other routes' 405 above it. `Err` when `since` appears more than once.
+fn since_of(query: &str) -> Result<Option<String>, ()> {
+    let mut values = form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == "since")
+        .map(|(_, value)| value.into_owned());
+    let first = values.next();
+    match values.next() {
+        Some(_) => Err(()),
+        None => Ok(first),
+    }
 }
 
 /// One request, after routing and reading its body: what to do and with what.
@@ -104,7 +113,7 @@ enum Call {
     Stop(String),
     Status(String),
     GetMetadata(String, Option<SocketAddr>),
-    GetAudio(String, Option<String>, Option<SocketAddr>),
+    GetAudio(String, Result<Option<String>, ()>, Option<SocketAddr>),
 }
 
 /// A matched route, before its body is read (that waits for the token check).
@@ -115,7 +124,7 @@ enum Route {
     Stop(String),
     Status(String),
     GetMetadata(String),
-    GetAudio(String, Option<String>),
+    GetAudio(String, Result<Option<String>, ()>),
 }
 
 impl Route {
@@ -245,6 +254,8 @@ fn handle(
         }
         Call::GetAudio(id, since, poller) => {
             check_id(&id)?;
+            let since = since
+                .map_err(|()| ShareError::InvalidBody("since must appear at most once".into()))?;
             let since = match since.as_deref() {
                 None => -1,
                 Some(s) => s.trim().parse::<i64>().map_err(|_| {
@@ -311,8 +322,8 @@ pub fn routes(
     let get_audio = base
         .and(warp::path!(String / "audio"))
         .and(warp::get())
-        .and(warp::query::<SinceQuery>())
-        .map(|id, q: SinceQuery| Route::GetAudio(id, q.since));
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .map(|id, query: String| Route::GetAudio(id, since_of(&query)));
     let routes = start
         .or(post_metadata)
         .unify()

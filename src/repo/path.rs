@@ -30,8 +30,7 @@ pub enum StreamPath {
 /// asks for a test render of the repository before it; anything else names a repository
 /// to listen to (so `GET /stream/owner/test` listens to the repository `owner/test`).
 pub fn classify(rest: &str, post: bool) -> StreamPath {
-    let first = rest.split('/').next().unwrap_or_default();
-    if RESERVED.contains(&first) {
+    if is_stream_manager(rest) {
         return StreamPath::StreamManager;
     }
     let (raw, test) = match rest.strip_suffix("/test") {
@@ -42,6 +41,14 @@ pub fn classify(rest: &str, post: bool) -> StreamPath {
         Ok(repo) => StreamPath::Repo { repo, test },
         Err(message) => StreamPath::Invalid(message),
     }
+}
+
+/// Whether `rest`, the raw path after `/stream/`, belongs to the Stream Manager (its first
+/// segment is a reserved word). Decodes and allocates nothing, so the HTTP metrics can ask it
+/// of every request.
+pub fn is_stream_manager(rest: &str) -> bool {
+    let first = rest.split('/').next().unwrap_or_default();
+    RESERVED.contains(&first)
 }
 
 /// Percent-decodes a raw repository id and checks it (`name` or `owner/name`).
