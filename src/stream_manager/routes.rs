@@ -53,8 +53,7 @@ impl StageRoute {
             return Some(StageRoute::Socket);
         }
         let rest = path.strip_prefix("/stream/")?;
-        let first = rest.split('/').next().unwrap_or_default();
-        if !crate::repo::path::RESERVED.contains(&first) {
+        if !crate::repo::path::is_stream_manager(rest) {
             return None;
         }
         let segments: Vec<&str> = rest.split('/').collect();
