@@ -294,6 +294,8 @@ async fn dispatch(
             if let Err(e) = manager.assets.remove(&id).await {
                 tracing::warn!(error = %e, asset = %id, "removing an asset's file failed");
             }
+            // `change` set the gauges while the file was still there.
+            manager.update_resource_gauges();
             Ok((StatusCode::OK, json!({"success": true, "id": id})))
         }
         (StageRoute::Asset(id), _) => {
