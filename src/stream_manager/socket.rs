@@ -168,11 +168,15 @@ impl Client {
                 }
                 pushed = events.recv() => match pushed {
                     Ok(pushed) if pushed.version <= seen => continue,
-                    Ok(pushed) => {
+                    Ok(pushed) if pushed.version == seen + 1 => {
                         seen = pushed.version;
                         text(pushed.frame)
                     }
-                    Err(RecvError::Lagged(_)) => {
+                    // A gap: versions this instance adopted without pushing their events (a
+                    // document reloaded from Redis after a lost compare-and-set, whose own
+                    // event then arrives as already seen). The client resyncs rather than
+                    // miss a change, exactly as when it lags.
+                    Ok(_) | Err(RecvError::Lagged(_)) => {
                         metrics.resyncs.inc();
                         match self.send_state(&mut sink, &manager).await {
                             Some(version) => { seen = version; continue }
