@@ -307,11 +307,14 @@ async fn a_truncated_body_is_400_and_a_dropped_connection_leaves_nothing() {
     assert_eq!(status, 201, "{body}");
 }
 
+/// A form part for [`multipart`]: its name, file name, bytes.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
 #[tokio::test]
 async fn a_form_of_the_wrong_shape_is_refused() {
     let (_server, api, dir) = server_with(|_| {}).await;
     let file = png();
-    let cases: [(&str, &[(&str, Option<&str>, &[u8])]); 4] = [
+    let cases: [(&str, &[Part]); 4] = [
         (
             "two files",
             &[
