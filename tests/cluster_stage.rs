@@ -15,6 +15,37 @@ use std::time::{Duration, Instant};
 
 const ENV: &[(&str, &str)] = &[("BEARER_TOKEN", TOKEN)];
 
+/// A Redis and `N` instances whose Stream Manager link is up: `/health` reports the
+/// instance's main Redis link, while the Stream Manager's connects on its own a moment
+/// later, and until then a read of an uncached stream is `503 STORE_UNAVAILABLE`.
+async fn stage_cluster<const N: usize>(
+    env: &[(&str, &str)],
+) -> Option<(cluster_support::Redis, [Instance; N])> {
+    let (redis, instances) = cluster::<N>(env)?;
+    for instance in &instances {
+        stage_ready(instance).await;
+    }
+    Some((redis, instances))
+}
+
+/// Waits until `instance` answers a read of a stream that no test writes (reads of a
+/// never-written stream create nothing, so the stream cap is untouched).
+async fn stage_ready(instance: &Instance) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = api(instance).get("/stream/status?session=probe").await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {status} {body}",
+            instance.addr
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn api(instance: &Instance) -> Api {
     Api::new(instance.http_url())
 }
@@ -54,7 +85,7 @@ async fn follow_to(socket: &mut StageSocket, mut seen: u64, version: u64) -> BTr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_on_one_instance_reaches_the_clients_of_another_in_order() {
-    let Some((_redis, [a, b])) = cluster::<2>(ENV) else {
+    let Some((_redis, [a, b])) = stage_cluster::<2>(ENV).await else {
         return;
     };
     let (mut on_b, first) = socket(&b, "?session=x").await;
@@ -125,7 +156,7 @@ async fn a_change_on_one_instance_reaches_the_clients_of_another_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_on_two_instances_all_land() {
-    let Some((_redis, [a, b])) = cluster::<2>(ENV) else {
+    let Some((_redis, [a, b])) = stage_cluster::<2>(ENV).await else {
         return;
     };
     let (mut on_a, _) = socket(&a, "?session=busy").await;
@@ -149,7 +180,13 @@ async fn concurrent_writes_on_two_instances_all_land() {
     assert_eq!(created.len(), 20);
 
     for instance in [&a, &b] {
-        let (_, status) = api(instance).get("/stream/status?session=busy").await;
+        // Reads are served from each instance's cache: the other instance's last commit
+        // arrives through Redis a moment after its answer.
+        let status =
+            cluster_support::json_until(&instance.addr, "/stream/status?session=busy", |s| {
+                s["version"].as_u64() >= Some(20)
+            })
+            .await;
         assert_eq!(
             (&status["version"], &status["layers"]),
             (&json!(20), &json!(22))
@@ -171,7 +208,7 @@ async fn concurrent_writes_on_two_instances_all_land() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asset_uploaded_on_one_instance_is_served_by_another() {
-    let Some((_redis, [a, b])) = cluster::<2>(ENV) else {
+    let Some((_redis, [a, b])) = stage_cluster::<2>(ENV).await else {
         return;
     };
     let (mut on_b, _) = socket(&b, "?session=art").await;
@@ -198,10 +235,10 @@ async fn an_asset_uploaded_on_one_instance_is_served_by_another() {
         .call("DELETE", &format!("/stream/assets/{id}?session=art"), None)
         .await;
     assert_eq!(status, 200);
-    let (status, _) = api(&a)
-        .get(&format!("/stream/assets/{id}?session=art"))
-        .await;
-    assert_eq!(status, 404);
+    cluster_support::json_until(&a.addr, &format!("/stream/assets/{id}?session=art"), |b| {
+        b["code"] == "ASSET_NOT_FOUND"
+    })
+    .await;
     let response = reqwest::get(format!("{}/stream/assets/{id}/content", a.http_url()))
         .await
         .unwrap();
@@ -210,7 +247,7 @@ async fn an_asset_uploaded_on_one_instance_is_served_by_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_documents_outlive_every_instance() {
-    let Some((redis, [mut a, mut b])) = cluster::<2>(ENV) else {
+    let Some((redis, [mut a, mut b])) = stage_cluster::<2>(ENV).await else {
         return;
     };
     let (status, _) = api(&a).post("/stream/start?session=keep", json!({})).await;
@@ -222,6 +259,7 @@ async fn stream_documents_outlive_every_instance() {
     assert!(b.terminate().success());
 
     let c = Instance::start(&redis.url(), ENV, true);
+    stage_ready(&c).await;
     let (status, body) = api(&c).get("/stream/status?session=keep").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -246,7 +284,7 @@ async fn stream_documents_outlive_every_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_cap_holds_across_the_cluster() {
     let env = [("BEARER_TOKEN", TOKEN), ("STREAM_MAX_STREAMS", "2")];
-    let Some((_redis, [a, b])) = cluster::<2>(&env) else {
+    let Some((_redis, [a, b])) = stage_cluster::<2>(&env).await else {
         return;
     };
     let (status, _) = api(&a).post("/stream/start?session=one", json!({})).await;
@@ -272,15 +310,14 @@ async fn the_stream_cap_holds_across_the_cluster() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_fail_closed_while_redis_is_down_and_reads_serve_the_cache() {
-    let Some((mut redis, [a, b])) = cluster::<2>(ENV) else {
+    let Some((mut redis, [a, b])) = stage_cluster::<2>(ENV).await else {
         return;
     };
     let (status, _) = api(&a).post("/stream/start?session=air", json!({})).await;
     assert_eq!(status, 200);
     api(&a).text_layer("?session=air", "on air").await;
     // B has it cached (it heard the changes, and reads it once).
-    let (_, there) = api(&b).get("/stream/status?session=air").await;
-    assert_eq!(there["version"], 2);
+    cluster_support::json_until(&b.addr, "/stream/status?session=air", |s| s["version"] == 2).await;
 
     redis.kill();
     for instance in [&a, &b] {
