@@ -51,7 +51,8 @@ where
     }
 }
 
-fn is_json(req_headers: &http::HeaderMap) -> bool {
+/// Whether a request's body is JSON (`application/json`, or no `Content-Type` at all).
+pub fn is_json(req_headers: &http::HeaderMap) -> bool {
     req_headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -13,7 +13,7 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use std::net::IpAddr;
 
 /// The stream named by `?session=` (none: the default stream).
-pub fn stream_of(query: Option<&str>) -> Result<StreamKey, Box<Response<Body>>> {
+fn stream_of(query: Option<&str>) -> Result<StreamKey, Box<Response<Body>>> {
     let session = query.and_then(|q| {
         form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "session")
@@ -32,8 +32,19 @@ pub fn stream_of(query: Option<&str>) -> Result<StreamKey, Box<Response<Body>>> 
     }
 }
 
+/// The client's address and the stream a request addresses, once the request has been
+/// counted against the address's rate limit.
+pub fn admit<B>(
+    ctx: &AppContext,
+    req: &http::Request<B>,
+) -> Result<(IpAddr, StreamKey), Box<Response<Body>>> {
+    let client = crate::limits::ClientIp::of_request(req);
+    rate_limit(ctx, client)?;
+    Ok((client, stream_of(req.uri().query())?))
+}
+
 /// Counts one request against the address's budget; `429` with `Retry-After` past it.
-pub fn rate_limit(ctx: &AppContext, client: IpAddr) -> Result<(), Box<Response<Body>>> {
+fn rate_limit(ctx: &AppContext, client: IpAddr) -> Result<(), Box<Response<Body>>> {
     let Err(wait) = ctx.stream_manager.rate.check(AddrKey::of(client)) else {
         return Ok(());
     };

@@ -6,7 +6,7 @@
 //! matched on its path first (unknown: 404, wrong method: 405 with `Allow`), then checked:
 //! the stream (`?session=`), the rate limit, the token, and only then the body is read.
 
-use super::access::{authorize_read, authorize_write, rate_limit, stream_of};
+use super::access::{admit, authorize_read, authorize_write};
 use super::document::Action;
 use super::error::ManagerError;
 use super::{StreamKey, StreamManager};
@@ -106,12 +106,8 @@ impl StageRoute {
         if self == StageRoute::Socket {
             return super::socket::handle(req, ctx);
         }
-        let client = crate::limits::ClientIp::of_request(&req);
-        if let Err(response) = rate_limit(&ctx, client) {
-            return *response;
-        }
-        let stream = match stream_of(req.uri().query()) {
-            Ok(stream) => stream,
+        let (client, stream) = match admit(&ctx, &req) {
+            Ok(admitted) => admitted,
             Err(response) => return *response,
         };
         let write = !matches!(*req.method(), Method::GET | Method::HEAD);
@@ -314,15 +310,7 @@ async fn read_json<T: DeserializeOwned>(
     optional: bool,
 ) -> Result<Option<T>, ManagerError> {
     use serde::Deserialize as _;
-    let json_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
+    let json_type = crate::repo::routes::is_json(req.headers());
     let bytes = match Limited::new(req.into_body(), MAX_JSON_BODY_BYTES)
         .collect()
         .await

@@ -6,7 +6,7 @@
 //! preview. It may ask for `status`, `ping`, authenticate with `auth`, and as a writer set
 //! the `quality` or send `preview` frames.
 
-use super::access::{authorize_read, bearer_ok, rate_limit, stream_of};
+use super::access::{admit, authorize_read, bearer_ok};
 use super::document::Action;
 use super::hub::{encode, Viewer};
 use super::{StreamKey, StreamManager};
@@ -62,12 +62,8 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
     {
         return crate::auth::origin_refusal();
     }
-    let client = crate::limits::ClientIp::of_request(&req);
-    if let Err(response) = rate_limit(&ctx, client) {
-        return *response;
-    }
-    let stream = match stream_of(req.uri().query()) {
-        Ok(stream) => stream,
+    let (client, stream) = match admit(&ctx, &req) {
+        Ok(admitted) => admitted,
         Err(response) => return *response,
     };
     let query = req.uri().query();
