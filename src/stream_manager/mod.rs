@@ -217,10 +217,13 @@ impl StreamManager {
                 .await
             {
                 Ok(()) => {
-                    let next = self.remember(key, Arc::new(next));
-                    self.publish(stream, &next, events);
+                    // A newer remote version may be cached already; the events still carry
+                    // this commit's version (clients that saw the newer one skip them).
+                    let committed = Arc::new(next);
+                    self.remember(key, committed.clone());
+                    self.publish(stream, &committed, events);
                     self.update_resource_gauges();
-                    return Ok(next);
+                    return Ok(committed);
                 }
                 Err(CommitError::Conflict) => self.forget(key),
                 Err(CommitError::StreamLimit) => {
