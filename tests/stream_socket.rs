@@ -232,6 +232,13 @@ async fn previews_go_latest_wins_from_one_producer() {
         producer.next_of("error").await["payload"]["code"],
         "PAYLOAD_TOO_LARGE"
     );
+    // Past the whole message's bound, the frame guard discards it as it arrives.
+    let far_too_big = json!({"type": "preview", "payload": {"data": "A".repeat(100_000), "timestamp": 1, "quality": "low"}});
+    producer.send(far_too_big).await;
+    assert_eq!(
+        producer.next_of("error").await["payload"]["code"],
+        "PAYLOAD_TOO_LARGE"
+    );
     producer.send(json!({"type": "preview", "payload": {"data": "not base64!", "timestamp": 1, "quality": "low"}})).await;
     assert_eq!(
         producer.next_of("error").await["payload"]["code"],

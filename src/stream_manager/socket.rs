@@ -80,9 +80,11 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         );
     };
     let size = ctx.stream_manager.config.stream_preview_max_bytes + ENVELOPE_ROOM;
+    // A message over `text` is discarded as it arrives and answered with an error; only one
+    // over twice that (a client that is not playing by the rules) closes the socket.
     let limits = GuardLimits {
         text: size,
-        hard: size,
+        hard: size * 2,
         deflate: false,
     };
     let client = Client {
