@@ -52,6 +52,9 @@ pub struct StageCluster {
     keys: Keys,
     instance: String,
     conn: Mutex<Option<ConnectionManager>>,
+    /// Set once the link has connected for the first time: until then (the instance just
+    /// started) a request waits for it briefly rather than failing at once.
+    connected: tokio::sync::watch::Sender<bool>,
     script: Script,
     manager: OnceLock<Weak<StreamManager>>,
     metrics: Arc<Metrics>,
@@ -69,6 +72,7 @@ pub fn spawn(
         keys: Keys::new(prefix),
         instance: instance.to_owned(),
         conn: Mutex::new(None),
+        connected: tokio::sync::watch::Sender::new(false),
         script: Script::new(COMMIT),
         manager: OnceLock::new(),
         metrics: metrics.clone(),
@@ -83,7 +87,12 @@ impl StageCluster {
         let _ = self.manager.set(Arc::downgrade(&manager));
     }
 
-    fn connection(&self) -> Option<ConnectionManager> {
+    /// The command connection. Right after start it waits (at most [`FIRST_CONNECT_WAIT`])
+    /// for the link's first connection; later, while Redis is out of reach, it answers
+    /// `None` at once.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let mut connected = self.connected.subscribe();
+        let _ = tokio::time::timeout(FIRST_CONNECT_WAIT, connected.wait_for(|up| *up)).await;
         self.conn.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -96,7 +105,7 @@ impl StageCluster {
     }
 
     pub async fn load(&self, key: &str) -> Result<Option<StreamDoc>, CommitError> {
-        let mut conn = self.connection().ok_or_else(down)?;
+        let mut conn = self.connection().await.ok_or_else(down)?;
         self.count();
         let stored: Option<Vec<u8>> = redis::cmd("HGET")
             .arg(self.keys.stage(key))
@@ -124,7 +133,7 @@ impl StageCluster {
         events: &[StageEvent],
         max_streams: usize,
     ) -> Result<(), CommitError> {
-        let mut conn = self.connection().ok_or_else(down)?;
+        let mut conn = self.connection().await.ok_or_else(down)?;
         let change = Change {
             origin: &self.instance,
             key,
@@ -167,6 +176,7 @@ impl StageCluster {
             if let Ok((conn, mut messages)) = self.connect().await {
                 backoff = super::BACKOFF_MIN;
                 *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                self.connected.send_replace(true);
                 // What was cached while the link was down may have been changed elsewhere.
                 if let Some(manager) = self.manager.get().and_then(Weak::upgrade) {
                     manager.forget_all();
@@ -207,6 +217,9 @@ impl StageCluster {
         Ok((conn, pubsub.into_on_message()))
     }
 }
+
+/// How long a request made just after start waits for the link's first connection.
+const FIRST_CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn down() -> CommitError {
     CommitError::Unavailable("Redis is out of reach".into())
