@@ -34,7 +34,14 @@ fn stage(c: &mut Criterion) {
                 version += 1;
                 let frame = encode(&event, 1.0, Some(version));
                 let frame = Utf8Bytes::try_from(frame).expect("JSON text");
-                hub.push("band", [Pushed { version, frame }]);
+                hub.push(
+                    "band",
+                    [Pushed {
+                        version,
+                        frame,
+                        whole: false,
+                    }],
+                );
                 for rx in &mut receivers {
                     let pushed = rx.try_recv().expect("one event each");
                     std::hint::black_box(pushed.frame.len());

@@ -20,6 +20,8 @@ pub struct Pushed {
     pub version: u64,
     /// The text frame, shared by every client (a clone is a reference count).
     pub frame: Utf8Bytes,
+    /// A `streamState`: the whole stream, so it may follow any earlier version.
+    pub whole: bool,
 }
 
 /// The clients of one stream.
@@ -221,7 +223,8 @@ mod tests {
                 "band",
                 [Pushed {
                     version: 1,
-                    frame: Utf8Bytes::default()
+                    frame: Utf8Bytes::default(),
+                    whole: false,
                 }]
             ),
             0

@@ -59,6 +59,8 @@ pub struct StreamManager {
     docs: Mutex<HashMap<String, Arc<StreamDoc>>>,
     /// One writer at a time per stream, in arrival order; entries leave with their last user.
     writers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last version whose events went out from this instance, per written stream.
+    pushed: Mutex<HashMap<String, u64>>,
     store: DocStore,
     pub assets: AssetStore,
     pub hub: Arc<StageHub>,
@@ -107,6 +109,7 @@ impl StreamManager {
             config: config.clone(),
             docs: Mutex::new(docs),
             writers: Mutex::default(),
+            pushed: Mutex::default(),
             store,
             assets,
             hub: Arc::default(),
@@ -241,19 +244,10 @@ impl StreamManager {
     /// A change committed by another instance: adopted if newer than ours, and pushed to
     /// this instance's clients (a fresh `streamState` when versions were skipped).
     pub fn receive_remote(&self, key: &str, doc: StreamDoc, events: Vec<StageEvent>) {
-        let before = self.cached(key).map_or(0, |d| d.version);
-        if doc.version <= before {
-            return;
-        }
-        let doc = self.remember(key, Arc::new(doc));
+        let doc = Arc::new(doc);
+        self.remember(key, doc.clone());
         let stream = StreamKey((!key.is_empty()).then(|| key.to_owned()));
-        if doc.version == before + 1 {
-            self.publish(&stream, &doc, events);
-        } else {
-            let now = crate::http::errors::now_ms();
-            let snapshot = StageEvent::StreamState(doc.snapshot(now, 0, false));
-            self.publish(&stream, &doc, vec![snapshot]);
-        }
+        self.publish(&stream, &doc, events);
         self.update_resource_gauges();
     }
 
@@ -266,10 +260,31 @@ impl StreamManager {
 
     /// Encodes `events` once with this instance's counts and pushes them to the stream's
     /// clients here and to the members of the sync session of the same id.
+    ///
+    /// Versions reach this instance's clients in order, each once: a version already pushed
+    /// is skipped (a remote change this instance committed first, or heard twice), and a
+    /// gap (a version adopted from Redis after a lost compare-and-set, whose own events come
+    /// later or never) is bridged with a `streamState` of `doc` instead of its events. The
+    /// `pushed` lock is held across the push, so the writer and the Redis link cannot
+    /// interleave two versions.
     fn publish(&self, stream: &StreamKey, doc: &StreamDoc, events: Vec<StageEvent>) {
         let key = stream.key();
-        let (viewers, producer) = self.hub.counts(key);
+        let mut pushed_versions = self.pushed.lock().expect("pushed lock");
+        let last = pushed_versions
+            .get(key)
+            .copied()
+            .unwrap_or(doc.version.saturating_sub(1));
+        if doc.version <= last {
+            return;
+        }
         let now = crate::http::errors::now_ms();
+        let events = if doc.version == last + 1 {
+            events
+        } else {
+            vec![StageEvent::StreamState(doc.snapshot(now, 0, false))]
+        };
+        pushed_versions.insert(key.to_owned(), doc.version);
+        let (viewers, producer) = self.hub.counts(key);
         let mut pushed = Vec::with_capacity(events.len());
         for mut event in events {
             match &mut event {
@@ -281,6 +296,7 @@ impl StreamManager {
                 }
                 _ => {}
             }
+            let whole = matches!(event, StageEvent::StreamState(_));
             let frame = hub::encode(&event, now, Some(doc.version));
             if let (Some(session), true) = (stream.session(), event.is_change()) {
                 self.forward_to_session(session, &frame);
@@ -289,9 +305,11 @@ impl StreamManager {
                 version: doc.version,
                 frame: tokio_tungstenite::tungstenite::Utf8Bytes::try_from(frame)
                     .expect("frames are JSON text"),
+                whole,
             });
         }
         let sent = self.hub.push(key, pushed);
+        drop(pushed_versions);
         self.metrics.stream_manager.broadcasts.inc_by(sent as u64);
     }
 

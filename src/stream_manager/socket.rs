@@ -166,14 +166,13 @@ impl Client {
                 }
                 pushed = events.recv() => match pushed {
                     Ok(pushed) if pushed.version <= seen => continue,
-                    Ok(pushed) if pushed.version == seen + 1 => {
+                    Ok(pushed) if pushed.version == seen + 1 || pushed.whole => {
                         seen = pushed.version;
                         text(pushed.frame)
                     }
-                    // A gap: versions this instance adopted without pushing their events (a
-                    // document reloaded from Redis after a lost compare-and-set, whose own
-                    // event then arrives as already seen). The client resyncs rather than
-                    // miss a change, exactly as when it lags.
+                    // A gap (the publisher bridges the gaps it knows of with a streamState;
+                    // this is the last line of defence): the client resyncs rather than miss
+                    // a change, exactly as when it lags.
                     Ok(_) | Err(RecvError::Lagged(_)) => {
                         metrics.resyncs.inc();
                         match self.send_state(&mut sink, &manager).await {
