@@ -625,3 +625,52 @@ async fn the_asset_metrics_follow_uploads_and_deletions() {
     assert_eq!(sample(&gone, "bandsync_assets"), 0.0);
     assert_eq!(sample(&gone, "bandsync_asset_storage_bytes"), 0.0);
 }
+
+#[tokio::test]
+async fn uploads_past_max_concurrent_uploads_are_503_until_one_ends() {
+    let (server, api, dir) = server_with(|c| c.stream_manager.max_concurrent_uploads = 2).await;
+    let (content_type, body) = multipart(&[("file", Some("a.png"), &png_of(400_000))], true);
+    // Two uploads under way, each stalled halfway through its body.
+    let mut stalled = Vec::new();
+    for n in 1..=2 {
+        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let head = format!(
+            "POST /stream/assets/upload HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
+             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            server.addr,
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        socket.write_all(&body[..body.len() / 2]).await.unwrap();
+        stalled.push(socket);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while files(&dir)
+            .iter()
+            .filter(|f| f.starts_with(".upload-"))
+            .count()
+            < n
+        {
+            assert!(
+                Instant::now() < deadline,
+                "upload {n} did not start: {:?}",
+                files(&dir)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let (status, answer) = api.upload("", "third.png", &png_of(1000)).await;
+    assert_error(status, &answer, 503, "UPLOADS_BUSY");
+    // One ends (its client leaves): the next upload is taken.
+    drop(stalled.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, answer) = api.upload("", "fourth.png", &png_of(1000)).await;
+        if status == 201 {
+            break;
+        }
+        assert_error(status, &answer, 503, "UPLOADS_BUSY");
+        assert!(Instant::now() < deadline, "the freed slot was not reused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(stalled);
+}
