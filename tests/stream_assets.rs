@@ -281,30 +281,46 @@ async fn a_truncated_body_is_400_and_a_dropped_connection_leaves_nothing() {
 
     // Half a body, then the connection closes: the temporary file goes with the request.
     let (content_type, body) = multipart(&[("file", Some("a.png"), &png_of(400_000))], true);
-    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    let head = format!(
-        "POST /stream/assets/upload HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        server.addr,
-        body.len()
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    socket.write_all(&body[..body.len() / 2]).await.unwrap();
-    // The upload is under way: its temporary file exists.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !files(&dir).iter().any(|f| f.starts_with(".upload-")) {
-        assert!(
-            Instant::now() < deadline,
-            "no temporary file: {:?}",
-            files(&dir)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let socket = stall_upload(server.addr, &dir, &content_type, &body, 1).await;
     drop(socket);
     until_files(&dir, &[]).await;
     // The server took nothing for it: a full-size upload still fits the defaults.
     let (status, body) = api.upload("", "after.png", &png_of(400_000)).await;
     assert_eq!(status, 201, "{body}");
+}
+
+/// Sends the head and half the body of an upload over a raw socket, and returns (the
+/// socket, still open) once `uploads` temporary files exist: the upload is under way.
+async fn stall_upload(
+    addr: std::net::SocketAddr,
+    dir: &Path,
+    content_type: &str,
+    body: &[u8],
+    uploads: usize,
+) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /stream/assets/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body[..body.len() / 2]).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while files(dir)
+        .iter()
+        .filter(|f| f.starts_with(".upload-"))
+        .count()
+        < uploads
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no temporary file: {:?}",
+            files(dir)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    socket
 }
 
 /// A form part for [`multipart`]: its name, file name, bytes.
@@ -633,30 +649,7 @@ async fn uploads_past_max_concurrent_uploads_are_503_until_one_ends() {
     // Two uploads under way, each stalled halfway through its body.
     let mut stalled = Vec::new();
     for n in 1..=2 {
-        let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-        let head = format!(
-            "POST /stream/assets/upload HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {TOKEN}\r\n\
-             Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-            server.addr,
-            body.len()
-        );
-        socket.write_all(head.as_bytes()).await.unwrap();
-        socket.write_all(&body[..body.len() / 2]).await.unwrap();
-        stalled.push(socket);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while files(&dir)
-            .iter()
-            .filter(|f| f.starts_with(".upload-"))
-            .count()
-            < n
-        {
-            assert!(
-                Instant::now() < deadline,
-                "upload {n} did not start: {:?}",
-                files(&dir)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        stalled.push(stall_upload(server.addr, &dir, &content_type, &body, n).await);
     }
     let (status, answer) = api.upload("", "third.png", &png_of(1000)).await;
     assert_error(status, &answer, 503, "UPLOADS_BUSY");
