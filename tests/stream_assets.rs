@@ -79,22 +79,6 @@ fn assert_error(status: u16, body: &Value, want_status: u16, code: &str) {
     assert_eq!(body["code"], code, "{body}");
 }
 
-/// Sends a raw multipart body (content type and bytes as given).
-async fn post_form(api: &Api, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let response = api
-        .request(
-            reqwest::Method::POST,
-            &format!("/stream/assets/upload{query}"),
-        )
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 /// One HTTP/1.1 request over a plain socket with the path exactly as written (reqwest would
 /// normalise `..`); the status line's code, the head and the body.
 async fn raw(addr: std::net::SocketAddr, method: &str, path: &str) -> (u16, String, Vec<u8>) {
@@ -275,7 +259,7 @@ async fn the_type_comes_from_the_bytes_never_the_name() {
 async fn a_truncated_body_is_400_and_a_dropped_connection_leaves_nothing() {
     let (server, api, dir) = server_with(|_| {}).await;
     let (content_type, body) = multipart(&[("file", Some("a.png"), &png_of(5000))], false);
-    let (status, answer) = post_form(&api, "", &content_type, body).await;
+    let (status, answer) = api.post_form("", &content_type, body).await;
     assert_error(status, &answer, 400, "INVALID_MULTIPART");
     assert_eq!(files(&dir), Vec::<String>::new());
 
@@ -347,13 +331,13 @@ async fn a_form_of_the_wrong_shape_is_refused() {
     ];
     for (what, parts) in cases {
         let (content_type, body) = multipart(parts, true);
-        let (status, answer) = post_form(&api, "", &content_type, body).await;
+        let (status, answer) = api.post_form("", &content_type, body).await;
         assert_error(status, &answer, 400, "INVALID_MULTIPART");
         assert_eq!(files(&dir), Vec::<String>::new(), "{what}");
     }
-    let (status, answer) = post_form(&api, "", "application/json", b"{}".to_vec()).await;
+    let (status, answer) = api.post_form("", "application/json", b"{}".to_vec()).await;
     assert_error(status, &answer, 415, "UNSUPPORTED_MEDIA_TYPE");
-    let (status, answer) = post_form(&api, "", "image/png", file.clone()).await;
+    let (status, answer) = api.post_form("", "image/png", file.clone()).await;
     assert_error(status, &answer, 415, "UNSUPPORTED_MEDIA_TYPE");
 
     // A `name` part names the asset, cleaned of path separators and control characters.
@@ -364,7 +348,7 @@ async fn a_form_of_the_wrong_shape_is_refused() {
         ],
         true,
     );
-    let (status, answer) = post_form(&api, "", &content_type, body).await;
+    let (status, answer) = api.post_form("", &content_type, body).await;
     assert_eq!(status, 201, "{answer}");
     assert_eq!(answer["asset"]["name"], "band_logo_");
 }

@@ -121,6 +121,11 @@ impl Api {
     /// Uploads `bytes` as `filename`; the status and body.
     pub async fn upload(&self, query: &str, filename: &str, bytes: &[u8]) -> (u16, Value) {
         let (content_type, body) = multipart(&[("file", Some(filename), bytes)], true);
+        self.post_form(query, &content_type, body).await
+    }
+
+    /// Sends a raw body to the upload route (content type and bytes as given).
+    pub async fn post_form(&self, query: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
         let response = self
             .request(
                 reqwest::Method::POST,
