@@ -18,6 +18,9 @@ pub const SESSION: &str = "siobench";
 /// a handshake never waits behind hundreds of others and times out.
 const CONNECT_CONCURRENCY: usize = 32;
 
+/// The longest the bench waits for a client's task to take a frame to send.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Errors a client keeps the text of; more are only counted.
 const KEPT_ERRORS: usize = 3;
 
@@ -80,11 +83,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// Queues a frame for the client's task; fails if the task ended or has not taken a
+    /// frame for [`SEND_TIMEOUT`] (its socket is stuck: the server stopped reading).
     pub async fn send(&self, text: String, tag: Option<u32>) -> Result<(), String> {
-        self.out
-            .send(Out { text, tag })
-            .await
-            .map_err(|_| "the client's task has ended".to_owned())
+        match tokio::time::timeout(SEND_TIMEOUT, self.out.send(Out { text, tag })).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("the client's task has ended".to_owned()),
+            Err(_) => Err(format!("the client could not send for {SEND_TIMEOUT:?}")),
+        }
     }
 }
 
