@@ -44,12 +44,15 @@ pub struct AppContext {
     pub repo: Arc<crate::repo::RepoStreams>,
     /// The Stream Manager: stream state, layers, assets and their clients.
     pub stream_manager: Arc<crate::stream_manager::StreamManager>,
+    /// The Socket.IO endpoint's Engine.IO sessions and recovery records.
+    pub socket_io: Arc<crate::socketio::SocketIo>,
 }
 
 /// The features served next to the sync sessions, built before the context.
 pub struct Features {
     pub repo: Arc<crate::repo::RepoStreams>,
     pub stream_manager: Arc<crate::stream_manager::StreamManager>,
+    pub socket_io: Arc<crate::socketio::SocketIo>,
 }
 
 /// One unit of `MAX_CONNECTIONS`, returned when dropped.
@@ -76,6 +79,7 @@ impl AppContext {
         let Features {
             repo,
             stream_manager,
+            socket_io,
         } = features;
         let limits = &config.limits;
         // Validated with the configuration; an unparsable list trusts no one.
@@ -93,6 +97,7 @@ impl AppContext {
         Self {
             repo,
             stream_manager,
+            socket_io,
             partial_budget,
             trusted_proxies,
             conn_limits,

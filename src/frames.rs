@@ -20,6 +20,9 @@ pub enum WsFrame {
     /// writers of connections that negotiated deflate send `deflated` (RSV1 set), the
     /// others `text`.
     Deflated { text: Utf8Bytes, deflated: Bytes },
+    /// A broadcast already in its Socket.IO form (`42["type",{...}]`), converted once and
+    /// shared by the broadcast's Socket.IO recipients; only their outboxes get it.
+    Packet(Utf8Bytes),
     /// A binary audio frame (header + samples), made once per chunk and shared. Sent
     /// uncompressed: PCM barely deflates (see BENCHMARKS.md), so it is not worth the CPU.
     Binary(Bytes),
@@ -36,7 +39,9 @@ impl Frame for WsFrame {
     fn byte_len(&self) -> usize {
         match self {
             // The plain size: an upper bound on what any recipient's writer sends.
-            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => text.len(),
+            WsFrame::Text(text) | WsFrame::Deflated { text, .. } | WsFrame::Packet(text) => {
+                text.len()
+            }
             WsFrame::Binary(bytes) => bytes.len(),
             WsFrame::Heartbeat { .. } => 96,
         }

@@ -37,6 +37,7 @@ pub mod outbox;
 pub mod repo;
 pub mod server;
 pub mod share;
+pub mod socketio;
 pub mod sse;
 pub mod store;
 pub mod stream_manager;

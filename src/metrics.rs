@@ -21,6 +21,8 @@ pub struct Metrics {
     pub errors_sent: IntCounterVec,
     pub rate_limit_violations: IntCounter,
     pub rate_limit_disconnects: IntCounter,
+    /// Socket.IO sockets recovered (`socket.recovered`) with their session membership.
+    pub socket_io_recoveries: IntCounter,
     pub slow_client_disconnects: IntCounter,
     pub ticks_dropped: IntCounter,
     pub ticks_sent: IntCounter,
@@ -129,6 +131,11 @@ impl Metrics {
             rate_limit_disconnects: IntCounter::new(
                 "rate_limit_disconnects_total",
                 "Sockets closed with 1008 for repeated rate-limit violations",
+            )
+            .unwrap(),
+            socket_io_recoveries: IntCounter::new(
+                "socketio_recoveries_total",
+                "Socket.IO sockets that recovered their session membership after a drop",
             )
             .unwrap(),
             slow_client_disconnects: IntCounter::new(
@@ -321,6 +328,7 @@ impl Metrics {
             Box::new(self.errors_sent.clone()),
             Box::new(self.rate_limit_violations.clone()),
             Box::new(self.rate_limit_disconnects.clone()),
+            Box::new(self.socket_io_recoveries.clone()),
             Box::new(self.slow_client_disconnects.clone()),
             Box::new(self.ticks_dropped.clone()),
             Box::new(self.ticks_sent.clone()),

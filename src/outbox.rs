@@ -128,6 +128,9 @@ pub struct Outbox<F> {
     /// The writer sends the compressed form of shared frames (the WebSocket negotiated
     /// permessage-deflate). The engine compresses a broadcast only if a recipient does.
     deflate: bool,
+    /// The writer speaks Socket.IO (`/socket.io/`): the engine queues broadcasts in their
+    /// Socket.IO form, converted once per broadcast, for such outboxes.
+    socket_io: bool,
 }
 
 impl<F: Frame> Outbox<F> {
@@ -146,6 +149,7 @@ impl<F: Frame> Outbox<F> {
             notify: Notify::new(),
             limits,
             deflate: false,
+            socket_io: false,
         }
     }
 
@@ -157,6 +161,16 @@ impl<F: Frame> Outbox<F> {
 
     pub fn deflate(&self) -> bool {
         self.deflate
+    }
+
+    /// Marks the outbox of a Socket.IO connection.
+    pub fn for_socket_io(mut self) -> Self {
+        self.socket_io = true;
+        self
+    }
+
+    pub fn socket_io(&self) -> bool {
+        self.socket_io
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<F>> {

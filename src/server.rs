@@ -184,6 +184,8 @@ pub fn assemble(
     if let Some(cluster) = stage_cluster {
         cluster.deliver_to(stream_manager.clone());
     }
+    let socket_io =
+        Arc::new(crate::socketio::SocketIo::new(&config, &metrics).context("REDIS_URL")?);
     let ctx = Arc::new(
         AppContext::new(
             config,
@@ -195,6 +197,7 @@ pub fn assemble(
             crate::context::Features {
                 repo,
                 stream_manager,
+                socket_io,
             },
         )
         .with_auth_failures(auth_failures)
@@ -400,6 +403,9 @@ where
     let path = req.uri().path().to_owned();
     if path == "/ws" {
         return ws::upgrade::handle(req, ctx);
+    }
+    if path == "/socket.io/" || path == "/socket.io" {
+        return crate::socketio::handle(req, ctx).await;
     }
     if let Some(session_id) = path.strip_prefix("/sse/") {
         return sse::handle(req, ctx, session_id).await;

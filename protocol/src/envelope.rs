@@ -104,6 +104,17 @@ pub fn decode_client_frame(text: &str) -> Result<ClientFrame, DecodeFailure> {
     Ok(ClientFrame { id, event })
 }
 
+/// Decodes and validates one client event given as its name and its `data` JSON (`None`
+/// or `"null"` for none): what transports that carry the name and the data apart (the
+/// Socket.IO endpoint's `emit(type, data)`) use instead of [`decode_client_frame`], with
+/// the same rules and the same errors.
+pub fn decode_client_event(kind: &str, data: Option<&str>) -> Result<ClientEvent, ProtocolError> {
+    let data = data.filter(|d| d.trim() != "null");
+    let event = decode_event(kind, data)?;
+    validate_event(&event)?;
+    Ok(event)
+}
+
 fn data_of<T: DeserializeOwned>(kind: &str, data: Option<&str>) -> Result<T, ProtocolError> {
     serde_json::from_str(data.unwrap_or("{}"))
         .map_err(|e| invalid(format!("invalid data for `{kind}`: {e}")))

@@ -13,14 +13,15 @@ pub mod envelope;
 pub mod error;
 pub mod repo;
 pub mod server;
+pub mod socketio;
 pub mod stream_manager;
 pub mod timeline;
 pub mod validate;
 
 pub use client::{ClientEvent, JoinSession, Role};
 pub use envelope::{
-    decode_client_frame, encode_client_frame, encode_server_frame, ClientFrame, DecodeFailure,
-    RequestId, ServerFrame,
+    decode_client_event, decode_client_frame, encode_client_frame, encode_server_frame,
+    ClientFrame, DecodeFailure, RequestId, ServerFrame,
 };
 pub use error::{ErrorCode, ProtocolError};
 pub use server::ServerEvent;

@@ -11,13 +11,16 @@ use bandsync_protocol::{ClientEvent, ErrorCode, ProtocolError, RequestId, Role, 
 use std::sync::Arc;
 
 impl Engine {
-    /// Applies one decoded, validated event from connection `key`.
+    /// Applies one decoded, validated event from connection `key`. `ack`: the sender
+    /// (a Socket.IO client's acknowledgement callback) wants an answer even where the
+    /// contract has no direct reply; it then gets a `sync_response` once the event applied.
     pub(super) fn command(
         &mut self,
         key: ConnKey,
         id: Option<RequestId>,
         event: ClientEvent,
         verified: Option<super::inbound::Verified>,
+        ack: bool,
     ) {
         let Some(conn) = self.conns.get(&key) else {
             return; // closed while the event was queued
@@ -55,8 +58,15 @@ impl Engine {
             );
         }
         match event {
-            ClientEvent::LeaveSession => self.leave(key, Departure::Left),
-            ClientEvent::SetRole(request) => self.set_role(key, id, &session_id, request.role),
+            ClientEvent::LeaveSession => {
+                if ack {
+                    self.reply_state(key, id, &session_id);
+                }
+                self.leave(key, Departure::Left);
+            }
+            ClientEvent::SetRole(request) => {
+                self.set_role(key, id, &session_id, request.role, ack);
+            }
             ClientEvent::SyncRequest => self.reply_state(key, id, &session_id),
             ClientEvent::ShareStart(start) => self.share_start(key, id, &session_id, &start.token),
             ClientEvent::ShareStop => self.share_stop(key, id),
@@ -64,10 +74,10 @@ impl Engine {
                 if self.sessions[&session_id].message == text {
                     return self.reply_state(key, id, &session_id);
                 }
-                let (check, then) = self.as_leader(key, id);
+                let (check, then) = self.as_leader(key, id, ack);
                 self.change(&session_id, check, None, then, |s| s.message = text);
             }
-            transport_event => self.transport(key, id, &session_id, transport_event),
+            transport_event => self.transport(key, id, &session_id, transport_event, ack),
         }
     }
 
@@ -78,6 +88,7 @@ impl Engine {
         id: Option<RequestId>,
         session_id: &Arc<str>,
         event: ClientEvent,
+        ack: bool,
     ) {
         let now = self.clock.now_ms();
         let mut transport = self.sessions[session_id].transport;
@@ -89,7 +100,7 @@ impl Engine {
             _ => unreachable!("only transport events are routed here"),
         };
         if changed {
-            let (check, then) = self.as_leader(key, id);
+            let (check, then) = self.as_leader(key, id, ack);
             self.change(session_id, check, None, then, |s| s.transport = transport);
         } else {
             // Nothing changed (e.g. `pause` while paused): no broadcast, no new version,
@@ -104,6 +115,7 @@ impl Engine {
         id: Option<RequestId>,
         session_id: &Arc<str>,
         wanted: Role,
+        ack: bool,
     ) {
         let conn = &self.conns[&key];
         let client_id = conn.client_id.clone();
@@ -125,7 +137,7 @@ impl Engine {
                     );
                 }
                 // The seat is ours only once the claim commits (atomically, cluster-wide).
-                let then = AfterCommit::RoleClaim { key, id };
+                let then = AfterCommit::RoleClaim { key, id, ack };
                 self.change(session_id, LeaderCheck::Is(None), None, then, |s| {
                     s.leader = Some(client_id);
                 });
@@ -143,6 +155,9 @@ impl Engine {
                     s.leader = None;
                 });
                 self.stats_changed(session_id);
+                if ack {
+                    self.reply_state(key, id, session_id);
+                }
             }
             _ => self.reply_state(key, id, session_id),
         }
@@ -150,11 +165,16 @@ impl Engine {
 
     /// The leader check and follow-up of a leader's command: it commits only while the
     /// sender still holds the seat.
-    fn as_leader(&self, key: ConnKey, id: Option<RequestId>) -> (LeaderCheck, AfterCommit) {
+    fn as_leader(
+        &self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        ack: bool,
+    ) -> (LeaderCheck, AfterCommit) {
         let holder = self.conns.get(&key).map(|c| c.client_id.to_string());
         (
             LeaderCheck::Is(holder),
-            AfterCommit::LeaderCommand { key, id },
+            AfterCommit::LeaderCommand { key, id, ack },
         )
     }
 
@@ -171,7 +191,12 @@ impl Engine {
     }
 
     /// Answers `sync_request` (and no-op commands) with the current state.
-    fn reply_state(&mut self, key: ConnKey, id: Option<RequestId>, session_id: &Arc<str>) {
+    pub(super) fn reply_state(
+        &mut self,
+        key: ConnKey,
+        id: Option<RequestId>,
+        session_id: &Arc<str>,
+    ) {
         let Some(session) = self.sessions.get(session_id) else {
             return;
         };

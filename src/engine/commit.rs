@@ -30,11 +30,15 @@ pub(super) enum AfterCommit {
     RoleClaim {
         key: ConnKey,
         id: Option<RequestId>,
+        /// Answer a granted claim with the state (a Socket.IO acknowledgement).
+        ack: bool,
     },
-    /// A leader's command: answer `NOT_LEADER` if the seat was lost elsewhere meanwhile.
+    /// A leader's command: answer `NOT_LEADER` if the seat was lost elsewhere meanwhile,
+    /// and the committed state if `ack` asks for an answer.
     LeaderCommand {
         key: ConnKey,
         id: Option<RequestId>,
+        ack: bool,
     },
 }
 
@@ -230,20 +234,27 @@ impl Engine {
             AfterCommit::Nothing => {}
             // Whether the claim committed shows in the seat itself (see `finish_join`).
             AfterCommit::FinishJoin(parts) => self.finish_join(*parts),
-            AfterCommit::RoleClaim { key, id } => self.finish_role_claim(key, id, committed),
-            AfterCommit::LeaderCommand { key, id } if !committed => {
+            AfterCommit::RoleClaim { key, id, ack } => {
+                self.finish_role_claim(key, id, committed, ack);
+            }
+            AfterCommit::LeaderCommand { key, id, .. } if !committed => {
                 let error = ProtocolError::new(
                     ErrorCode::NotLeader,
                     "the leader seat was taken on another instance",
                 );
                 self.reply_error(key, id.as_ref(), error);
             }
-            AfterCommit::LeaderCommand { .. } => {}
+            AfterCommit::LeaderCommand { key, id, ack: true } => {
+                if let Some(session_id) = self.conns.get(&key).and_then(|c| c.session.clone()) {
+                    self.reply_state(key, id, &session_id);
+                }
+            }
+            AfterCommit::LeaderCommand { ack: false, .. } => {}
         }
     }
 
     /// `set_role leader` was decided: the claimant leads, or hears who does.
-    fn finish_role_claim(&mut self, key: ConnKey, id: Option<RequestId>, granted: bool) {
+    fn finish_role_claim(&mut self, key: ConnKey, id: Option<RequestId>, granted: bool, ack: bool) {
         let Some(conn) = self.conns.get(&key) else {
             return;
         };
@@ -263,6 +274,9 @@ impl Engine {
                 self.save_resume(&token);
             }
             self.stats_changed(&session_id);
+            if ack {
+                self.reply_state(key, id, &session_id);
+            }
         } else {
             let holder = session.leader.as_deref().unwrap_or("another member");
             let message = format!("the session is led by {holder}");

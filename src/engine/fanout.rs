@@ -77,6 +77,27 @@ fn ws_frame(json: String, deflater: &mut Deflater, wanted: impl FnOnce() -> bool
     WsFrame::shared(Utf8Bytes::from(json), deflated)
 }
 
+/// The Socket.IO form of one broadcast, converted at its first Socket.IO recipient and
+/// shared by the rest (a session without Socket.IO members never pays for it).
+#[derive(Default)]
+struct SocketIoForm(Option<WsFrame>);
+
+impl SocketIoForm {
+    fn of(&mut self, frame: &WsFrame) -> WsFrame {
+        self.0
+            .get_or_insert_with(|| {
+                let (WsFrame::Text(json) | WsFrame::Deflated { text: json, .. }) = frame else {
+                    return frame.clone();
+                };
+                match bandsync_protocol::socketio::broadcast_packet(json) {
+                    Some(packet) => WsFrame::Packet(Utf8Bytes::from(packet)),
+                    None => frame.clone(),
+                }
+            })
+            .clone()
+    }
+}
+
 /// Encodes `event` once and queues it for every member (except `except`) and listener,
 /// and keeps it in the SSE history for `Last-Event-ID` resumes.
 pub(super) fn broadcast(
@@ -114,9 +135,14 @@ fn queue(
             .iter()
             .any(|(key, outbox)| admit(*key) && outbox.deflate())
     });
+    let mut packet = SocketIoForm::default();
     for (key, outbox) in &session.members {
         if admit(*key) {
-            let result = outbox.push(frame.clone());
+            let frame = match outbox.socket_io() {
+                true => packet.of(&frame),
+                false => frame.clone(),
+            };
+            let result = outbox.push(frame);
             after_push(result, outbox, &mut wakes.ws, metrics, &session.id);
         }
     }
@@ -158,9 +184,14 @@ fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64
             after_push(result, outbox, &mut wakes.sse, metrics, &session.id);
         }
     }
-    let text = Utf8Bytes::from(json);
+    let text = WsFrame::Text(Utf8Bytes::from(json));
+    let mut packet = SocketIoForm::default();
     for outbox in session.members.values() {
-        let result = outbox.push_tick(WsFrame::Text(text.clone()));
+        let frame = match outbox.socket_io() {
+            true => packet.of(&text),
+            false => text.clone(),
+        };
+        let result = outbox.push_tick(frame);
         after_push(result, outbox, &mut wakes.ws, metrics, &session.id);
     }
     metrics.ticks_sent.inc();

@@ -45,6 +45,9 @@ pub enum Inbound {
         /// Authenticated mode: a `join_session`'s `token`, verified by the connection task
         /// (an RS256/ES256 check takes hundreds of microseconds: not on the engine thread).
         verified: Option<Verified>,
+        /// A Socket.IO acknowledgement waits for this event: it gets an answer even where
+        /// the contract has none (a `sync_response` once applied). Always false on `/ws`.
+        ack: bool,
     },
     /// A WebSocket ended, for whatever reason.
     ClosedWs { key: ConnKey },

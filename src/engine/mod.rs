@@ -394,9 +394,10 @@ impl Engine {
                 event,
                 received,
                 verified,
+                ack,
             } => {
                 let started = Instant::now();
-                self.command(key, id, event, verified);
+                self.command(key, id, event, verified, ack);
                 let done = Instant::now();
                 self.metrics
                     .event_processing

@@ -184,6 +184,7 @@ impl Reader {
                     event: frame.event,
                     received,
                     verified,
+                    ack: false,
                 };
                 if ctx.engine.send(command).await.is_err() {
                     return Flow::Stop;

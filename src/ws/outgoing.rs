@@ -33,7 +33,8 @@ pub(super) async fn write_pending(
                 bytes += deflated.len() as u64;
                 deflate::compressed_text(deflated)
             }
-            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => {
+            // `Packet`s are queued only for Socket.IO outboxes, never for this writer's.
+            WsFrame::Text(text) | WsFrame::Deflated { text, .. } | WsFrame::Packet(text) => {
                 bytes += text.len() as u64;
                 Message::Text(text)
             }

@@ -37,7 +37,7 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 /// Authenticated mode: the grant of `?token=` on the `/ws` URL (browsers cannot set an
 /// `Authorization` header on a WebSocket). Which session it is for is checked at each join;
 /// a token that does not verify at all refuses the upgrade (401) before a slot is taken.
-fn url_grant<B>(req: &Request<B>, ctx: &AppContext) -> Result<Option<Grant>, AuthError> {
+pub(crate) fn url_grant<B>(req: &Request<B>, ctx: &AppContext) -> Result<Option<Grant>, AuthError> {
     let Some(verifier) = &ctx.auth.jwt else {
         return Ok(None);
     };

@@ -109,6 +109,12 @@ impl Keys {
         format!("{}:stage", self.prefix)
     }
 
+    /// STRING (JSON, TTL `RECOVERY_WINDOW_MS`): a dropped Socket.IO socket's recovery
+    /// record, by its private id (`pid`); taken (GETDEL) by the instance it reconnects to.
+    pub fn socket(&self, pid: &str) -> String {
+        format!("{}:sio:{pid}", self.prefix)
+    }
+
     /// ZSET of active share ids by last activity: the cluster-wide cap.
     pub fn shares(&self) -> String {
         format!("{}:shares", self.prefix)

@@ -19,6 +19,7 @@ pub mod repo;
 mod scripts;
 mod sequencer;
 pub mod share;
+pub mod sockets;
 pub mod stage;
 
 use super::memory::next_version;
