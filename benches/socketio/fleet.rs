@@ -49,8 +49,9 @@ pub struct Shared {
     pub record_ticks: AtomicBool,
     /// Events of any kind received, to see when the setup's `room_stats` have settled.
     pub events: AtomicU64,
-    /// `state_update`s recorded by any client.
-    pub updates: AtomicU64,
+    /// `state_update`s recorded by followers (the leader hears its own changes too, which
+    /// the fan-out does not count).
+    pub follower_updates: AtomicU64,
 }
 
 /// One client's record.
@@ -144,7 +145,8 @@ pub async fn join(
     }
     let log = Arc::new(Mutex::new(Log::default()));
     let (out, rx) = mpsc::channel(16);
-    tokio::spawn(run(ws, rx, log.clone(), shared.clone()));
+    let follower = role == "follower";
+    tokio::spawn(run(ws, rx, log.clone(), shared.clone(), follower));
     Ok(Client { log, out })
 }
 
@@ -187,12 +189,18 @@ pub async fn settle(shared: &Shared, quiet: Duration, limit: Duration) -> bool {
 
 /// A client's life after its join: answer pings, record events, send what the bench gives
 /// it, until the server ends the connection or the bench drops the [`Client`].
-async fn run(mut ws: Ws, mut rx: mpsc::Receiver<Out>, log: Arc<Mutex<Log>>, shared: Arc<Shared>) {
+async fn run(
+    mut ws: Ws,
+    mut rx: mpsc::Receiver<Out>,
+    log: Arc<Mutex<Log>>,
+    shared: Arc<Shared>,
+    follower: bool,
+) {
     let ended = loop {
         tokio::select! {
             frame = ws.next() => match frame {
                 Some(Ok(Message::Text(text))) => {
-                    match on_text(text.as_str(), Instant::now(), &log, &shared) {
+                    match on_text(text.as_str(), Instant::now(), &log, &shared, follower) {
                         Ok(false) => {}
                         Ok(true) => {
                             if let Err(e) = ws.send(Message::text("3")).await {
@@ -227,7 +235,13 @@ async fn run(mut ws: Ws, mut rx: mpsc::Receiver<Out>, log: Arc<Mutex<Log>>, shar
 
 /// Handles one text frame: records it, and says whether to answer a ping. An error ends
 /// the client (the server broke the protocol or disconnected it).
-fn on_text(text: &str, at: Instant, log: &Mutex<Log>, shared: &Shared) -> Result<bool, String> {
+fn on_text(
+    text: &str,
+    at: Instant,
+    log: &Mutex<Log>,
+    shared: &Shared,
+    follower: bool,
+) -> Result<bool, String> {
     let (name, arg) = match eio::parse(text)? {
         Packet::Ping => return Ok(true),
         Packet::Disconnect => return Err("the server disconnected the socket (41)".into()),
@@ -258,7 +272,9 @@ fn on_text(text: &str, at: Instant, log: &Mutex<Log>, shared: &Shared) -> Result
             let state: State = serde_json::from_str(arg.get())
                 .map_err(|e| format!("state_update without transport.tempo: {e}"))?;
             if let Some(event) = event_of(state.transport.tempo) {
-                shared.updates.fetch_add(1, Relaxed);
+                if follower {
+                    shared.follower_updates.fetch_add(1, Relaxed);
+                }
                 log.lock().unwrap().updates.push((event, at));
             }
         }

@@ -109,7 +109,7 @@ pub async fn fanout(
     spacing: Duration,
 ) -> Result<FanoutStats, String> {
     let expected = u64::from(events) * followers.len() as u64;
-    shared.updates.store(0, Relaxed);
+    shared.follower_updates.store(0, Relaxed);
     shared.record_updates.store(true, Relaxed);
     let window = Window::open(server)?;
     for event in 0..events {
@@ -120,7 +120,7 @@ pub async fn fanout(
             .await?;
     }
     let deadline = Instant::now() + DELIVERY_GRACE;
-    while shared.updates.load(Relaxed) < expected && Instant::now() < deadline {
+    while shared.follower_updates.load(Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (wall, server_cpu, driver_cpu) = window.close(server)?;
