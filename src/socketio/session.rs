@@ -211,7 +211,7 @@ impl Session {
                     let _ = answer.send(PollAnswer::Payload(packets::NOOP.to_owned()));
                     return None;
                 }
-                if self.poll.is_some() {
+                if self.poll.as_ref().is_some_and(|held| !held.is_closed()) {
                     // Two polls at once: the client is not following Engine.IO. The
                     // reference server closes too.
                     let _ = answer.send(PollAnswer::Refused(EngineError::BadRequest));
@@ -244,8 +244,15 @@ impl Session {
     }
 
     async fn on_ws_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
-        let Some(Ok(message)) = message else {
-            return Some(End::Dropped);
+        let message = match message {
+            Some(Ok(Message::Close(_)) | Err(_)) | None if self.upgrading => {
+                // The client gave up the upgrade: it goes on polling.
+                self.ws = None;
+                self.upgrading = false;
+                return None;
+            }
+            Some(Ok(message)) => message,
+            _ => return Some(End::Dropped),
         };
         match message {
             Message::Text(text) => self.on_engine_packet(&text).await,
@@ -292,6 +299,10 @@ impl Session {
                 None
             }
             EnginePacket::Close => Some(End::Dropped),
+            EnginePacket::Invalid if self.socket.is_connected() => {
+                let why = "not an Engine.IO text packet (binary payloads are not accepted)";
+                ended_by(self.socket.refuse(why, None, &mut self.out))
+            }
             EnginePacket::Upgrade | EnginePacket::Noop | EnginePacket::Invalid => None,
         }
     }

@@ -164,6 +164,14 @@ impl Socket {
             return;
         }
         let auth = ConnectAuth::parse(auth);
+        if self.ctx.auth.authenticated() && self.ctx.auth_failures.check(self.client_ip).is_err() {
+            out.push_back(packet(packets::connect_error_packet(
+                MAIN_NAMESPACE,
+                "RATE_LIMITED",
+                "too many failed authentications from this address; retry later",
+            )));
+            return;
+        }
         let grant = match (&self.ctx.auth.jwt, auth.token.as_deref()) {
             (Some(verifier), Some(token)) => match verifier.verify(token) {
                 Ok(grant) => Some(grant),
