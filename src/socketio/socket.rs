@@ -368,15 +368,7 @@ impl Socket {
         let Ok(envelope) = Envelope::parse(&json) else {
             return;
         };
-        let argument = envelope.argument(envelope.id());
-        out.push_back(packet(wire::event_packet(
-            envelope.kind(),
-            &argument,
-            envelope.offset(),
-        )));
-        if let Some(ack) = ack {
-            out.push_back(packet(wire::ack_packet(ack, &argument)));
-        }
+        emit(&envelope, envelope.id(), ack, out);
     }
 
     /// Moves what the engine queued into `out` as Socket.IO packets. Returns whether the
@@ -446,15 +438,7 @@ impl Socket {
                 (None, None)
             }
         };
-        let argument = envelope.argument(client_id.as_deref());
-        out.push_back(packet(wire::event_packet(
-            envelope.kind(),
-            &argument,
-            envelope.offset(),
-        )));
-        if let Some(ack) = ack {
-            out.push_back(packet(wire::ack_packet(ack, &argument)));
-        }
+        emit(&envelope, client_id.as_deref(), ack, out);
     }
 
     /// The answer to a recovery's rejoin: a snapshot the client does not need when every
@@ -529,6 +513,16 @@ fn answered_by_broadcast(event: &ClientEvent) -> bool {
             | ClientEvent::SetRole(_)
             | ClientEvent::LeaveSession
     )
+}
+
+/// Queues `envelope` as an event carrying `id` (raw JSON), and as acknowledgement `ack`.
+fn emit(envelope: &Envelope<'_>, id: Option<&str>, ack: Option<u64>, out: &mut Pending) {
+    let argument = envelope.argument(id);
+    let event = wire::event_packet(envelope.kind(), &argument, envelope.offset());
+    out.push_back(packet(event));
+    if let Some(ack) = ack {
+        out.push_back(packet(wire::ack_packet(ack, &argument)));
+    }
 }
 
 fn invalid(message: String) -> ServerEvent {
