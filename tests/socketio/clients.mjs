@@ -26,6 +26,9 @@ const SCENARIOS = new Set([
   "auth",
   "auth_bad_url",
   "mixed",
+  "cluster",
+  "cluster_message",
+  "cluster_immediate",
 ]);
 
 const [scenario, ...args] = process.argv.slice(2);
