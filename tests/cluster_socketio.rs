@@ -27,9 +27,6 @@ async fn socket_io_clients_share_sessions_and_recover_across_instances() {
 
 /// A follower's `update_message` across instances, and messages missed while away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug (engine, Redis mode, /ws too): a follower's update_message is \\
-            committed with the leader check of a leader's command and refused NOT_LEADER \\
-            \"the leader seat was taken on another instance\", even on the leader's instance"]
 async fn followers_write_the_message_across_instances() {
     if !node_ready().await {
         return;
@@ -42,9 +39,6 @@ async fn followers_write_the_message_across_instances() {
 
 /// The first event after a recovery on another instance is applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: after a recovery on another instance the rejoin is still loading \\
-            when `connect` fires, and the socket's next events are refused NOT_IN_SESSION \\
-            (about a second later they are applied; on one instance they are at once)"]
 async fn the_first_event_after_a_recovery_elsewhere_is_applied() {
     if !node_ready().await {
         return;

@@ -357,8 +357,20 @@ impl Session {
             (Some(mut ws), false) => {
                 if end != End::Dropped {
                     let _ = self.flush_into(&mut ws).await;
-                    let close = ws.send(Message::Close(Some(end.close_frame())));
-                    let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+                    // Then the close handshake: what the client sent meanwhile is read and
+                    // discarded until its close arrives (bounded). Closing with its frames
+                    // unread would make the kernel reset the connection, and the client
+                    // would lose the packets above (the `41` telling it why).
+                    let handshake = async {
+                        ws.send(Message::Close(Some(end.close_frame()))).await?;
+                        while let Some(message) = ws.next().await {
+                            if message?.is_close() {
+                                break;
+                            }
+                        }
+                        Ok::<(), WsError>(())
+                    };
+                    let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
                 }
             }
             _ => {

@@ -8,6 +8,7 @@ use super::acks::{Acks, Answer};
 use super::packets::{self, SocketPacket, MAIN_NAMESPACE};
 use super::recovery::{ConnectAuth, Membership, Record};
 use crate::auth::jwt::Grant;
+use crate::auth::AuthError;
 use crate::context::AppContext;
 use crate::engine::{ConnKey, Inbound};
 use crate::frames::WsFrame;
@@ -49,11 +50,18 @@ pub(super) struct Socket {
     ctx: Arc<AppContext>,
     outbox: Arc<Outbox<WsFrame>>,
     client_ip: std::net::IpAddr,
-    /// Authenticated mode: the grant of a `?token=` on the handshake URL.
-    url_grant: Option<Grant>,
+    /// Authenticated mode: the grant of a `?token=` on the handshake URL, or why it did not
+    /// verify (the `CONNECT` is then refused, unless its `auth` brings a good token).
+    url_grant: Result<Option<Grant>, AuthError>,
     limit: SocketRateLimit,
     acks: Acks,
     connected: Option<Connected>,
+    /// A recovering socket's `CONNECT` answer, sent once the engine answered its rejoin.
+    awaiting_rejoin: Option<Utf8Bytes>,
+    /// Set when the rejoin was answered: the `CONNECT` answer to send before `held`.
+    rejoined: Option<Utf8Bytes>,
+    /// Packets that arrived while the rejoin was awaited (at most `OUTBOX_MAX_FRAMES`).
+    held: Pending,
     /// Reused between drains.
     frames: Vec<WsFrame>,
 }
@@ -78,7 +86,7 @@ impl Socket {
     pub(super) fn new(
         ctx: Arc<AppContext>,
         client_ip: std::net::IpAddr,
-        url_grant: Option<Grant>,
+        url_grant: Result<Option<Grant>, AuthError>,
     ) -> Self {
         let cfg = &ctx.config;
         let limit = SocketRateLimit::new(
@@ -96,6 +104,9 @@ impl Socket {
             limit,
             acks: Acks::default(),
             connected: None,
+            awaiting_rejoin: None,
+            rejoined: None,
+            held: Pending::new(),
             frames: Vec::new(),
         }
     }
@@ -152,9 +163,6 @@ impl Socket {
     /// `CONNECT` on a namespace: the main one is served (recovering the socket the client
     /// had, when it names one within its window); others are refused.
     async fn connect(&mut self, namespace: &str, auth: Option<&str>, out: &mut Pending) {
-        if self.connected.is_some() {
-            return;
-        }
         if namespace != MAIN_NAMESPACE {
             out.push_back(packet(packets::connect_error_packet(
                 namespace,
@@ -162,6 +170,9 @@ impl Socket {
                 "Invalid namespace: bandsync serves the main namespace `/` only",
             )));
             return;
+        }
+        if self.connected.is_some() {
+            return; // the main namespace again on the same connection: already there
         }
         let auth = ConnectAuth::parse(auth);
         if self.ctx.auth.authenticated() && self.ctx.auth_failures.check(self.client_ip).is_err() {
@@ -172,25 +183,26 @@ impl Socket {
             )));
             return;
         }
-        let grant = match (&self.ctx.auth.jwt, auth.token.as_deref()) {
-            (Some(verifier), Some(token)) => match verifier.verify(token) {
-                Ok(grant) => Some(grant),
-                Err(error) => {
-                    if crate::auth::bans::is_guess(&error) {
-                        self.ctx
-                            .auth_failures
-                            .record_failure(self.client_ip, "socketio");
-                    }
-                    let message = format!("token refused: {error}");
-                    out.push_back(packet(packets::connect_error_packet(
-                        MAIN_NAMESPACE,
-                        "UNAUTHORIZED",
-                        &message,
-                    )));
-                    return;
-                }
-            },
+        let verified = match (&self.ctx.auth.jwt, auth.token.as_deref()) {
+            (Some(verifier), Some(token)) => verifier.verify(token).map(Some),
             _ => self.url_grant.clone(),
+        };
+        let grant = match verified {
+            Ok(grant) => grant,
+            Err(error) => {
+                if crate::auth::bans::is_guess(&error) {
+                    self.ctx
+                        .auth_failures
+                        .record_failure(self.client_ip, "socketio");
+                }
+                let message = format!("token refused: {error}");
+                out.push_back(packet(packets::connect_error_packet(
+                    MAIN_NAMESPACE,
+                    "UNAUTHORIZED",
+                    &message,
+                )));
+                return;
+            }
         };
         let recovered = match auth.pid.as_deref() {
             Some(pid) => self.ctx.socket_io.recovery.take(pid).await,
@@ -210,32 +222,41 @@ impl Socket {
             (Some(record), Some(pid)) => (record.sid.clone(), pid),
             _ => (super::random_id(), super::random_id()),
         };
-        out.push_back(packet(packets::connect_packet(&sid, &pid)));
+        let connect = packet(packets::connect_packet(&sid, &pid));
         let membership = recovered.and_then(|record| record.membership);
         self.connected = Some(Connected {
             pid,
             sid,
             membership: membership.clone(),
         });
-        if let Some(membership) = membership {
-            self.ctx.metrics.socket_io_recoveries.inc();
-            self.resume(membership, last_version).await;
+        let Some(membership) = membership else {
+            out.push_back(connect);
+            return;
+        };
+        // The answer waits for the rejoin: the client sends its next events only once
+        // connected, and they must find it back in its session (a rejoin loads the
+        // session first when it lives on another instance).
+        self.ctx.metrics.socket_io_recoveries.inc();
+        self.awaiting_rejoin = Some(connect);
+        if !self.resume(membership, last_version).await {
+            out.extend(self.awaiting_rejoin.take());
         }
     }
 
     /// Rejoins the session of a recovered socket with its resume token: the engine
     /// restores its member id and role, and replays the state events after `last_version`.
-    async fn resume(&mut self, membership: Membership, last_version: Option<u64>) {
+    /// Returns whether the rejoin went to the engine (its answer is then awaited).
+    async fn resume(&mut self, membership: Membership, last_version: Option<u64>) -> bool {
         let join = serde_json::json!({
             "sessionId": membership.session_id,
             "resumeToken": membership.resume_token,
             "lastVersion": last_version,
         });
         let Ok(event) = decode_client_event("join_session", Some(&join.to_string())) else {
-            return;
+            return false;
         };
         let id = self.acks.recovery(last_version);
-        self.forward(event, Some(id), false, Instant::now()).await;
+        self.forward(event, Some(id), false, Instant::now()).await
     }
 
     async fn on_event(
@@ -298,13 +319,14 @@ impl Socket {
         Next::Continue
     }
 
+    /// Queues an event for the engine; false if the engine has stopped.
     async fn forward(
         &mut self,
         event: ClientEvent,
         id: Option<RequestId>,
         ack: bool,
         received: Instant,
-    ) {
+    ) -> bool {
         let verified = self.ctx.auth.verify_join(&event);
         let command = Inbound::Command {
             key: self.key,
@@ -314,7 +336,7 @@ impl Socket {
             verified,
             ack,
         };
-        let _ = self.ctx.engine.send(command).await;
+        self.ctx.engine.send(command).await.is_ok()
     }
 
     /// The rate limit for one message; `Some` when the message must not be processed.
@@ -380,22 +402,39 @@ impl Socket {
         if drained.dropped_ticks > 0 {
             metrics.ticks_dropped.inc_by(drained.dropped_ticks);
         }
+        // Until a recovering socket's rejoin is answered, what arrives is held back, to
+        // follow its `CONNECT` answer.
+        let mut held = std::mem::take(&mut self.held);
         for frame in frames.drain(..) {
+            let target = match self.awaiting_rejoin.is_some() {
+                true => &mut held,
+                false => &mut *out,
+            };
             match frame {
-                WsFrame::Packet(packet) => out.push_back(packet),
+                WsFrame::Packet(packet) => target.push_back(packet),
                 WsFrame::Text(json) | WsFrame::Deflated { text: json, .. } => {
-                    self.convert(&json, out);
+                    self.convert(&json, target);
                 }
                 WsFrame::Heartbeat { id, t0, t1 } => {
                     let t2 = self.ctx.clock.now_ms();
                     let reply = ServerEvent::HeartbeatResponse(HeartbeatResponse { t0, t1, t2 });
-                    self.convert(&encode_server_frame(&reply, id.as_ref(), t2), out);
+                    self.convert(&encode_server_frame(&reply, id.as_ref(), t2), target);
                 }
                 // Music Share audio is binary; Socket.IO clients get its JSON events only.
                 WsFrame::Binary(_) => metrics.audio_dropped.inc(),
             }
+            if let Some(connect) = self.rejoined.take() {
+                out.push_back(connect);
+                out.append(&mut held);
+            }
         }
         self.frames = frames;
+        let overflow = held.len() > self.ctx.config.outbox_max_frames;
+        self.held = held;
+        if overflow {
+            metrics.slow_client_disconnects.inc();
+            return Some(crate::outbox::CloseReason::SlowConsumer);
+        }
         drained.closed
     }
 
@@ -432,6 +471,7 @@ impl Socket {
                 (client_id, Some(*ack))
             }
             Answer::Recovery { last_version } => {
+                self.rejoined = self.awaiting_rejoin.take();
                 if !self.recovery_needs_snapshot(&envelope, *last_version) {
                     return;
                 }

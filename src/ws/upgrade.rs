@@ -190,17 +190,18 @@ pub fn switching_protocols(accept: &str, extension: Option<&'static str>) -> Res
     response
 }
 
-/// A realtime connection let in: who it is, what its URL token grants, its slot.
+/// A realtime connection let in: who it is, what its URL token grants (or why it does not
+/// verify: the transport decides how to refuse), its slot.
 pub struct Admitted {
     pub client_ip: std::net::IpAddr,
-    pub url_grant: Option<Grant>,
+    pub url_grant: Result<Option<Grant>, AuthError>,
     pub permit: ConnectionPermit,
 }
 
 /// The admission of every realtime connection that can send commands (`/ws`, the
 /// Socket.IO sessions; `transport` labels the metrics): the `Origin` rule, the per-address
-/// ban, a `?token=` that must verify, and a `MAX_CONNECTIONS` slot. The refusal is the
-/// JSON error to answer.
+/// ban, the `?token=` read, and a `MAX_CONNECTIONS` slot. The refusal is the JSON error to
+/// answer.
 pub fn admit<B>(
     req: &Request<B>,
     ctx: &AppContext,
@@ -218,13 +219,7 @@ pub fn admit<B>(
             return Err(Box::new(banned));
         }
     }
-    let url_grant = match url_grant(req, ctx) {
-        Ok(grant) => grant,
-        Err(e) => {
-            let refusal = crate::auth::bans::refuse(ctx, client_ip, transport, &e);
-            return Err(Box::new(refusal));
-        }
-    };
+    let url_grant = url_grant(req, ctx);
     let Some(permit) = ctx.try_acquire_connection() else {
         return Err(Box::new(error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -260,6 +255,10 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
     } = match admit(&req, &ctx, "ws") {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
+    };
+    let url_grant = match url_grant {
+        Ok(grant) => grant,
+        Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "ws", &e),
     };
     spawn_upgraded(&mut req, &ctx, deflate, move |socket, ctx| {
         connection::serve(socket, ctx, permit, deflate, client_ip, url_grant)
