@@ -166,7 +166,7 @@ impl Session {
             }
             let connected = self.socket.is_connected();
             let wake = {
-                let outbox = self.socket.outbox().clone();
+                let outbox = self.socket.outbox();
                 let ws = &mut self.ws;
                 let pong_due = self.pong_due;
                 tokio::select! {
