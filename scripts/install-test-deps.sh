@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, only where it is missing:
 # Debian's redis-server (for the cluster tests, which start their own), Debian's chromium
-# (for the browser test), the browser test's npm packages, and schemathesis (for
-# tests/openapi.rs) in a virtual environment under ~/.cache/bandsync.
+# (for the browser test), the browser test's npm packages, the Socket.IO tests' npm package
+# (socket.io-client, for tests/socketio.rs and tests/cluster_socketio.rs), and schemathesis
+# (for tests/openapi.rs) in a virtual environment under ~/.cache/bandsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,17 @@ if [[ "${BANDSYNC_SKIP_BROWSER:-0}" != "1" ]]; then
   if [[ ! -d tests/browser/node_modules ]]; then
     echo "== installing the browser test's npm packages"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi
+
+if [[ "${BANDSYNC_SKIP_SOCKETIO:-0}" != "1" ]]; then
+  if [[ ! -d tests/socketio/node_modules/socket.io-client ]]; then
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+      echo "node and npm are needed for the Socket.IO tests: install Node.js 18+ with npm or set BANDSYNC_SKIP_SOCKETIO=1" >&2
+      exit 1
+    fi
+    echo "== installing the Socket.IO tests' npm packages"
+    (cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error)
   fi
 fi
 

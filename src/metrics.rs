@@ -230,7 +230,7 @@ impl Metrics {
             http_timeouts: IntCounterVec::new(
                 Opts::new(
                     "http_timeouts_total",
-                    "HTTP connections closed for a missing request head (header) or silence (idle)",
+                    "HTTP connections closed for a missing request head (header), silence (idle), a route's abort (aborted) or a lingering close cut short (linger)",
                 ),
                 &["kind"],
             )

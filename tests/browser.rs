@@ -16,12 +16,12 @@
 //! project depends on `playwright-core` only and launches the system Chromium.
 
 mod common;
+mod process_support;
 
-use std::io::Read;
+use process_support::{run_bounded, runs, Outcome};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The script bounds itself to 55 s; this is the backstop should node itself hang.
@@ -183,16 +183,6 @@ fn missing_tools(node_modules_ready: bool) -> Vec<String> {
     missing
 }
 
-fn runs(program: &str) -> bool {
-    Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 /// `npm ci` from the committed lock file (`npm install` if there is none). Playwright's
 /// browser download is switched off: the test uses the system Chromium.
 fn npm_install(project: &Path) -> Outcome {
@@ -203,91 +193,4 @@ fn npm_install(project: &Path) -> Outcome {
         .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
         .current_dir(project);
     run_bounded(cmd, NPM_TIMEOUT)
-}
-
-struct Outcome {
-    success: bool,
-    stdout: String,
-    stderr: String,
-    note: String,
-}
-
-impl Outcome {
-    fn describe(&self) -> String {
-        format!(
-            "{}--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.note, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `cmd` to completion or until `timeout`, when it is killed. Both pipes are drained
-/// on their own threads so a chatty child cannot block on a full pipe.
-fn run_bounded(mut cmd: Command, timeout: Duration) -> Outcome {
-    let shown = format!("{cmd:?}");
-    let mut child = match cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            return Outcome {
-                success: false,
-                stdout: String::new(),
-                stderr: String::new(),
-                note: format!("could not start {shown}: {e}\n"),
-            }
-        }
-    };
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let started = Instant::now();
-    let (success, note) = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                break (status.success(), format!("{shown} exited with {status}\n"))
-            }
-            Ok(None) if started.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break (false, format!("{shown} killed after {timeout:?}\n"));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(100)),
-            Err(e) => break (false, format!("waiting for {shown} failed: {e}\n")),
-        }
-    };
-    Outcome {
-        success,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-        note,
-    }
-}
-
-/// A drained pipe's text. Waits at most a few seconds: a grandchild that inherited the pipe
-/// and outlived a killed child must not hang the test.
-fn collect(reader: thread::JoinHandle<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !reader.is_finished() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-    }
-    if reader.is_finished() {
-        reader.join().unwrap_or_default()
-    } else {
-        "(output not collected: the pipe was still open)".to_owned()
-    }
-}
-
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut pipe) = pipe {
-            let mut bytes = Vec::new();
-            let _ = pipe.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        text
-    })
 }

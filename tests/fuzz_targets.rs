@@ -64,6 +64,11 @@ fn the_share_bodies_corpus_replays_clean() {
 }
 
 #[test]
+fn the_socketio_packets_corpus_replays_clean() {
+    replay("socketio_packets", targets::socketio_packets::check);
+}
+
+#[test]
 fn the_last_event_id_corpus_replays_clean() {
     replay("last_event_id", targets::last_event_id::check);
 }
@@ -198,6 +203,18 @@ proptest! {
         data in prop::collection::vec(any::<u8>(), 0..600)
     ) {
         targets::inflater::check(&data);
+    }
+
+    #[test]
+    fn socketio_bodies_keep_the_packet_invariants(
+        data in prop_oneof![
+            mutated("socketio_packets"),
+            "4[0-6][0-9]{0,17}\\[\"(join_session|set_tempo|seek|nope)\",\\{\"(tempo|beat|sessionId|id)\":[0-9a-z\"]{0,6}\\}\\]"
+                .prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..64),
+        ]
+    ) {
+        targets::socketio_packets::check(&data);
     }
 
     #[test]

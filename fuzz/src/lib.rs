@@ -13,3 +13,4 @@ pub mod http_routing;
 pub mod inflater;
 pub mod last_event_id;
 pub mod share_bodies;
+pub mod socketio_packets;

@@ -74,8 +74,15 @@ impl Engine {
                 if self.sessions[&session_id].message == text {
                     return self.reply_state(key, id, &session_id);
                 }
-                let (check, then) = self.as_leader(key, id, ack);
-                self.change(&session_id, check, None, then, |s| s.message = text);
+                // Any member may write the message: the commit does not depend on the seat
+                // (a leader check here refused followers in a cluster, where it is enforced).
+                let then = match ack {
+                    true => AfterCommit::Acknowledge { key, id },
+                    false => AfterCommit::Nothing,
+                };
+                self.change(&session_id, LeaderCheck::Any, None, then, |s| {
+                    s.message = text
+                });
             }
             transport_event => self.transport(key, id, &session_id, transport_event, ack),
         }

@@ -40,6 +40,11 @@ pub(super) enum AfterCommit {
         id: Option<RequestId>,
         ack: bool,
     },
+    /// A member's change that a Socket.IO acknowledgement waits for: answer the state.
+    Acknowledge {
+        key: ConnKey,
+        id: Option<RequestId>,
+    },
 }
 
 /// A proposal waiting for the cluster's answer.
@@ -250,6 +255,11 @@ impl Engine {
                 }
             }
             AfterCommit::LeaderCommand { ack: false, .. } => {}
+            AfterCommit::Acknowledge { key, id } => {
+                if let Some(session_id) = self.conns.get(&key).and_then(|c| c.session.clone()) {
+                    self.reply_state(key, id, &session_id);
+                }
+            }
         }
     }
 

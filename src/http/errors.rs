@@ -1,4 +1,9 @@
 //! JSON error responses: `{"success": false, "error", "code", "timestamp"}`.
+//!
+//! The `timestamp` of an HTTP JSON body is whole epoch milliseconds (an integer): HTTP
+//! clients read it into a 64-bit integer (the Music Share client's `long`, and
+//! `System.Text.Json` refuses a fraction there). Only the WebSocket and SSE envelopes
+//! carry sub-millisecond server time.
 
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
@@ -15,11 +20,24 @@ pub struct ErrorBody<'a> {
     pub success: bool,
     pub error: &'a str,
     pub code: &'a str,
-    pub timestamp: f64,
+    /// Whole milliseconds: see the module's doc.
+    pub timestamp: i64,
 }
 
+/// Server time with sub-millisecond precision, for the WebSocket and SSE envelopes.
 pub fn now_ms() -> f64 {
     crate::clock::ServerClock::shared().now_ms()
+}
+
+/// Server time in whole milliseconds, for HTTP JSON bodies.
+pub fn now_whole_ms() -> i64 {
+    whole_ms(now_ms())
+}
+
+/// A server time (epoch ms, finite) as whole milliseconds, rounded down: the same instant
+/// gives the same integer wherever it is reported (`timestamp` of a start, `startTime`).
+pub fn whole_ms(ms: f64) -> i64 {
+    ms.floor() as i64
 }
 
 pub fn error_json(code: &str, message: &str) -> String {
@@ -27,7 +45,7 @@ pub fn error_json(code: &str, message: &str) -> String {
         success: false,
         error: message,
         code,
-        timestamp: now_ms(),
+        timestamp: now_whole_ms(),
     })
     .expect("error bodies always serialize")
 }

@@ -107,6 +107,7 @@ const EXACT: &[&str] = &[
     "/metrics/history",
     "/ws",
     "/ws/stream",
+    "/socket.io/",
     "/api/share/start",
     "/webhooks/github",
     "/listen.js",
@@ -128,6 +129,9 @@ const EXACT: &[&str] = &[
 pub fn route_label(method: &http::Method, path: &str) -> &'static str {
     if let Some(known) = EXACT.iter().find(|known| **known == path) {
         return known;
+    }
+    if path == "/socket.io" {
+        return "/socket.io/";
     }
     if path == "/sessions" || path.starts_with("/sessions/") {
         // The route takes the whole tail as the id (and answers 400 for a bad one).

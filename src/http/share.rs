@@ -4,10 +4,13 @@
 //!
 //! Every handler checks the bearer token first, then parses the body itself, so a bad body
 //! gets the seed's 400 with our error format rather than a framework rejection.
+//!
+//! Every number the seed shows as an integer is one here, errors' `timestamp` included
+//! (`timestamp`, `startTime`, counts, sequence numbers): its client reads them as `long`.
 
 use super::share_body::read_body;
 use crate::engine::ShareNotice;
-use crate::http::errors::now_ms;
+use crate::http::errors::{now_ms, now_whole_ms, whole_ms};
 use crate::limits::{AuthFailures, ClientIp};
 use crate::metrics::Metrics;
 use crate::share::audio::ChunkBody;
@@ -44,7 +47,7 @@ fn error_reply(error: &ShareError) -> Response {
         "success": false,
         "error": error.to_string(),
         "code": error.code(),
-        "timestamp": now_ms(),
+        "timestamp": now_whole_ms(),
     });
     if error.status() == 404 {
         body["isActive"] = json!(false);
@@ -199,13 +202,13 @@ fn handle(
                 return Err(e);
             }
             Ok(json_reply(
-                &json!({"success": true, "sessionId": start.session_id, "timestamp": now}),
+                &json!({"success": true, "sessionId": start.session_id, "timestamp": whole_ms(now)}),
             ))
         }
         Call::PostMetadata(id, body) => {
             check_id(&id)?;
             let value: serde_json::Value = parse(&body, MAX_METADATA_BYTES, "metadata")?;
-            let (reached, json) = registry.post_metadata(&id, &value, client)?;
+            let (reached, json) = registry.post_metadata(&id, value, client)?;
             let listeners = reached + remote_listeners;
             notify(ShareNotice::Change(ShareChange::Metadata { id, json }));
             Ok(json_reply(
@@ -239,7 +242,7 @@ fn handle(
             Ok(json_reply(&json!({
                 "isActive": status.active,
                 "status": if status.active { "active" } else { "ended" },
-                "startTime": status.start_time_ms,
+                "startTime": whole_ms(status.start_time_ms),
                 "listenerCount": if status.active {
                     status.listener_count + remote_listeners
                 } else {

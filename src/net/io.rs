@@ -25,6 +25,12 @@ pub struct Activity {
     /// Set by a route that must end the connection even while a write is stuck (a
     /// repository listener that stopped reading); wakes the watchdog.
     abort: tokio::sync::Notify,
+    /// Set when the watchdog ends the connection: the socket is closed at once, without
+    /// the lingering close (a silent or stuck client has nothing more to say).
+    closed_hard: AtomicBool,
+    /// Whether the latest request came with a body: only then may the client still be
+    /// sending when the server closes, so only then is the close a lingering one.
+    body_sent: AtomicBool,
 }
 
 impl Activity {
@@ -34,6 +40,8 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             request_seen: AtomicBool::new(false),
             abort: tokio::sync::Notify::new(),
+            closed_hard: AtomicBool::new(false),
+            body_sent: AtomicBool::new(false),
         })
     }
 
@@ -63,6 +71,22 @@ impl Activity {
     /// connection task drops the socket, whatever hyper is doing with it.
     pub fn abort(&self) {
         self.abort.notify_one();
+    }
+
+    /// Whether the watchdog ended the connection.
+    pub fn closed_hard(&self) -> bool {
+        self.closed_hard.load(Ordering::Relaxed)
+    }
+
+    /// Notes whether the request just parsed has a body to follow.
+    pub fn saw_body(&self, body: bool) {
+        self.body_sent.store(body, Ordering::Relaxed);
+    }
+
+    /// Whether a close now should linger: the latest request had a body (which the route
+    /// may have answered without reading) and the watchdog did not end the connection.
+    fn lingers(&self) -> bool {
+        self.body_sent.load(Ordering::Relaxed) && !self.closed_hard()
     }
 }
 
@@ -101,7 +125,14 @@ impl Timeout {
 /// Resolves when the connection has been silent for `idle`, or got no request head within
 /// `header` of being accepted. hyper's own header timeout only starts once the HTTP version
 /// has been read, so a client that sends nothing at all would escape it; this one does not.
+/// Once it resolves the connection is closed hard (no lingering close).
 pub async fn watchdog(activity: &Activity, header: Duration, idle: Duration) -> Timeout {
+    let why = watch(activity, header, idle).await;
+    activity.closed_hard.store(true, Ordering::Relaxed);
+    why
+}
+
+async fn watch(activity: &Activity, header: Duration, idle: Duration) -> Timeout {
     loop {
         let now = Instant::now();
         let idle_at = activity.last() + idle;
@@ -124,12 +155,35 @@ pub async fn watchdog(activity: &Activity, header: Duration, idle: Duration) -> 
 }
 
 /// An accepted TCP stream with its slot and its activity clock.
+///
+/// When it is dropped without the client having closed its side, after a request with a
+/// body (the server ends the connection, e.g. after answering before reading the body),
+/// the socket is not closed at once but handed to a [`linger`](super::linger) task, with
+/// its slot: see that module.
 pub struct ConnIo {
-    stream: TcpStream,
+    /// `None` only once `Drop` has taken it.
+    held: Option<Held>,
     activity: Arc<Activity>,
+    /// The client closed its side (a read returned end of stream): nothing to linger for.
+    peer_closed: bool,
+    /// A read or write failed: the socket is gone, nothing to linger for either.
+    failed: bool,
+    /// Counts lingering closes cut short by a bound (`http_timeouts_total{kind="linger"}`).
+    cut_short: prometheus::IntCounter,
+}
+
+/// What lives as long as the socket: the socket, its slot under the connection caps, and
+/// its place in `bandsync_tcp_connections` (lowered on drop).
+struct Held {
+    stream: TcpStream,
     _permit: ConnPermit,
-    /// `bandsync_tcp_connections`, raised here and lowered on drop.
     open: prometheus::IntGauge,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl ConnIo {
@@ -138,20 +192,58 @@ impl ConnIo {
         activity: Arc<Activity>,
         permit: ConnPermit,
         open: prometheus::IntGauge,
+        cut_short: prometheus::IntCounter,
     ) -> Self {
         open.inc();
         Self {
-            stream,
+            held: Some(Held {
+                stream,
+                _permit: permit,
+                open,
+            }),
             activity,
-            _permit: permit,
-            open,
+            peer_closed: false,
+            failed: false,
+            cut_short,
         }
+    }
+
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(&mut self.held.as_mut().expect("taken only by drop").stream)
+    }
+
+    /// Notes a failed operation (so the socket is not lingered on) and passes it on.
+    fn note<T>(&mut self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if matches!(result, Poll::Ready(Err(_))) {
+            self.failed = true;
+        }
+        result
     }
 }
 
 impl Drop for ConnIo {
     fn drop(&mut self) {
-        self.open.dec();
+        let Some(mut held) = self.held.take() else {
+            return;
+        };
+        let linger = !self.peer_closed && !self.failed && self.activity.lingers();
+        // Outside a runtime (never in the server) the socket is simply closed.
+        let runtime = tokio::runtime::Handle::try_current();
+        if let (true, Ok(runtime)) = (linger, runtime) {
+            let cut_short = self.cut_short.clone();
+            runtime.spawn(async move {
+                let outcome = super::linger::linger(
+                    &mut held.stream,
+                    super::linger::LINGER_BYTES,
+                    super::linger::LINGER_TIME,
+                )
+                .await;
+                if outcome.cut_short() {
+                    cut_short.inc();
+                }
+                tracing::trace!(?outcome, "lingering close ended");
+            });
+        }
     }
 }
 
@@ -162,11 +254,14 @@ impl AsyncRead for ConnIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let result = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let room = buf.remaining() > 0;
+        let result = self.stream().poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+        } else if room && matches!(result, Poll::Ready(Ok(()))) {
+            self.peer_closed = true;
         }
-        result
+        self.note(result)
     }
 }
 
@@ -176,11 +271,11 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.stream).poll_write(cx, data);
+        let result = self.stream().poll_write(cx, data);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
-        result
+        self.note(result)
     }
 
     fn poll_write_vectored(
@@ -188,23 +283,27 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        let result = self.stream().poll_write_vectored(cx, bufs);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
         }
-        result
+        self.note(result)
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.held
+            .as_ref()
+            .is_some_and(|held| held.stream.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let result = self.stream().poll_flush(cx);
+        self.note(result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let result = self.stream().poll_shutdown(cx);
+        self.note(result)
     }
 }
 

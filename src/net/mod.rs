@@ -3,10 +3,12 @@
 //!
 //! - `fds`: the connection budget derived from the open-file limit.
 //! - `io`: the socket wrapper that carries the connection's slot and its activity clock.
+//! - `linger`: closing in stages, so an answer sent before the body was read is not lost.
 //! - `refuse`: the cheap answer to a connection over a cap.
 
 pub mod fds;
 pub mod io;
+pub mod linger;
 mod refuse;
 
 use crate::context::AppContext;
@@ -70,6 +72,7 @@ pub async fn accept_loop<S>(
 {
     let builder = builder(ctx);
     let refusals = refuse::Refusals::new(ctx.config.limits.fd_reserve);
+    let lingers_cut_short = ctx.metrics.http_timeouts.with_label_values(&["linger"]);
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
@@ -112,12 +115,14 @@ pub async fn accept_loop<S>(
             activity.clone(),
             permit,
             ctx.metrics.tcp_connections.clone(),
+            lingers_cut_short.clone(),
         );
         let seen = activity.clone();
         let trusted = ctx.trusted_proxies.clone();
         let service = TowerToHyperService::new(service.clone().map_request(
             move |mut req: http::Request<Incoming>| {
                 seen.saw_request();
+                seen.saw_body(!hyper::body::Body::is_end_stream(req.body()));
                 let client = trusted.client_ip(peer.ip(), req.headers());
                 req.extensions_mut().insert(RemoteAddr(peer));
                 req.extensions_mut().insert(ClientIp(client));

@@ -19,7 +19,8 @@ pub struct ChunkBody {
     pub data: String,
     pub sample_rate: u32,
     pub channels: u16,
-    /// Kept as posted (the seed's client sends an integer `long`), so polls echo it exactly.
+    /// Any JSON number when posted; polls answer it as whole milliseconds (the seed's
+    /// model reads a `long`), see [`super::wire::whole_ms`].
     pub timestamp: serde_json::Number,
     pub sequence_number: i64,
 }
@@ -37,13 +38,16 @@ pub struct AudioChunk {
     poll_json: OnceLock<Bytes>,
     /// The binary WebSocket frame (header + samples).
     ws_frame: OnceLock<Bytes>,
-    /// The timestamp as it arrived (an integer stays an integer in polls).
-    timestamp: serde_json::Number,
+    /// The timestamp as polls answer it: whole milliseconds (an integer posted comes
+    /// back exactly). The push forms keep `header.timestamp` as it arrived.
+    timestamp_ms: i64,
 }
 
 impl AudioChunk {
-    /// A chunk POSTed to the REST API: float32, with its base64 already at hand.
+    /// A chunk POSTed to the REST API (and accepted by [`decode_chunk`], which checked
+    /// that its timestamp fits whole milliseconds): float32, base64 already at hand.
     pub fn from_rest(body: ChunkBody, samples: Bytes) -> Self {
+        let timestamp_ms = super::wire::whole_ms(&body.timestamp).unwrap_or_default();
         let header = AudioHeader {
             sequence: body.sequence_number,
             timestamp: body.timestamp.as_f64().unwrap_or(0.0),
@@ -57,25 +61,20 @@ impl AudioChunk {
             base64: OnceLock::from(body.data),
             poll_json: OnceLock::new(),
             ws_frame: OnceLock::new(),
-            timestamp: body.timestamp,
+            timestamp_ms,
         }
     }
 
     /// A chunk that arrived as a binary WebSocket frame (f32 or i16).
     pub fn from_frame(header: AudioHeader, samples: Bytes) -> Self {
-        let ts = header.timestamp;
-        let timestamp = if ts.fract() == 0.0 && ts.abs() < 9.0e15 {
-            serde_json::Number::from(ts as i64)
-        } else {
-            serde_json::Number::from_f64(ts).unwrap_or_else(|| 0.into())
-        };
+        let timestamp_ms = super::wire::frame_ms(header.timestamp);
         Self {
             header,
             samples,
             base64: OnceLock::new(),
             poll_json: OnceLock::new(),
             ws_frame: OnceLock::new(),
-            timestamp,
+            timestamp_ms,
         }
     }
 
@@ -106,7 +105,7 @@ impl AudioChunk {
                 data,
                 sample_rate: self.header.sample_rate,
                 channels: self.header.channels,
-                timestamp: self.timestamp.clone(),
+                timestamp: self.timestamp_ms.into(),
                 sequence_number: self.header.sequence,
             };
             Bytes::from(serde_json::to_vec(&body).expect("chunks always serialize"))
@@ -201,7 +200,7 @@ impl AudioRing {
     }
 }
 
-/// Decodes and checks a chunk's samples.
+/// Decodes and checks a chunk's samples (and that its timestamp fits whole milliseconds).
 pub fn decode_chunk(body: &ChunkBody) -> Result<Bytes, ShareError> {
     if !(1..=384_000).contains(&body.sample_rate) {
         return Err(ShareError::InvalidBody(
@@ -210,6 +209,11 @@ pub fn decode_chunk(body: &ChunkBody) -> Result<Bytes, ShareError> {
     }
     if !(1..=32).contains(&body.channels) {
         return Err(ShareError::InvalidBody("channels must be 1 to 32".into()));
+    }
+    if super::wire::whole_ms(&body.timestamp).is_none() {
+        return Err(ShareError::InvalidBody(
+            "timestamp must be epoch milliseconds that fit 64 bits".into(),
+        ));
     }
     // base64 is 4/3 of the data: refuse an oversized chunk before decoding it.
     if body.data.len() / 4 * 3 > MAX_CHUNK_BYTES + 3 {
@@ -346,6 +350,43 @@ mod tests {
             c.base64(),
             base64::engine::general_purpose::STANDARD.encode(&samples)
         );
+    }
+
+    #[test]
+    fn polls_answer_whole_milliseconds_whatever_the_sharer_sent() {
+        let header = AudioHeader {
+            sequence: 1,
+            timestamp: 1_732_190_000_123.456,
+            sample_rate: 8000,
+            channels: 1,
+            format: SampleFormat::F32,
+        };
+        let framed = AudioChunk::from_frame(header, Bytes::from(vec![0u8; 4]));
+        let body = ChunkBody {
+            data: base64::engine::general_purpose::STANDARD.encode([0u8; 4]),
+            sample_rate: 8000,
+            channels: 1,
+            timestamp: serde_json::Number::from_f64(1_700_000_000_000.9).unwrap(),
+            sequence_number: 2,
+        };
+        let samples = decode_chunk(&body).unwrap();
+        let posted = AudioChunk::from_rest(body, samples);
+        for (chunk, whole) in [(framed, 1_732_190_000_123_i64), (posted, 1_700_000_000_000)] {
+            let v: serde_json::Value = serde_json::from_slice(chunk.json()).unwrap();
+            assert_eq!(v["timestamp"].as_i64(), Some(whole), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_timestamp_no_long_holds_is_refused() {
+        let body = ChunkBody {
+            data: String::new(),
+            sample_rate: 8000,
+            channels: 1,
+            timestamp: serde_json::Number::from_f64(1e300).unwrap(),
+            sequence_number: 1,
+        };
+        assert_eq!(decode_chunk(&body).unwrap_err().code(), "INVALID_REQUEST");
     }
 
     #[test]

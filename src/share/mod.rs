@@ -13,6 +13,7 @@ pub mod config;
 mod error;
 pub mod replica;
 mod session;
+pub mod wire;
 
 pub use error::ShareError;
 
@@ -171,17 +172,16 @@ impl ShareRegistry {
         Ok(())
     }
 
-    /// Stores new metadata; returns how many receivers it reaches, and the metadata as
-    /// stored (serialized once, for push receivers and the other instances).
+    /// Stores new metadata (checked by [`wire::check_metadata`]); returns how many
+    /// receivers it reaches, and the metadata as stored (serialized once, for push
+    /// receivers and the other instances).
     pub fn post_metadata(
         &self,
         id: &str,
-        body: &serde_json::Value,
+        body: serde_json::Value,
         client: IpAddr,
     ) -> Result<(usize, Bytes), ShareError> {
-        let object = body
-            .as_object()
-            .ok_or_else(|| ShareError::InvalidBody("metadata must be a JSON object".into()))?;
+        let object = wire::check_metadata(body)?;
         let text = |key: &str| object.get(key).and_then(|v| v.as_str()).map(str::to_owned);
         let summary = MetadataSummary {
             title: text("title"),
@@ -192,7 +192,8 @@ impl ShareRegistry {
         let (reached, json) = self.with_active(id, |s| {
             check_rate(&s.metadata_limit, client, "metadata", limit)?;
             let now = Instant::now();
-            let json = Bytes::from(serde_json::to_vec(body).expect("a Value always serializes"));
+            let json =
+                Bytes::from(serde_json::to_vec(&object).expect("a JSON map always serializes"));
             s.metadata = Some(Metadata {
                 json: json.clone(),
                 summary,

@@ -165,26 +165,13 @@ fn handshake(
         },
         TransportKind::Polling => None,
     };
-    let headers = req.headers();
-    if !ctx.auth.origin_allowed(headers, &ctx.metrics, "socketio") {
-        return crate::auth::origin_refusal();
-    }
-    let client_ip = crate::limits::ClientIp::of_request(&req);
-    if ctx.auth.authenticated() {
-        if let Some(banned) = crate::auth::bans::banned_response(&ctx, client_ip) {
-            return banned;
-        }
-    }
-    let url_grant = match upgrade::url_grant(&req, &ctx) {
-        Ok(grant) => grant,
-        Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "socketio", &e),
-    };
-    let Some(permit) = ctx.try_acquire_connection() else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVER_FULL",
-            "the server holds its maximum number of connections; retry later",
-        );
+    let upgrade::Admitted {
+        client_ip,
+        url_grant,
+        permit,
+    } = match upgrade::admit(&req, &ctx, "socketio") {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
     };
     let sid: Arc<str> = Arc::from(random_id());
     let (sender, requests) = mpsc::channel(SESSION_QUEUE);

@@ -166,7 +166,7 @@ impl Session {
             }
             let connected = self.socket.is_connected();
             let wake = {
-                let outbox = self.socket.outbox().clone();
+                let outbox = self.socket.outbox();
                 let ws = &mut self.ws;
                 let pong_due = self.pong_due;
                 tokio::select! {
@@ -211,7 +211,7 @@ impl Session {
                     let _ = answer.send(PollAnswer::Payload(packets::NOOP.to_owned()));
                     return None;
                 }
-                if self.poll.is_some() {
+                if self.poll.as_ref().is_some_and(|held| !held.is_closed()) {
                     // Two polls at once: the client is not following Engine.IO. The
                     // reference server closes too.
                     let _ = answer.send(PollAnswer::Refused(EngineError::BadRequest));
@@ -244,8 +244,15 @@ impl Session {
     }
 
     async fn on_ws_message(&mut self, message: Option<Result<Message, WsError>>) -> Option<End> {
-        let Some(Ok(message)) = message else {
-            return Some(End::Dropped);
+        let message = match message {
+            Some(Ok(Message::Close(_)) | Err(_)) | None if self.upgrading => {
+                // The client gave up the upgrade: it goes on polling.
+                self.ws = None;
+                self.upgrading = false;
+                return None;
+            }
+            Some(Ok(message)) => message,
+            _ => return Some(End::Dropped),
         };
         match message {
             Message::Text(text) => self.on_engine_packet(&text).await,
@@ -292,6 +299,10 @@ impl Session {
                 None
             }
             EnginePacket::Close => Some(End::Dropped),
+            EnginePacket::Invalid if self.socket.is_connected() => {
+                let why = "not an Engine.IO text packet (binary payloads are not accepted)";
+                ended_by(self.socket.refuse(why, None, &mut self.out))
+            }
             EnginePacket::Upgrade | EnginePacket::Noop | EnginePacket::Invalid => None,
         }
     }
@@ -346,8 +357,20 @@ impl Session {
             (Some(mut ws), false) => {
                 if end != End::Dropped {
                     let _ = self.flush_into(&mut ws).await;
-                    let close = ws.send(Message::Close(Some(end.close_frame())));
-                    let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
+                    // Then the close handshake: what the client sent meanwhile is read and
+                    // discarded until its close arrives (bounded). Closing with its frames
+                    // unread would make the kernel reset the connection, and the client
+                    // would lose the packets above (the `41` telling it why).
+                    let handshake = async {
+                        ws.send(Message::Close(Some(end.close_frame()))).await?;
+                        while let Some(message) = ws.next().await {
+                            if message?.is_close() {
+                                break;
+                            }
+                        }
+                        Ok::<(), WsError>(())
+                    };
+                    let _ = tokio::time::timeout(CLOSE_GRACE, handshake).await;
                 }
             }
             _ => {

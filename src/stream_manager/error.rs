@@ -93,7 +93,7 @@ impl ManagerError {
             "success": false,
             "error": self.to_string(),
             "code": self.code(),
-            "timestamp": crate::http::errors::now_ms(),
+            "timestamp": crate::http::errors::now_whole_ms(),
         });
         match self {
             ManagerError::InvalidField { field, message } => {

@@ -8,7 +8,7 @@ use super::guarded_io::GuardedStream;
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
 use crate::auth::AuthError;
-use crate::context::AppContext;
+use crate::context::{AppContext, ConnectionPermit};
 use crate::deflate;
 use crate::http::errors::{error_response, full, Body};
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -37,7 +37,7 @@ fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) 
 /// Authenticated mode: the grant of `?token=` on the `/ws` URL (browsers cannot set an
 /// `Authorization` header on a WebSocket). Which session it is for is checked at each join;
 /// a token that does not verify at all refuses the upgrade (401) before a slot is taken.
-pub(crate) fn url_grant<B>(req: &Request<B>, ctx: &AppContext) -> Result<Option<Grant>, AuthError> {
+fn url_grant<B>(req: &Request<B>, ctx: &AppContext) -> Result<Option<Grant>, AuthError> {
     let Some(verifier) = &ctx.auth.jwt else {
         return Ok(None);
     };
@@ -190,6 +190,50 @@ pub fn switching_protocols(accept: &str, extension: Option<&'static str>) -> Res
     response
 }
 
+/// A realtime connection let in: who it is, what its URL token grants (or why it does not
+/// verify: the transport decides how to refuse), its slot.
+pub struct Admitted {
+    pub client_ip: std::net::IpAddr,
+    pub url_grant: Result<Option<Grant>, AuthError>,
+    pub permit: ConnectionPermit,
+}
+
+/// The admission of every realtime connection that can send commands (`/ws`, the
+/// Socket.IO sessions; `transport` labels the metrics): the `Origin` rule, the per-address
+/// ban, the `?token=` read, and a `MAX_CONNECTIONS` slot. The refusal is the JSON error to
+/// answer.
+pub fn admit<B>(
+    req: &Request<B>,
+    ctx: &AppContext,
+    transport: &'static str,
+) -> Result<Admitted, Box<Response<Body>>> {
+    if !ctx
+        .auth
+        .origin_allowed(req.headers(), &ctx.metrics, transport)
+    {
+        return Err(Box::new(crate::auth::origin_refusal()));
+    }
+    let client_ip = crate::limits::ClientIp::of_request(req);
+    if ctx.auth.authenticated() {
+        if let Some(banned) = crate::auth::bans::banned_response(ctx, client_ip) {
+            return Err(Box::new(banned));
+        }
+    }
+    let url_grant = url_grant(req, ctx);
+    let Some(permit) = ctx.try_acquire_connection() else {
+        return Err(Box::new(error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVER_FULL",
+            "the server holds its maximum number of connections; retry later",
+        )));
+    };
+    Ok(Admitted {
+        client_ip,
+        url_grant,
+        permit,
+    })
+}
+
 /// Answers an upgrade request: 101 and a spawned connection task, or a JSON error.
 pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> Response<Body> {
     let accept = match check_handshake(&req) {
@@ -204,25 +248,17 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         None
     };
     let deflate = agreement.is_some();
-    if !ctx.auth.origin_allowed(headers, &ctx.metrics, "ws") {
-        return crate::auth::origin_refusal();
-    }
-    let client_ip = crate::limits::ClientIp::of_request(&req);
-    if ctx.auth.authenticated() {
-        if let Some(banned) = crate::auth::bans::banned_response(&ctx, client_ip) {
-            return banned;
-        }
-    }
-    let url_grant = match url_grant(&req, &ctx) {
+    let Admitted {
+        client_ip,
+        url_grant,
+        permit,
+    } = match admit(&req, &ctx, "ws") {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
+    };
+    let url_grant = match url_grant {
         Ok(grant) => grant,
         Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "ws", &e),
-    };
-    let Some(permit) = ctx.try_acquire_connection() else {
-        return error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SERVER_FULL",
-            "the server holds its maximum number of connections; retry later",
-        );
     };
     spawn_upgraded(&mut req, &ctx, deflate, move |socket, ctx| {
         connection::serve(socket, ctx, permit, deflate, client_ip, url_grant)

@@ -4,10 +4,13 @@
 //! more WebSocket member (`Inbound::OpenWs` with an outbox marked Socket.IO), so it shares
 //! sessions, leader rules and broadcasts with `/ws` and SSE.
 
-use super::acks::{Acks, Answer};
+mod outgoing;
+
+use super::acks::Acks;
 use super::packets::{self, SocketPacket, MAIN_NAMESPACE};
 use super::recovery::{ConnectAuth, Membership, Record};
 use crate::auth::jwt::Grant;
+use crate::auth::AuthError;
 use crate::context::AppContext;
 use crate::engine::{ConnKey, Inbound};
 use crate::frames::WsFrame;
@@ -18,7 +21,7 @@ use bandsync_protocol::socketio::{self as wire, Envelope};
 use bandsync_protocol::{
     decode_client_event, encode_server_frame, ClientEvent, ErrorCode, RequestId, ServerEvent,
 };
-use serde::Deserialize;
+use outgoing::emit;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -49,36 +52,27 @@ pub(super) struct Socket {
     ctx: Arc<AppContext>,
     outbox: Arc<Outbox<WsFrame>>,
     client_ip: std::net::IpAddr,
-    /// Authenticated mode: the grant of a `?token=` on the handshake URL.
-    url_grant: Option<Grant>,
+    /// Authenticated mode: the grant of a `?token=` on the handshake URL, or why it did not
+    /// verify (the `CONNECT` is then refused, unless its `auth` brings a good token).
+    url_grant: Result<Option<Grant>, AuthError>,
     limit: SocketRateLimit,
     acks: Acks,
     connected: Option<Connected>,
+    /// A recovering socket's `CONNECT` answer, sent once the engine answered its rejoin.
+    awaiting_rejoin: Option<Utf8Bytes>,
+    /// Set when the rejoin was answered: the `CONNECT` answer to send before `held`.
+    rejoined: Option<Utf8Bytes>,
+    /// Packets that arrived while the rejoin was awaited (at most `OUTBOX_MAX_FRAMES`).
+    held: Pending,
     /// Reused between drains.
     frames: Vec<WsFrame>,
-}
-
-/// The fields of a `snapshot` the socket keeps for its recovery record and its
-/// recovery's outcome.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SnapshotFields {
-    session_id: String,
-    #[serde(default)]
-    resume_token: String,
-    #[serde(default)]
-    resumed: bool,
-    #[serde(default)]
-    replay_count: u64,
-    #[serde(default)]
-    version: u64,
 }
 
 impl Socket {
     pub(super) fn new(
         ctx: Arc<AppContext>,
         client_ip: std::net::IpAddr,
-        url_grant: Option<Grant>,
+        url_grant: Result<Option<Grant>, AuthError>,
     ) -> Self {
         let cfg = &ctx.config;
         let limit = SocketRateLimit::new(
@@ -96,6 +90,9 @@ impl Socket {
             limit,
             acks: Acks::default(),
             connected: None,
+            awaiting_rejoin: None,
+            rejoined: None,
+            held: Pending::new(),
             frames: Vec::new(),
         }
     }
@@ -152,9 +149,6 @@ impl Socket {
     /// `CONNECT` on a namespace: the main one is served (recovering the socket the client
     /// had, when it names one within its window); others are refused.
     async fn connect(&mut self, namespace: &str, auth: Option<&str>, out: &mut Pending) {
-        if self.connected.is_some() {
-            return;
-        }
         if namespace != MAIN_NAMESPACE {
             out.push_back(packet(packets::connect_error_packet(
                 namespace,
@@ -163,26 +157,38 @@ impl Socket {
             )));
             return;
         }
+        if self.connected.is_some() {
+            return; // the main namespace again on the same connection: already there
+        }
         let auth = ConnectAuth::parse(auth);
-        let grant = match (&self.ctx.auth.jwt, auth.token.as_deref()) {
-            (Some(verifier), Some(token)) => match verifier.verify(token) {
-                Ok(grant) => Some(grant),
-                Err(error) => {
-                    if crate::auth::bans::is_guess(&error) {
-                        self.ctx
-                            .auth_failures
-                            .record_failure(self.client_ip, "socketio");
-                    }
-                    let message = format!("token refused: {error}");
-                    out.push_back(packet(packets::connect_error_packet(
-                        MAIN_NAMESPACE,
-                        "UNAUTHORIZED",
-                        &message,
-                    )));
-                    return;
-                }
-            },
+        if self.ctx.auth.authenticated() && self.ctx.auth_failures.check(self.client_ip).is_err() {
+            out.push_back(packet(packets::connect_error_packet(
+                MAIN_NAMESPACE,
+                "RATE_LIMITED",
+                "too many failed authentications from this address; retry later",
+            )));
+            return;
+        }
+        let verified = match (&self.ctx.auth.jwt, auth.token.as_deref()) {
+            (Some(verifier), Some(token)) => verifier.verify(token).map(Some),
             _ => self.url_grant.clone(),
+        };
+        let grant = match verified {
+            Ok(grant) => grant,
+            Err(error) => {
+                if crate::auth::bans::is_guess(&error) {
+                    self.ctx
+                        .auth_failures
+                        .record_failure(self.client_ip, "socketio");
+                }
+                let message = format!("token refused: {error}");
+                out.push_back(packet(packets::connect_error_packet(
+                    MAIN_NAMESPACE,
+                    "UNAUTHORIZED",
+                    &message,
+                )));
+                return;
+            }
         };
         let recovered = match auth.pid.as_deref() {
             Some(pid) => self.ctx.socket_io.recovery.take(pid).await,
@@ -202,32 +208,41 @@ impl Socket {
             (Some(record), Some(pid)) => (record.sid.clone(), pid),
             _ => (super::random_id(), super::random_id()),
         };
-        out.push_back(packet(packets::connect_packet(&sid, &pid)));
+        let connect = packet(packets::connect_packet(&sid, &pid));
         let membership = recovered.and_then(|record| record.membership);
         self.connected = Some(Connected {
             pid,
             sid,
             membership: membership.clone(),
         });
-        if let Some(membership) = membership {
-            self.ctx.metrics.socket_io_recoveries.inc();
-            self.resume(membership, last_version).await;
+        let Some(membership) = membership else {
+            out.push_back(connect);
+            return;
+        };
+        // The answer waits for the rejoin: the client sends its next events only once
+        // connected, and they must find it back in its session (a rejoin loads the
+        // session first when it lives on another instance).
+        self.ctx.metrics.socket_io_recoveries.inc();
+        self.awaiting_rejoin = Some(connect);
+        if !self.resume(membership, last_version).await {
+            out.extend(self.awaiting_rejoin.take());
         }
     }
 
     /// Rejoins the session of a recovered socket with its resume token: the engine
     /// restores its member id and role, and replays the state events after `last_version`.
-    async fn resume(&mut self, membership: Membership, last_version: Option<u64>) {
+    /// Returns whether the rejoin went to the engine (its answer is then awaited).
+    async fn resume(&mut self, membership: Membership, last_version: Option<u64>) -> bool {
         let join = serde_json::json!({
             "sessionId": membership.session_id,
             "resumeToken": membership.resume_token,
             "lastVersion": last_version,
         });
         let Ok(event) = decode_client_event("join_session", Some(&join.to_string())) else {
-            return;
+            return false;
         };
         let id = self.acks.recovery(last_version);
-        self.forward(event, Some(id), false, Instant::now()).await;
+        self.forward(event, Some(id), false, Instant::now()).await
     }
 
     async fn on_event(
@@ -290,13 +305,14 @@ impl Socket {
         Next::Continue
     }
 
+    /// Queues an event for the engine; false if the engine has stopped.
     async fn forward(
         &mut self,
         event: ClientEvent,
         id: Option<RequestId>,
         ack: bool,
         received: Instant,
-    ) {
+    ) -> bool {
         let verified = self.ctx.auth.verify_join(&event);
         let command = Inbound::Command {
             key: self.key,
@@ -306,7 +322,7 @@ impl Socket {
             verified,
             ack,
         };
-        let _ = self.ctx.engine.send(command).await;
+        self.ctx.engine.send(command).await.is_ok()
     }
 
     /// The rate limit for one message; `Some` when the message must not be processed.
@@ -360,122 +376,7 @@ impl Socket {
         let Ok(envelope) = Envelope::parse(&json) else {
             return;
         };
-        let argument = envelope.argument(envelope.id());
-        out.push_back(packet(wire::event_packet(
-            envelope.kind(),
-            &argument,
-            envelope.offset(),
-        )));
-        if let Some(ack) = ack {
-            out.push_back(packet(wire::ack_packet(ack, &argument)));
-        }
-    }
-
-    /// Moves what the engine queued into `out` as Socket.IO packets. Returns whether the
-    /// outbox was closed, and why.
-    pub(super) fn drain(&mut self, out: &mut Pending) -> Option<crate::outbox::CloseReason> {
-        let mut frames = std::mem::take(&mut self.frames);
-        let drained = self.outbox.drain_into(&mut frames);
-        let metrics = self.ctx.metrics.clone();
-        if drained.dropped_ticks > 0 {
-            metrics.ticks_dropped.inc_by(drained.dropped_ticks);
-        }
-        for frame in frames.drain(..) {
-            match frame {
-                WsFrame::Packet(packet) => out.push_back(packet),
-                WsFrame::Text(json) | WsFrame::Deflated { text: json, .. } => {
-                    self.convert(&json, out);
-                }
-                WsFrame::Heartbeat { id, t0, t1 } => {
-                    let t2 = self.ctx.clock.now_ms();
-                    let reply = ServerEvent::HeartbeatResponse(HeartbeatResponse { t0, t1, t2 });
-                    self.convert(&encode_server_frame(&reply, id.as_ref(), t2), out);
-                }
-                // Music Share audio is binary; Socket.IO clients get its JSON events only.
-                WsFrame::Binary(_) => metrics.audio_dropped.inc(),
-            }
-        }
-        self.frames = frames;
-        drained.closed
-    }
-
-    /// A reply or event the engine addressed to this socket alone, as an envelope.
-    fn convert(&mut self, json: &str, out: &mut Pending) {
-        let Ok(envelope) = Envelope::parse(json) else {
-            return;
-        };
-        if envelope.kind() == "snapshot" {
-            self.remember_membership(envelope.data());
-        }
-        let answer = match envelope.id() {
-            Some(raw) => match serde_json::from_str::<RequestId>(raw) {
-                Ok(id) => self.acks.answer(&id),
-                Err(_) => Answer::Plain,
-            },
-            None => Answer::Plain,
-        };
-        let (client_id, ack) = match &answer {
-            Answer::Plain => (envelope.id().map(str::to_owned), None),
-            Answer::Ack {
-                ack,
-                client_id,
-                ack_only_state,
-            } => {
-                let client_id = client_id
-                    .as_ref()
-                    .map(|id| serde_json::to_string(id).expect("ids serialize"));
-                if *ack_only_state && envelope.kind() == "sync_response" {
-                    let argument = envelope.argument(client_id.as_deref());
-                    out.push_back(packet(wire::ack_packet(*ack, &argument)));
-                    return;
-                }
-                (client_id, Some(*ack))
-            }
-            Answer::Recovery { last_version } => {
-                if !self.recovery_needs_snapshot(&envelope, *last_version) {
-                    return;
-                }
-                (None, None)
-            }
-        };
-        let argument = envelope.argument(client_id.as_deref());
-        out.push_back(packet(wire::event_packet(
-            envelope.kind(),
-            &argument,
-            envelope.offset(),
-        )));
-        if let Some(ack) = ack {
-            out.push_back(packet(wire::ack_packet(ack, &argument)));
-        }
-    }
-
-    /// The answer to a recovery's rejoin: a snapshot the client does not need when every
-    /// missed event was replayed before it (or none was missed); otherwise (the replay
-    /// log no longer reaches back, the token expired) it gets the snapshot, its state.
-    fn recovery_needs_snapshot(&self, envelope: &Envelope<'_>, last_version: Option<u64>) -> bool {
-        if envelope.kind() != "snapshot" {
-            return true;
-        }
-        let Ok(fields) = serde_json::from_str::<SnapshotFields>(envelope.data()) else {
-            return true;
-        };
-        let complete = fields.replay_count > 0 || Some(fields.version) == last_version;
-        !(fields.resumed && complete)
-    }
-
-    fn remember_membership(&mut self, data: &str) {
-        let (Some(connected), Ok(fields)) = (
-            &mut self.connected,
-            serde_json::from_str::<SnapshotFields>(data),
-        ) else {
-            return;
-        };
-        if !fields.resume_token.is_empty() {
-            connected.membership = Some(Membership {
-                session_id: fields.session_id,
-                resume_token: fields.resume_token,
-            });
-        }
+        emit(&envelope, envelope.id(), ack, out);
     }
 
     /// The record a recoverable drop leaves, if the socket had connected.
