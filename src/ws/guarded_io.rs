@@ -106,13 +106,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
                 // An incomplete frame at EOF is dropped; tungstenite sees the EOF.
                 return Poll::Ready(Ok(()));
             }
-            let filled = this.input.len();
-            this.input.resize(filled + READ_CHUNK, 0);
-            let mut read = ReadBuf::new(&mut this.input[filled..]);
-            let result = Pin::new(&mut this.inner).poll_read(cx, &mut read);
-            let got = read.filled().len();
-            this.input.truncate(filled + got);
-            ready!(result)?;
+            // Into the buffer's spare capacity, uninitialized: zero-filling a chunk before
+            // every read (most of which find nothing) cost a 4 KiB memset per wake-up.
+            this.input.reserve(READ_CHUNK);
+            let got = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.input
+            ))?;
             if got == 0 {
                 this.eof = true;
             }
