@@ -40,10 +40,10 @@ const SESSION_QUEUE: usize = 4;
 /// How long a probing WebSocket may take to send `2probe`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A session's task, and the transport it started on (only polling ones upgrade).
+/// A session's task, and the transport it is on (only polling ones take requests).
 struct Entry {
     requests: mpsc::Sender<ToSession>,
-    started_on: TransportKind,
+    transport: TransportKind,
 }
 
 /// The Engine.IO sessions of this instance and the recovery records.
@@ -78,9 +78,16 @@ impl SocketIo {
 
     fn polling_session(&self, sid: &str) -> Result<mpsc::Sender<ToSession>, EngineError> {
         match self.sessions().get(sid) {
-            Some(entry) if entry.started_on == TransportKind::Polling => Ok(entry.requests.clone()),
+            Some(entry) if entry.transport == TransportKind::Polling => Ok(entry.requests.clone()),
             Some(_) => Err(EngineError::BadRequest),
             None => Err(EngineError::UnknownSid),
+        }
+    }
+
+    /// Session `sid` now runs on its WebSocket: polls and POSTs are refused from here on.
+    fn upgraded(&self, sid: &str) {
+        if let Some(entry) = self.sessions().get_mut(sid) {
+            entry.transport = TransportKind::Websocket;
         }
     }
 
@@ -177,7 +184,7 @@ fn handshake(
     let (sender, requests) = mpsc::channel(SESSION_QUEUE);
     let entry = Entry {
         requests: sender,
-        started_on: transport,
+        transport,
     };
     ctx.socket_io.sessions().insert(sid.clone(), entry);
     let socket = socket::Socket::new(ctx.clone(), client_ip, url_grant);

@@ -99,8 +99,8 @@ enum Wake {
     Outbox,
     Request(Option<ToSession>),
     Socket(Option<Result<Message, WsError>>),
-    Ping,
-    PongOverdue,
+    /// The ping is due, or (while one waits for its pong) the pong is overdue.
+    Timer,
     Shutdown,
 }
 
@@ -109,6 +109,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 struct Session {
     ctx: Arc<AppContext>,
+    sid: Arc<str>,
     socket: Socket,
     out: Pending,
     poll: Option<oneshot::Sender<PollAnswer>>,
@@ -117,6 +118,10 @@ struct Session {
     upgrading: bool,
     next_ping: Instant,
     pong_due: Option<Instant>,
+    /// `bandsync_messages_out_total` and `bytes_out_total` of `transport="socketio"`,
+    /// looked up once rather than at every flush.
+    messages_out: prometheus::IntCounter,
+    bytes_out: prometheus::IntCounter,
 }
 
 /// Serves Engine.IO session `sid` until it ends.
@@ -136,6 +141,7 @@ pub(super) async fn run(
         .with_label_values(&["socketio"])
         .inc();
     let mut session = Session {
+        sid: sid.clone(),
         next_ping: Instant::now() + ctx.config.ping_interval(),
         ctx: ctx.clone(),
         socket,
@@ -144,6 +150,8 @@ pub(super) async fn run(
         ws: None,
         upgrading: false,
         pong_due: None,
+        messages_out: ctx.metrics.messages_out.with_label_values(&["socketio"]),
+        bytes_out: ctx.metrics.bytes_out.with_label_values(&["socketio"]),
     };
     if let Start::Websocket(ws) = start {
         session.ws = Some(ws);
@@ -159,24 +167,38 @@ pub(super) async fn run(
 
 impl Session {
     async fn serve(&mut self, requests: &mut mpsc::Receiver<ToSession>) -> End {
+        // The shutdown signal and the ping timer live across iterations: re-creating them at
+        // every wake would register and drop a waiter and a timer entry per packet sent.
         let shutdown = self.ctx.shutdown.clone();
+        let shutdown = shutdown.cancelled();
+        tokio::pin!(shutdown);
+        let mut armed = self.timer_deadline();
+        let timer = tokio::time::sleep_until(armed);
+        tokio::pin!(timer);
         loop {
             if let Err(end) = self.flush().await {
                 return end;
             }
+            let deadline = self.timer_deadline();
+            if deadline != armed {
+                timer.as_mut().reset(deadline);
+                armed = deadline;
+            }
             let connected = self.socket.is_connected();
+            // Only a polling (or upgrading) session has requests to take: a WebSocket one
+            // is refused at the door (`SocketIo::polling_session`), so its channel stays
+            // empty and is not polled at every wake.
+            let polling = self.ws.is_none() || self.upgrading;
             let wake = {
                 let outbox = self.socket.outbox();
                 let ws = &mut self.ws;
-                let pong_due = self.pong_due;
                 tokio::select! {
                     biased;
                     () = outbox.ready(), if connected => Wake::Outbox,
-                    request = requests.recv() => Wake::Request(request),
+                    request = requests.recv(), if polling => Wake::Request(request),
                     message = next_message(ws) => Wake::Socket(message),
-                    () = tokio::time::sleep_until(self.next_ping), if pong_due.is_none() => Wake::Ping,
-                    () = sleep_until_some(pong_due) => Wake::PongOverdue,
-                    () = shutdown.cancelled() => Wake::Shutdown,
+                    () = &mut timer => Wake::Timer,
+                    () = &mut shutdown => Wake::Shutdown,
                 }
             };
             let outcome = match wake {
@@ -184,18 +206,23 @@ impl Session {
                 Wake::Request(None) => Some(End::Dropped),
                 Wake::Request(Some(request)) => self.on_request(request).await,
                 Wake::Socket(message) => self.on_ws_message(message).await,
-                Wake::Ping => {
+                Wake::Timer if self.pong_due.is_some() => Some(End::PingTimeout),
+                Wake::Timer => {
                     self.out.push_back(Utf8Bytes::from_static(packets::PING));
                     self.pong_due = Some(Instant::now() + self.ctx.config.ping_timeout());
                     None
                 }
-                Wake::PongOverdue => Some(End::PingTimeout),
                 Wake::Shutdown => Some(End::Shutdown),
             };
             if let Some(end) = outcome {
                 return end;
             }
         }
+    }
+
+    /// When the timer fires next: the pong deadline while a ping waits, else the next ping.
+    fn timer_deadline(&self) -> Instant {
+        self.pong_due.unwrap_or(self.next_ping)
     }
 
     async fn on_request(&mut self, request: ToSession) -> Option<End> {
@@ -296,6 +323,7 @@ impl Session {
             }
             EnginePacket::Upgrade if self.upgrading => {
                 self.upgrading = false;
+                self.ctx.socket_io.upgraded(&self.sid);
                 None
             }
             EnginePacket::Close => Some(End::Dropped),
@@ -333,15 +361,8 @@ impl Session {
                 let _ = poll.send(PollAnswer::Payload(join(self.out.drain(..))));
             }
         }
-        let metrics = &self.ctx.metrics;
-        metrics
-            .messages_out
-            .with_label_values(&["socketio"])
-            .inc_by(count);
-        metrics
-            .bytes_out
-            .with_label_values(&["socketio"])
-            .inc_by(bytes);
+        self.messages_out.inc_by(count);
+        self.bytes_out.inc_by(bytes);
         Ok(())
     }
 
@@ -420,13 +441,6 @@ fn join(packets: impl Iterator<Item = Utf8Bytes>) -> String {
 async fn next_message(ws: &mut Option<Box<ServerSocket>>) -> Option<Result<Message, WsError>> {
     match ws {
         Some(ws) => ws.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }
