@@ -90,13 +90,38 @@ fn command(program: &Path, cpu: Option<usize>) -> Command {
     }
 }
 
+/// The server as users build it (`cargo build --release`). The binary cargo builds for a
+/// bench carries the dev-dependencies' features (tokio's `test-util`, whose clock checks
+/// for paused time on every `Instant::now`), so it is not the one users run: build the
+/// plain one, which cargo puts at the same path, and run that.
+fn release_binary() -> Result<std::path::PathBuf, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            "bandsync",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .map_err(|e| format!("building the release server: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the release server failed: {status}"));
+    }
+    Ok(Path::new(env!("CARGO_BIN_EXE_bandsync")).to_path_buf())
+}
+
 /// Starts bandsync's release binary on port 0 and learns the port from its
 /// `bandsync listening addr=..` log line. Logs stay at `warn` elsewhere (per-connection
 /// logs would cost it CPU that the other server does not spend); the whole load comes
 /// from 127.0.0.1, so the per-address connection cap is lifted.
 pub fn spawn_bandsync(cpu: Option<usize>) -> Result<Server, String> {
     let scratch = std::env::temp_dir().join(format!("siobench-{}", std::process::id()));
-    let mut cmd = command(Path::new(env!("CARGO_BIN_EXE_bandsync")), cpu);
+    let mut cmd = command(&release_binary()?, cpu);
     cmd.env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("LOG_LEVEL", "warn,bandsync::server=info")
