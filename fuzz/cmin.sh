@@ -7,7 +7,7 @@
 #   fuzz/cmin.sh [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")"
-targets=${*:-frame_decoder last_event_id share_bodies http_routing inflater deflate_reader}
+targets=${*:-frame_decoder last_event_id share_bodies http_routing inflater deflate_reader socketio_packets}
 work=${FUZZ_WORK:-target/corpus-work}
 target_dir=${FUZZ_TARGET_DIR:-target}
 export RUSTC_BOOTSTRAP=1
