@@ -327,6 +327,55 @@ async fn a_polling_post_over_max_payload_is_413() {
     server.shutdown().await;
 }
 
+/// Long-polling sessions are capped per address (`MAX_CONNECTIONS_PER_IP`), even when one
+/// keep-alive connection opens them all; a session that ends gives its slot back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_polling_sessions_are_capped_per_address() {
+    let server = TestServer::start_with(|c| c.limits.max_connections_per_ip = 3).await;
+    let client = reqwest::Client::new();
+    let handshake = server.http_url("/socket.io/?EIO=4&transport=polling");
+    let mut sids = Vec::new();
+    for _ in 0..3 {
+        let open = client.get(&handshake).send().await.unwrap();
+        assert_eq!(open.status().as_u16(), 200, "under the cap of 3");
+        let open = open.text().await.unwrap();
+        let open: serde_json::Value = serde_json::from_str(&open[1..]).unwrap();
+        sids.push(open["sid"].as_str().unwrap().to_owned());
+    }
+    let refused = client.get(&handshake).send().await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["code"], "TOO_MANY_CONNECTIONS", "{body}");
+
+    // A client that closes its session (Engine.IO `1`) frees a slot at once.
+    let url = server.http_url(&format!(
+        "/socket.io/?EIO=4&transport=polling&sid={}",
+        sids[0]
+    ));
+    assert_eq!(
+        client
+            .post(&url)
+            .body("1")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let mut admitted = false;
+    for _ in 0..50 {
+        let again = client.get(&handshake).send().await.unwrap();
+        if again.status().as_u16() == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(admitted, "a closed session gives its slot back");
+    server.shutdown().await;
+}
+
 /// A session that starts on WebSocket is offered no upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_session_is_offered_no_upgrade() {

@@ -22,6 +22,7 @@ mod socket;
 
 use crate::context::AppContext;
 use crate::http::errors::{error_response, full, Body};
+use crate::limits::ConnLimits;
 use crate::ws::upgrade;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -50,6 +51,10 @@ struct Entry {
 pub struct SocketIo {
     sessions: Mutex<HashMap<Arc<str>, Entry>>,
     pub recovery: RecoveryStore,
+    /// Long-polling sessions per client address, at most `MAX_CONNECTIONS_PER_IP`: one
+    /// keep-alive TCP connection can open any number of them, so the per-address cap on
+    /// TCP connections does not bound them (WebSocket sessions are each a connection).
+    polling_per_address: ConnLimits,
 }
 
 impl SocketIo {
@@ -69,6 +74,7 @@ impl SocketIo {
         Ok(Self {
             sessions: Mutex::default(),
             recovery,
+            polling_per_address: ConnLimits::new(usize::MAX, config.limits.max_connections_per_ip),
         })
     }
 
@@ -180,6 +186,27 @@ fn handshake(
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
+    let address_slot = match transport {
+        TransportKind::Polling => match ctx
+            .socket_io
+            .polling_per_address
+            .try_admit(client_ip, false)
+        {
+            Ok(slot) => Some(slot),
+            Err(_) => {
+                return error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOO_MANY_CONNECTIONS",
+                    "too many long-polling sessions from this address (MAX_CONNECTIONS_PER_IP)",
+                );
+            }
+        },
+        TransportKind::Websocket => None,
+    };
+    let slots = session::Slots {
+        _permit: permit,
+        _address: address_slot,
+    };
     let sid: Arc<str> = Arc::from(random_id());
     let (sender, requests) = mpsc::channel(SESSION_QUEUE);
     let entry = Entry {
@@ -197,14 +224,14 @@ fn handshake(
                     requests,
                     Start::Websocket(Box::new(ws)),
                     socket,
-                    permit,
+                    slots,
                 )
             });
             upgrade::switching_protocols(&accept, None)
         }
         None => {
             let open = open_packet(&ctx, &sid, TransportKind::Polling);
-            let task = session::run(ctx.clone(), sid, requests, Start::Polling, socket, permit);
+            let task = session::run(ctx.clone(), sid, requests, Start::Polling, socket, slots);
             ctx.tracker.spawn(task);
             text(open, "text/plain; charset=UTF-8")
         }

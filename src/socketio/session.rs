@@ -7,6 +7,7 @@
 use super::packets::{self, EngineError, EnginePacket, SEPARATOR};
 use super::socket::{Next, Pending, Socket};
 use crate::context::{AppContext, ConnectionPermit};
+use crate::limits::ConnPermit;
 use crate::outbox::CloseReason;
 use crate::ws::guard;
 use crate::ws::upgrade::ServerSocket;
@@ -124,6 +125,13 @@ struct Session {
     bytes_out: prometheus::IntCounter,
 }
 
+/// What a session holds while it lives: its `MAX_CONNECTIONS` slot and, for a long-polling
+/// one, its slot under the per-address cap. Held for their `Drop`, which gives them back.
+pub(super) struct Slots {
+    pub(super) _permit: ConnectionPermit,
+    pub(super) _address: Option<ConnPermit>,
+}
+
 /// Serves Engine.IO session `sid` until it ends.
 pub(super) async fn run(
     ctx: Arc<AppContext>,
@@ -131,9 +139,9 @@ pub(super) async fn run(
     mut requests: mpsc::Receiver<ToSession>,
     start: Start,
     socket: Socket,
-    permit: ConnectionPermit,
+    slots: Slots,
 ) {
-    let _permit = permit;
+    let _slots = slots;
     let gauge = ctx.metrics.connections.with_label_values(&["socketio"]);
     gauge.inc();
     ctx.metrics
