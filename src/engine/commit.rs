@@ -249,17 +249,13 @@ impl Engine {
                 );
                 self.reply_error(key, id.as_ref(), error);
             }
-            AfterCommit::LeaderCommand { key, id, ack: true } => {
+            AfterCommit::LeaderCommand { key, id, ack: true }
+            | AfterCommit::Acknowledge { key, id } => {
                 if let Some(session_id) = self.conns.get(&key).and_then(|c| c.session.clone()) {
                     self.reply_state(key, id, &session_id);
                 }
             }
             AfterCommit::LeaderCommand { ack: false, .. } => {}
-            AfterCommit::Acknowledge { key, id } => {
-                if let Some(session_id) = self.conns.get(&key).and_then(|c| c.session.clone()) {
-                    self.reply_state(key, id, &session_id);
-                }
-            }
         }
     }
 
