@@ -611,7 +611,7 @@ impl RawConn {
 
 /// A complete HTTP/1.1 response (body delimited by Content-Length, or none) once all of
 /// it is in `bytes`, with how many bytes it took.
-fn parse_response(what: &str, bytes: &[u8]) -> Option<(Reply, usize)> {
+pub fn parse_response(what: &str, bytes: &[u8]) -> Option<(Reply, usize)> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&bytes[..end]).expect("an ASCII response head");
     let mut lines = head.split("\r\n");

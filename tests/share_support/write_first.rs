@@ -144,31 +144,16 @@ pub fn chunked(body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One complete answer with a Content-Length body (or none), and the bytes it took.
+/// One complete answer with a Content-Length body (or none), and the bytes it took: the
+/// share tests' own response parser, its reply taken apart.
 fn parse(bytes: &[u8]) -> Option<(Answer, usize)> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&bytes[..end]).expect("an ASCII answer head");
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let (mut content_type, mut retry_after, mut length) = (None, None, 0);
-    for line in lines {
-        let (name, value) = line.split_once(':')?;
-        let value = value.trim().to_owned();
-        match name.to_ascii_lowercase().as_str() {
-            "content-type" => content_type = Some(value),
-            "retry-after" => retry_after = Some(value),
-            "content-length" => length = value.parse().ok()?,
-            "transfer-encoding" => panic!("chunked answers are not expected"),
-            _ => {}
-        }
-    }
-    let body = bytes.get(end + 4..end + 4 + length)?.to_vec();
+    let (reply, used) = crate::share_support::parse_response("a write-first client", bytes)?;
     let answer = Answer {
-        status,
-        content_type,
-        retry_after,
-        body,
+        status: reply.status,
+        content_type: reply.content_type,
+        retry_after: reply.retry_after,
+        body: reply.body,
         then: "",
     };
-    Some((answer, end + 4 + length))
+    Some((answer, used))
 }
