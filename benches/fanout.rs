@@ -1,14 +1,13 @@
 //! Fan-out of one encoded event to N in-process subscribers' outboxes, as the engine does
-//! it: one encode, one `Utf8Bytes` clone and one queue push per recipient, then draining as
-//! the writers would. `cargo bench --bench fanout`
+//! it: one encode and framing, one handle clone and one queue push per recipient, then
+//! draining as a task-written transport (Socket.IO, SSE) would. `cargo bench --bench fanout`
 
-use bandsync::frames::WsFrame;
+use bandsync::frames::{EncodedText, WsFrame};
 use bandsync::outbox::{Outbox, OutboxLimits};
 use bandsync_protocol::server::ScrollTick;
 use bandsync_protocol::{encode_server_frame, ServerEvent};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::sync::Arc;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 fn fanout(c: &mut Criterion) {
     let limits = OutboxLimits {
@@ -33,7 +32,7 @@ fn fanout(c: &mut Criterion) {
                     version: 1,
                     server_time: 1.0,
                 });
-                let text = Utf8Bytes::from(encode_server_frame(&event, None, 1.0));
+                let text = EncodedText::new(encode_server_frame(&event, None, 1.0));
                 for outbox in &outboxes {
                     let _ = outbox.push(WsFrame::Text(text.clone()));
                 }
@@ -44,7 +43,7 @@ fn fanout(c: &mut Criterion) {
             })
         });
         group.bench_with_input(BenchmarkId::new("tick_latest_wins", n), &n, |b, _| {
-            let text = Utf8Bytes::from(String::from(r#"{"type":"scroll_tick"}"#));
+            let text = EncodedText::new(String::from(r#"{"type":"scroll_tick"}"#));
             b.iter(|| {
                 for outbox in &outboxes {
                     let _ = outbox.push_tick(WsFrame::Text(text.clone()));

@@ -3,10 +3,11 @@
 
 use super::session::Session;
 use super::{ConnKey, Engine, Peer};
+use crate::clock::ServerClock;
 use crate::deflate::Deflater;
-use crate::frames::{sse_event, WsFrame};
+use crate::frames::{sse_event, EncodedText, WsFrame};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Outbox, PushError, Written};
 use bandsync_protocol::server::{RoomStats, ScrollTick};
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::Bytes;
@@ -32,10 +33,27 @@ pub(super) struct Wakes {
 }
 
 impl Wakes {
-    pub(super) fn flush(&mut self) {
+    /// Writes what the batch queued for each `/ws` socket straight into it (one `writev`
+    /// each, see `outbox::write`), and wakes a connection's task only when the socket did
+    /// not take everything, a close is due, or the socket failed; wakes every other writer.
+    pub(super) fn flush(&mut self, clock: &ServerClock, metrics: &Metrics) {
+        let mut total = Written::default();
         for outbox in self.ws.drain(..) {
-            outbox.wake();
+            if !outbox.writes_directly() {
+                outbox.wake();
+                continue;
+            }
+            let written = outbox.write(clock);
+            if written.needs_task() {
+                outbox.wake();
+            }
+            total.messages += written.messages;
+            total.bytes += written.bytes;
+            total.compressed += written.compressed;
+            total.dropped_ticks += written.dropped_ticks;
+            total.dropped_audio += written.dropped_audio;
         }
+        crate::metrics::count_ws_writes(metrics, &total);
         for outbox in self.sse.drain(..) {
             outbox.wake();
         }
@@ -65,7 +83,7 @@ pub(super) fn after_push<F>(
     }
 }
 
-/// The frame for an encoded envelope: compressed too, once, when it is over
+/// The frame for an encoded envelope, framed once: compressed too, once, when it is over
 /// `COMPRESSION_THRESHOLD` and `wanted()` says some recipient negotiated deflate (asked
 /// only for large messages, so small ones cost no scan).
 fn ws_frame(json: String, deflater: &mut Deflater, wanted: impl FnOnce() -> bool) -> WsFrame {
@@ -74,7 +92,7 @@ fn ws_frame(json: String, deflater: &mut Deflater, wanted: impl FnOnce() -> bool
     } else {
         None
     };
-    WsFrame::shared(Utf8Bytes::from(json), deflated)
+    WsFrame::shared(json, deflated)
 }
 
 /// The Socket.IO form of one broadcast, converted at its first Socket.IO recipient and
@@ -86,10 +104,10 @@ impl SocketIoForm {
     fn of(&mut self, frame: &WsFrame) -> WsFrame {
         self.0
             .get_or_insert_with(|| {
-                let (WsFrame::Text(json) | WsFrame::Deflated { text: json, .. }) = frame else {
+                let (WsFrame::Text(text) | WsFrame::Deflated { text, .. }) = frame else {
                     return frame.clone();
                 };
-                match bandsync_protocol::socketio::broadcast_packet(json) {
+                match bandsync_protocol::socketio::broadcast_packet(text.json()) {
                     Some(packet) => WsFrame::Packet(Utf8Bytes::from(packet)),
                     None => frame.clone(),
                 }
@@ -184,7 +202,7 @@ fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64
             after_push(result, outbox, &mut wakes.sse, metrics, &session.id);
         }
     }
-    let text = WsFrame::Text(Utf8Bytes::from(json));
+    let text = WsFrame::Text(EncodedText::new(json));
     let mut packet = SocketIoForm::default();
     for outbox in session.members.values() {
         let frame = match outbox.socket_io() {

@@ -268,7 +268,7 @@ impl Engine {
                     inbox.signal_room();
                     let stop = self.process_batch(&mut batch);
                     self.flush_room_stats(false);
-                    self.wakes.flush();
+                    self.wakes.flush(&self.clock, &self.metrics);
                     if stop {
                         return;
                     }
@@ -283,7 +283,7 @@ impl Engine {
                     .observe(now.duration_since(next_tick).as_secs_f64());
                 self.tick_all(deadline);
                 self.flush_room_stats(false);
-                self.wakes.flush();
+                self.wakes.flush(&self.clock, &self.metrics);
                 // Absolute deadlines: the schedule never drifts; ticks missed while the
                 // thread was busy are skipped (a gap in `seq`), not bunched.
                 next_tick += tick;
@@ -297,7 +297,7 @@ impl Engine {
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);
-                self.wakes.flush();
+                self.wakes.flush(&self.clock, &self.metrics);
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             }
         }

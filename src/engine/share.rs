@@ -308,7 +308,7 @@ impl Engine {
         };
         let conns = &self.conns;
         let authorized = |key: &ConnKey| conns.get(key).is_some_and(|c| c.access.share_ok);
-        let frame = WsFrame::Binary(chunk.ws_frame().clone());
+        let frame = WsFrame::Binary(chunk.wire_frame().clone());
         for (key, outbox) in &session.members {
             if Some(*key) != except && authorized(key) {
                 let result = outbox.push_audio(frame.clone());
@@ -367,7 +367,7 @@ impl Engine {
         };
         for chunk in chunks {
             let result = match &conn.peer {
-                Peer::Ws(outbox) => outbox.push_audio(WsFrame::Binary(chunk.ws_frame().clone())),
+                Peer::Ws(outbox) => outbox.push_audio(WsFrame::Binary(chunk.wire_frame().clone())),
                 Peer::Sse(outbox) => {
                     let json = encode_server_frame(&audio_event(session_id, &chunk), None, now_ms);
                     outbox.push_audio(sse_event(next_id, &json))

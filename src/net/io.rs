@@ -31,6 +31,10 @@ pub struct Activity {
     /// Whether the latest request came with a body: only then may the client still be
     /// sending when the server closes, so only then is the close a lingering one.
     body_sent: AtomicBool,
+    /// Set by a route that takes the socket over after an upgrade (`/ws`): when hyper drops
+    /// the upgraded connection, the socket is put in `handed_over` instead of closed.
+    hand_over: AtomicBool,
+    handed_over: std::sync::Mutex<Option<(TcpStream, SocketSlot)>>,
 }
 
 impl Activity {
@@ -42,7 +46,27 @@ impl Activity {
             abort: tokio::sync::Notify::new(),
             closed_hard: AtomicBool::new(false),
             body_sent: AtomicBool::new(false),
+            hand_over: AtomicBool::new(false),
+            handed_over: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Asks for the socket, with its slot, when hyper lets go of it (see
+    /// [`Activity::take_socket`]).
+    ///
+    /// Why not `Upgraded::downcast`: hyper-util's protocol detection wraps every connection
+    /// in a private type, so the upgraded stream cannot be downcast to ours; dropping it
+    /// is the one way to get the socket back out.
+    pub fn hand_over_socket(&self) {
+        self.hand_over.store(true, Ordering::Relaxed);
+    }
+
+    /// The socket, once hyper dropped it after [`Activity::hand_over_socket`].
+    pub fn take_socket(&self) -> Option<(TcpStream, SocketSlot)> {
+        self.handed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn touch(&self) {
@@ -172,15 +196,26 @@ pub struct ConnIo {
     cut_short: prometheus::IntCounter,
 }
 
-/// What lives as long as the socket: the socket, its slot under the connection caps, and
-/// its place in `bandsync_tcp_connections` (lowered on drop).
+/// What lives as long as the socket: the socket and its [`SocketSlot`].
 struct Held {
     stream: TcpStream,
+    slot: SocketSlot,
+}
+
+/// A socket's slot under the connection caps and its place in `bandsync_tcp_connections`
+/// (lowered on drop): kept by whatever owns the socket, for as long as it does.
+pub struct SocketSlot {
     _permit: ConnPermit,
     open: prometheus::IntGauge,
 }
 
-impl Drop for Held {
+impl std::fmt::Debug for SocketSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SocketSlot")
+    }
+}
+
+impl Drop for SocketSlot {
     fn drop(&mut self) {
         self.open.dec();
     }
@@ -198,8 +233,10 @@ impl ConnIo {
         Self {
             held: Some(Held {
                 stream,
-                _permit: permit,
-                open,
+                slot: SocketSlot {
+                    _permit: permit,
+                    open,
+                },
             }),
             activity,
             peer_closed: false,
@@ -226,6 +263,15 @@ impl Drop for ConnIo {
         let Some(mut held) = self.held.take() else {
             return;
         };
+        if self.activity.hand_over.load(Ordering::Relaxed) && !self.failed {
+            let mut slot = self
+                .activity
+                .handed_over
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *slot = Some((held.stream, held.slot));
+            return;
+        }
         let linger = !self.peer_closed && !self.failed && self.activity.lingers();
         // Outside a runtime (never in the server) the socket is simply closed.
         let runtime = tokio::runtime::Handle::try_current();

@@ -36,8 +36,9 @@ pub struct AudioChunk {
     base64: OnceLock<String>,
     /// The polling API's JSON object (always float32, as the seed specifies).
     poll_json: OnceLock<Bytes>,
-    /// The binary WebSocket frame (header + samples).
-    ws_frame: OnceLock<Bytes>,
+    /// The whole binary WebSocket frame: its frame header, then the audio frame (audio
+    /// header + samples). One allocation serves both forms (see [`AudioChunk::ws_frame`]).
+    wire_frame: OnceLock<Bytes>,
     /// The timestamp as polls answer it: whole milliseconds (an integer posted comes
     /// back exactly). The push forms keep `header.timestamp` as it arrived.
     timestamp_ms: i64,
@@ -60,7 +61,7 @@ impl AudioChunk {
             samples,
             base64: OnceLock::from(body.data),
             poll_json: OnceLock::new(),
-            ws_frame: OnceLock::new(),
+            wire_frame: OnceLock::new(),
             timestamp_ms,
         }
     }
@@ -73,7 +74,7 @@ impl AudioChunk {
             samples,
             base64: OnceLock::new(),
             poll_json: OnceLock::new(),
-            ws_frame: OnceLock::new(),
+            wire_frame: OnceLock::new(),
             timestamp_ms,
         }
     }
@@ -112,10 +113,16 @@ impl AudioChunk {
         })
     }
 
-    /// The binary WebSocket frame for push receivers.
-    pub fn ws_frame(&self) -> &Bytes {
-        self.ws_frame
-            .get_or_init(|| Bytes::from(self.header.encode(&self.samples)))
+    /// The whole binary WebSocket frame for push receivers, made once and written as it is
+    /// to every one of them.
+    pub fn wire_frame(&self) -> &Bytes {
+        self.wire_frame
+            .get_or_init(|| crate::frames::binary_frame(&self.header.encode(&self.samples)))
+    }
+
+    /// The audio frame (audio header + samples): the binary message's payload.
+    pub fn ws_frame(&self) -> Bytes {
+        crate::frames::payload_of(self.wire_frame())
     }
 }
 
@@ -343,7 +350,8 @@ mod tests {
             .decode(v["data"].as_str().unwrap())
             .unwrap();
         assert_eq!(f32s, i16_to_f32_bytes(&samples));
-        let (back, body) = bandsync_protocol::audio::decode_audio_frame(c.ws_frame()).unwrap();
+        let payload = c.ws_frame();
+        let (back, body) = bandsync_protocol::audio::decode_audio_frame(&payload).unwrap();
         assert_eq!(back, header);
         assert_eq!(body, &samples[..]);
         assert_eq!(

@@ -1,60 +1,67 @@
-//! One WebSocket connection, served by one task: it reads the socket, and when the outbox
-//! has frames it drains them all, feeds them and flushes once (`outgoing`). Reading
-//! (`incoming`) answers what needs no session state on the spot and queues the rest for
-//! the engine.
+//! One `/ws` connection, served by one task: it reads the socket, answers what needs no
+//! session state on the spot (`incoming`), and queues the rest for the engine.
 //!
-//! One task and an unsplit socket, rather than a reader and a writer task around a split
-//! socket: no lock between the two halves on every read and write, one wake-up per batch,
-//! and a smaller future per connection (memory per idle connection counts at 10,000).
-//! While it waits for room in the engine queue it does not write; that wait is the
-//! backpressure the socket needs anyway.
+//! It writes only what the engine could not: frames are written directly into the socket
+//! by whoever queued them (the engine at the end of a batch, this task after a read; see
+//! `outbox::write`), and this task is woken only to finish a write the socket did not
+//! take at once (it then waits until the socket is writable, reading on meanwhile), to send
+//! the close, or because the socket failed.
 
 use super::guarded_io::GuardedStream;
 use super::incoming::{Flow, Reader};
-use super::outgoing::write_pending;
+use super::socket::{WireIo, WsSink};
 use crate::context::{AppContext, ConnectionPermit};
 use crate::engine::Inbound;
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::close;
-use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
+use bytes::Bytes;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
-pub(super) type Socket = WebSocketStream<GuardedStream<TokioIo<Upgraded>>>;
+pub(super) type Socket = WebSocketStream<GuardedStream<WireIo>>;
 
-/// How long we wait for the peer's half of the close handshake after sending ours.
+/// How long we wait, once the outbox is closed, for what is queued and our close frame to
+/// go out and for the peer's half of the close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves one upgraded socket; `deflate` says whether permessage-deflate was negotiated,
-/// `client_ip` who the client is (for the engine's per-address limits).
-/// `url_grant` what a `?token=` on the URL grants (authenticated mode).
-pub async fn serve(
+/// An empty ping, the same bytes every time.
+static PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
+
+/// A connection's own parts: its outbox and the socket's write half (the same one the
+/// outbox writes), whether permessage-deflate was negotiated, who the client is (for the
+/// engine's per-address limits) and what a `?token=` on the URL grants.
+pub(super) struct Conn {
+    pub(super) outbox: Arc<Outbox<WsFrame>>,
+    pub(super) sink: Arc<WsSink>,
+    pub(super) deflate: bool,
+    pub(super) client_ip: std::net::IpAddr,
+    pub(super) url_grant: Option<crate::auth::jwt::Grant>,
+}
+
+/// Serves one upgraded socket.
+pub(super) async fn serve(
     socket: Socket,
+    conn: Conn,
     ctx: Arc<AppContext>,
     permit: ConnectionPermit,
-    deflate: bool,
-    client_ip: std::net::IpAddr,
-    url_grant: Option<crate::auth::jwt::Grant>,
 ) {
     let key = ctx.next_key();
-    let span = tracing::debug_span!("ws", conn = key, deflate);
+    let span = tracing::debug_span!("ws", conn = key, deflate = conn.deflate);
     async move {
         let _permit = permit;
-        let outbox = Arc::new(Outbox::new(ctx.outbox_limits()).with_deflate(deflate));
         let open = Inbound::OpenWs {
             key,
-            outbox: outbox.clone(),
-            client_ip,
-            url_grant,
+            outbox: conn.outbox.clone(),
+            client_ip: conn.client_ip,
+            url_grant: conn.url_grant,
         };
         if ctx.engine.send(open).await.is_err() {
             return;
@@ -66,7 +73,14 @@ pub async fn serve(
             .with_label_values(&["ws"])
             .inc();
         tracing::debug!("websocket open");
-        run(socket, Reader::new(key, &ctx), &outbox, &ctx).await;
+        run(
+            socket,
+            Reader::new(key, &ctx),
+            &conn.outbox,
+            &conn.sink,
+            &ctx,
+        )
+        .await;
         let _ = ctx.engine.send(Inbound::ClosedWs { key }).await;
         gauge.dec();
         tracing::debug!("websocket closed");
@@ -75,8 +89,14 @@ pub async fn serve(
     .await
 }
 
-/// The connection's loop: read, write what is queued, ping, and close.
-async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, ctx: &AppContext) {
+/// The connection's loop: read, finish writes, ping, and close.
+async fn run(
+    mut socket: Socket,
+    mut reader: Reader,
+    outbox: &Outbox<WsFrame>,
+    sink: &WsSink,
+    ctx: &AppContext,
+) {
     let ping_every = ctx.config.ping_interval();
     let ping_timeout = ctx.config.ping_timeout();
     let message_timeout = ctx.config.message_timeout();
@@ -84,19 +104,25 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let shutdown = ctx.shutdown.cancelled();
     tokio::pin!(shutdown);
-    let mut frames: Vec<WsFrame> = Vec::new();
     let mut last_seen = Instant::now();
-    // Set once our close frame is out: from then on we only wait for the peer's.
+    // The socket did not take everything queued: wait until it is writable.
+    let mut blocked = false;
+    // Set once the outbox is closed: what is queued, then our close frame, then the peer's
+    // close must all happen by then.
     let mut closing_until: Option<Instant> = None;
+    let mut close_sent = false;
     loop {
-        let mut fed_ping = false;
         tokio::select! {
-            // Biased, outbox first: a wake-up for queued frames (the common case under load)
-            // then polls nothing else, instead of the socket, the ping timer and the
-            // shutdown signal too. Reading cannot starve: the outbox is ready only when the
-            // engine queued something since the last drain.
+            // Biased, outbox first: a wake-up for queued frames then polls nothing else.
+            // Reading cannot starve: the outbox is ready only when something was queued
+            // that its writer could not write at once.
             biased;
             () = outbox.ready(), if closing_until.is_none() => {}
+            writable = sink.writable(), if blocked => {
+                if writable.is_err() {
+                    return;
+                }
+            }
             message = socket.next() => {
                 let Some(message) = message else { return };
                 last_seen = Instant::now();
@@ -104,9 +130,7 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
                     if message.is_err() {
                         return;
                     }
-                    continue;
-                }
-                if reader.on_message(message, outbox, ctx).await == Flow::Stop {
+                } else if reader.on_message(message, outbox, ctx).await == Flow::Stop {
                     // Keeps a reason the reader set (its close frame goes out below);
                     // otherwise the peer is gone and there is nothing left to write.
                     outbox.close(CloseReason::PeerGone);
@@ -126,22 +150,37 @@ async fn run(mut socket: Socket, mut reader: Reader, outbox: &Outbox<WsFrame>, c
                 } else if last_seen.elapsed() > ping_timeout {
                     tracing::debug!("ping timeout");
                     outbox.close(CloseReason::PingTimeout);
-                } else if socket.feed(Message::Ping(bytes::Bytes::new())).await.is_err() {
-                    return;
                 } else {
-                    fed_ping = true;
+                    let _ = outbox.push(WsFrame::control(PING.clone()));
                 }
             }
             () = &mut shutdown, if !outbox.is_closed() => outbox.close(CloseReason::Shutdown),
             () = tokio::time::sleep_until(closing_until.unwrap_or_else(Instant::now)), if closing_until.is_some() => return,
         }
-        if closing_until.is_some() || (!fed_ping && !outbox.has_work()) {
+        if close_sent {
             continue;
         }
-        match write_pending(&mut socket, outbox, ctx, &mut frames).await {
-            Ok(None) => {}
-            Ok(Some(CloseReason::PeerGone)) | Err(_) => return,
-            Ok(Some(_)) => closing_until = Some(Instant::now() + CLOSE_GRACE),
+        let written = outbox.write(&ctx.clock);
+        crate::metrics::count_ws_writes(&ctx.metrics, &written);
+        if written.failed {
+            return;
+        }
+        blocked = written.pending;
+        let Some(reason) = written.closed else {
+            continue;
+        };
+        if reason == CloseReason::PeerGone {
+            return;
+        }
+        closing_until.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+        if !written.pending {
+            if let Some(frame) = close_frame(reason) {
+                let bytes = crate::frames::close_frame(u16::from(frame.code), &frame.reason);
+                // Best effort: a socket with no room for a close frame is dropped anyway.
+                let _ = sink.try_write(&bytes);
+            }
+            close_sent = true;
+            blocked = false;
         }
     }
 }

@@ -16,7 +16,7 @@ use bandsync_protocol::{
 };
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Whether the connection reads on after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,9 +172,7 @@ impl Reader {
                         t0: hb.t0,
                         t1: ctx.clock.at(received),
                     };
-                    if outbox.push(beat).is_ok() {
-                        outbox.wake();
-                    }
+                    let _ = outbox.push(beat);
                     return Flow::Continue;
                 }
                 let verified = ctx.auth.verify_join(&frame.event);
@@ -195,12 +193,10 @@ impl Reader {
     }
 }
 
-/// Queues a reply from the reading side itself and wakes the writing side at once.
+/// Queues a reply from the reading side itself; the connection writes it after this read.
 fn reply(outbox: &Outbox<WsFrame>, ctx: &AppContext, event: &ServerEvent, id: Option<&RequestId>) {
     let json = encode_server_frame(event, id, ctx.clock.now_ms());
-    if outbox.push(WsFrame::Text(Utf8Bytes::from(json))).is_ok() {
-        outbox.wake();
-    }
+    let _ = outbox.push(WsFrame::shared(json, None));
 }
 
 fn reply_error(

@@ -5,12 +5,14 @@
 use super::connection;
 use super::guard::{FrameGuard, GuardLimits};
 use super::guarded_io::GuardedStream;
+use super::socket::{self, WireIo};
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
 use crate::auth::AuthError;
 use crate::context::{AppContext, ConnectionPermit};
 use crate::deflate;
 use crate::http::errors::{error_response, full, Body};
+use crate::outbox::Outbox;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -119,10 +121,67 @@ pub async fn server_socket(
     limits: GuardLimits,
     config: WebSocketConfig,
 ) -> ServerSocket {
+    guarded_websocket(TokioIo::new(upgraded), ctx, limits, config).await
+}
+
+/// `io` as a server WebSocket, every incoming frame through the [`FrameGuard`].
+async fn guarded_websocket<S>(
+    io: S,
+    ctx: &AppContext,
+    limits: GuardLimits,
+    config: WebSocketConfig,
+) -> WebSocketStream<GuardedStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let guard = FrameGuard::new(limits, ctx.partial_budget.clone());
     let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
-    let io = GuardedStream::new(TokioIo::new(upgraded), guard).counting(inflated);
+    let io = GuardedStream::new(io, guard).counting(inflated);
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
+}
+
+/// Who a `/ws` connection is, for its task.
+struct WsPeer {
+    /// The connection's activity record, through which hyper hands the socket over.
+    activity: Arc<crate::net::io::Activity>,
+    permit: ConnectionPermit,
+    deflate: bool,
+    client_ip: std::net::IpAddr,
+    url_grant: Option<Grant>,
+}
+
+/// Once hyper hands over the upgraded `/ws` connection, serves it in a task the shutdown
+/// waits for, its socket shared by that task (reading) and its outbox (writing directly:
+/// see [`super::socket`]). The caller answers 101.
+fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
+    let on_upgrade = hyper::upgrade::on(req);
+    let limits = ctx.guard_limits(peer.deflate);
+    let config = config_with_cap(limits.hard);
+    let ctx = ctx.clone();
+    ctx.clone().tracker.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
+        };
+        let Some((source, sink)) = socket::take(upgraded, &peer.activity) else {
+            return tracing::error!("an upgraded connection was not a socket this server accepted");
+        };
+        let sink = Arc::new(sink);
+        let outbox = Outbox::new(ctx.outbox_limits())
+            .with_deflate(peer.deflate)
+            .with_sink(sink.clone());
+        let outbox = Arc::new(outbox);
+        let io = WireIo::new(source, outbox.clone());
+        let socket = guarded_websocket(io, &ctx, limits, config).await;
+        let conn = connection::Conn {
+            outbox,
+            sink,
+            deflate: peer.deflate,
+            client_ip: peer.client_ip,
+            url_grant: peer.url_grant,
+        };
+        connection::serve(socket, conn, ctx, peer.permit).await;
+    });
 }
 
 /// Once hyper hands over the upgraded connection of `req`, serves it as a server WebSocket
@@ -260,8 +319,21 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         Ok(grant) => grant,
         Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "ws", &e),
     };
-    spawn_upgraded(&mut req, &ctx, deflate, move |socket, ctx| {
-        connection::serve(socket, ctx, permit, deflate, client_ip, url_grant)
-    });
+    let Some(crate::net::io::ConnAbort(activity)) = req.extensions().get().cloned() else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            "this connection cannot be upgraded",
+        );
+    };
+    activity.hand_over_socket();
+    let peer = WsPeer {
+        activity,
+        permit,
+        deflate,
+        client_ip,
+        url_grant,
+    };
+    spawn_ws(&mut req, &ctx, peer);
     switching_protocols(&accept, agreement.map(|a| a.header_value()))
 }

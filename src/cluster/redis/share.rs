@@ -291,7 +291,7 @@ impl ShareCluster {
             ShareChange::Audio { chunk, .. } => {
                 header.kind = "audio".into();
                 let audio = self.keys.share_audio(id);
-                let frame = chunk.ws_frame().clone();
+                let frame = chunk.ws_frame();
                 pipe.cmd("XADD")
                     .arg(&audio)
                     .arg("MAXLEN")

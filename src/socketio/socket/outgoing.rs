@@ -51,8 +51,8 @@ impl Socket {
             };
             match frame {
                 WsFrame::Packet(packet) => target.push_back(packet),
-                WsFrame::Text(json) | WsFrame::Deflated { text: json, .. } => {
-                    self.convert(&json, target);
+                WsFrame::Text(text) | WsFrame::Deflated { text, .. } => {
+                    self.convert(text.json(), target);
                 }
                 WsFrame::Heartbeat { id, t0, t1 } => {
                     let t2 = self.ctx.clock.now_ms();
@@ -61,6 +61,8 @@ impl Socket {
                 }
                 // Music Share audio is binary; Socket.IO clients get its JSON events only.
                 WsFrame::Binary(_) => metrics.audio_dropped.inc(),
+                // Framed for a `/ws` socket only; a Socket.IO outbox never holds one.
+                WsFrame::Raw { .. } => {}
             }
             if let Some(connect) = self.rejoined.take() {
                 out.push_back(connect);

@@ -16,11 +16,22 @@
 //!   an unsent older one (counted in `dropped_ticks`), and moves to the back so that a tick
 //!   never overtakes the state event that preceded it.
 //!
-//! A std `Mutex` guards the queue: it is held only for a push or a `mem::swap`, never
-//! across an `.await`, and the engine thread that pushes is not async.
+//! A std `Mutex` guards the queue: it is held only for a push, a drain, or one
+//! non-blocking write into the socket (`write`), never across an `.await`, and the engine
+//! thread that pushes is not async.
+//!
+//! An outbox given a [`Sink`] (a `/ws` connection's socket) is written *directly*: whoever
+//! holds it after queueing (the engine at the end of a batch, the connection's task after a
+//! read) writes everything queued in one `writev` without blocking, and only what the
+//! kernel did not take stays queued for the task to finish once the socket is writable
+//! (see [`write`]).
+
+mod write;
+
+pub use write::{Sink, WireFrame, Written};
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Something that can sit in an outbox and knows its size on the wire.
@@ -108,16 +119,28 @@ struct Inner<F> {
     closed: Option<CloseReason>,
     dropped_ticks: u64,
     dropped_audio: u64,
+    /// The front entry is the unwritten rest of a frame the socket took only part of: it
+    /// must go out before anything else, and is never dropped (the peer would read garbage).
+    started: bool,
 }
 
-impl<F> Inner<F> {
+impl<F: Frame> Inner<F> {
     /// Empties the queue and the counters that describe it (after a drain, the queue is
-    /// already empty and only the counters change).
+    /// already empty and only the counters change), but keeps the rest of a frame already
+    /// partly written.
     fn discard(&mut self) {
+        let started = match self.started {
+            true => self.queue.pop_front(),
+            false => None,
+        };
         self.queue.clear();
         self.bytes = 0;
         self.tick_queued = false;
         self.audio_queued = 0;
+        if let Some(entry) = started {
+            self.bytes = entry.1.byte_len();
+            self.queue.push_back(entry);
+        }
     }
 }
 
@@ -131,6 +154,8 @@ pub struct Outbox<F> {
     /// The writer speaks Socket.IO (`/socket.io/`): the engine queues broadcasts in their
     /// Socket.IO form, converted once per broadcast, for such outboxes.
     socket_io: bool,
+    /// The socket this outbox writes into directly, if it does.
+    sink: Option<Arc<dyn Sink>>,
 }
 
 impl<F: Frame> Outbox<F> {
@@ -145,12 +170,25 @@ impl<F: Frame> Outbox<F> {
                 closed: None,
                 dropped_ticks: 0,
                 dropped_audio: 0,
+                started: false,
             }),
             notify: Notify::new(),
             limits,
             deflate: false,
             socket_io: false,
+            sink: None,
         }
+    }
+
+    /// Gives the outbox its socket: frames are then written directly (see [`write`]).
+    pub fn with_sink(mut self, sink: Arc<dyn Sink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Whether frames are written directly into the socket rather than by a task.
+    pub fn writes_directly(&self) -> bool {
+        self.sink.is_some()
     }
 
     /// Marks the outbox of a connection that negotiated permessage-deflate.
@@ -285,6 +323,7 @@ impl<F: Frame> Outbox<F> {
     pub fn drain_into(&self, out: &mut Vec<F>) -> Drained {
         let mut inner = self.lock();
         out.extend(inner.queue.drain(..).map(|(_, f)| f));
+        inner.started = false;
         inner.discard();
         Drained {
             closed: inner.closed,
@@ -295,160 +334,4 @@ impl<F: Frame> Outbox<F> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bytes::Bytes;
-    use std::time::Duration;
-
-    fn outbox(max_frames: usize, max_bytes: usize) -> Outbox<Bytes> {
-        Outbox::new(OutboxLimits {
-            max_frames,
-            max_bytes,
-            max_audio_frames: 3,
-        })
-    }
-
-    fn drain(o: &Outbox<Bytes>) -> (Vec<Bytes>, Drained) {
-        let mut out = Vec::new();
-        let d = o.drain_into(&mut out);
-        (out, d)
-    }
-
-    #[test]
-    fn state_frames_arrive_in_order() {
-        let o = outbox(10, 1000);
-        assert_eq!(o.push(Bytes::from_static(b"a")), Ok(true));
-        assert_eq!(o.push(Bytes::from_static(b"b")), Ok(false));
-        let (frames, d) = drain(&o);
-        assert_eq!(
-            frames,
-            vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]
-        );
-        assert_eq!(d, Drained::default());
-    }
-
-    #[test]
-    fn a_newer_tick_replaces_an_unsent_one_and_stays_behind_state() {
-        let o = outbox(10, 1000);
-        o.push_tick(Bytes::from_static(b"t1")).unwrap();
-        o.push(Bytes::from_static(b"s1")).unwrap();
-        o.push_tick(Bytes::from_static(b"t2")).unwrap();
-        let (frames, d) = drain(&o);
-        assert_eq!(
-            frames,
-            vec![Bytes::from_static(b"s1"), Bytes::from_static(b"t2")]
-        );
-        assert_eq!(d.dropped_ticks, 1);
-    }
-
-    #[test]
-    fn ticks_never_count_against_the_state_bound() {
-        let o = outbox(2, 1000);
-        for _ in 0..100 {
-            o.push_tick(Bytes::from_static(b"t")).unwrap();
-        }
-        o.push(Bytes::from_static(b"s1")).unwrap();
-        o.push(Bytes::from_static(b"s2")).unwrap();
-        let (frames, d) = drain(&o);
-        assert_eq!(frames.len(), 3);
-        assert_eq!(d.dropped_ticks, 99);
-    }
-
-    #[test]
-    fn overflowing_state_frames_closes_as_slow_consumer() {
-        let o = outbox(2, 1000);
-        o.push(Bytes::from_static(b"1")).unwrap();
-        o.push(Bytes::from_static(b"2")).unwrap();
-        assert_eq!(
-            o.push(Bytes::from_static(b"3")),
-            Err(PushError::SlowConsumer)
-        );
-        assert_eq!(o.push(Bytes::from_static(b"4")), Err(PushError::Closed));
-        let (frames, d) = drain(&o);
-        assert!(frames.is_empty(), "a slow client's backlog is discarded");
-        assert_eq!(d.closed, Some(CloseReason::SlowConsumer));
-    }
-
-    #[test]
-    fn the_byte_bound_also_applies() {
-        let o = outbox(100, 10);
-        o.push(Bytes::from(vec![0u8; 8])).unwrap();
-        assert_eq!(
-            o.push(Bytes::from(vec![0u8; 3])),
-            Err(PushError::SlowConsumer)
-        );
-    }
-
-    #[test]
-    fn audio_drops_its_oldest_and_never_closes() {
-        let o = outbox(2, 1000);
-        for chunk in [&b"a1"[..], b"a2", b"a3", b"a4", b"a5"] {
-            o.push_audio(Bytes::copy_from_slice(chunk)).unwrap();
-        }
-        o.push(Bytes::from_static(b"s1")).unwrap();
-        o.push(Bytes::from_static(b"s2")).unwrap();
-        let (frames, d) = drain(&o);
-        assert_eq!(
-            frames,
-            vec![
-                Bytes::from_static(b"a3"),
-                Bytes::from_static(b"a4"),
-                Bytes::from_static(b"a5"),
-                Bytes::from_static(b"s1"),
-                Bytes::from_static(b"s2")
-            ]
-        );
-        assert_eq!(d.dropped_audio, 2);
-        assert_eq!(
-            d.closed, None,
-            "audio and two state frames stay within bounds"
-        );
-    }
-
-    #[test]
-    fn a_slow_consumer_close_discards_but_others_deliver_first() {
-        let o = outbox(10, 1000);
-        o.push(Bytes::from_static(b"why")).unwrap();
-        o.close(CloseReason::RateLimited);
-        assert_eq!(
-            drain(&o).0.len(),
-            1,
-            "the error explaining the close is delivered"
-        );
-        let o = outbox(10, 1000);
-        o.push(Bytes::from_static(b"stale")).unwrap();
-        o.close(CloseReason::PeerGone);
-        assert!(drain(&o).0.is_empty());
-    }
-
-    #[test]
-    fn shutdown_delivers_what_was_queued_first() {
-        let o = outbox(10, 1000);
-        o.push(Bytes::from_static(b"last words")).unwrap();
-        o.close(CloseReason::Shutdown);
-        o.close(CloseReason::SlowConsumer);
-        let (frames, d) = drain(&o);
-        assert_eq!(frames.len(), 1);
-        assert_eq!(d.closed, Some(CloseReason::Shutdown));
-    }
-
-    #[test]
-    fn a_refused_compressed_message_still_delivers_the_error_before_the_close() {
-        let o = outbox(10, 1000);
-        o.push(Bytes::from_static(b"error event")).unwrap();
-        o.close(CloseReason::InflatedTooBig);
-        let (frames, d) = drain(&o);
-        assert_eq!(frames.len(), 1);
-        assert_eq!(d.closed, Some(CloseReason::InflatedTooBig));
-    }
-
-    #[tokio::test]
-    async fn a_wake_before_waiting_is_not_lost() {
-        let o = outbox(10, 1000);
-        o.push(Bytes::from_static(b"x")).unwrap();
-        o.wake();
-        tokio::time::timeout(Duration::from_secs(1), o.ready())
-            .await
-            .unwrap();
-    }
-}
+mod tests;

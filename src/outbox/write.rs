@@ -1,0 +1,173 @@
+//! Writing an outbox straight into its socket: everything queued, in one `writev`, without
+//! blocking, by whichever thread holds the outbox.
+//!
+//! Why: a broadcast used to wake one task per recipient, which then locked the outbox, had
+//! tungstenite copy each frame into its own buffer and flushed it. Here the engine thread
+//! writes the shared, already framed bytes itself at the end of a batch (`Wakes::flush`), so
+//! a recipient whose socket has room costs one `writev` and no task wake-up at all. The task
+//! is woken only when the kernel did not take everything (backpressure), for a close, or
+//! when the socket failed. A frame the socket took only part of stays at the front as its
+//! unwritten rest (`started`), so the next write, from whichever side, continues it.
+
+use super::{Class, CloseReason, Frame, Outbox};
+use crate::clock::ServerClock;
+use bytes::Bytes;
+use std::io::{self, IoSlice};
+
+/// The write side of a connection's socket, written without blocking.
+pub trait Sink: Send + Sync {
+    /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
+
+impl Sink for tokio::net::tcp::OwnedWriteHalf {
+    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        tokio::net::tcp::OwnedWriteHalf::try_write_vectored(self, bufs)
+    }
+}
+
+/// A frame that knows its bytes on the wire.
+pub trait WireFrame: Frame {
+    /// Makes the frame's wire bytes final for a connection (`deflate`: it negotiated
+    /// permessage-deflate); a frame whose bytes depend on the send instant (a heartbeat
+    /// reply's `t2`) is made now.
+    fn prepare(&mut self, deflate: bool, clock: &ServerClock);
+    /// The frame's wire bytes for the connection, once prepared.
+    fn wire(&self, deflate: bool) -> &Bytes;
+    /// Whether those bytes are the compressed form (for `deflate_messages_total`).
+    fn compressed(&self, deflate: bool) -> bool;
+    /// Whether the frame is a message (counted in `messages_out_total`), not a control frame.
+    fn is_message(&self) -> bool;
+    /// The unwritten rest of a partly written frame, written as is.
+    fn rest(bytes: Bytes, is_message: bool) -> Self;
+}
+
+/// What one write pass did, for the caller's metrics and its next step.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Messages whose last byte was written.
+    pub messages: u64,
+    /// Bytes written, frame headers included.
+    pub bytes: u64,
+    /// Messages written in their compressed form.
+    pub compressed: u64,
+    /// Ticks replaced before they were sent, and audio dropped unsent, since the last pass.
+    pub dropped_ticks: u64,
+    pub dropped_audio: u64,
+    /// Frames are still queued: the socket would block. Wait until it is writable.
+    pub pending: bool,
+    /// The outbox is closed, with this reason; unless `pending`, everything queued before
+    /// the close has been written and the close frame is due.
+    pub closed: Option<CloseReason>,
+    /// The socket failed; the outbox is now closed as [`CloseReason::PeerGone`].
+    pub failed: bool,
+}
+
+impl Written {
+    /// Whether the connection's task has to act: wait for room, send a close, or end.
+    pub fn needs_task(&self) -> bool {
+        self.pending || self.closed.is_some() || self.failed
+    }
+}
+
+/// Frames per `writev`: a batch rarely queues more for one socket; more go in the next call.
+const MAX_IOV: usize = 64;
+
+impl<F: WireFrame> Outbox<F> {
+    /// Writes everything queued into the socket, as far as it takes it without blocking.
+    /// Without a sink, writes nothing and reports whether anything is queued.
+    pub fn write(&self, clock: &ServerClock) -> Written {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut written = Written {
+            dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
+            dropped_audio: std::mem::take(&mut inner.dropped_audio),
+            ..Written::default()
+        };
+        let Some(sink) = &self.sink else {
+            written.pending = !inner.queue.is_empty();
+            written.closed = inner.closed;
+            return written;
+        };
+        let deflate = self.deflate;
+        while !inner.queue.is_empty() && !written.failed {
+            let count = inner.queue.len().min(MAX_IOV);
+            for (class, frame) in inner.queue.iter_mut().take(count) {
+                let before = frame.byte_len();
+                frame.prepare(deflate, clock);
+                if *class != Class::Audio {
+                    inner.bytes = inner.bytes - before + frame.byte_len();
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let mut offered = 0;
+            for (slot, (_, frame)) in slices.iter_mut().zip(inner.queue.iter().take(count)) {
+                *slot = IoSlice::new(frame.wire(deflate));
+                offered += slot.len();
+            }
+            match sink.try_write_vectored(&slices[..count]) {
+                Ok(0) if offered > 0 => written.failed = true,
+                Ok(n) => {
+                    written.bytes += n as u64;
+                    inner.consume(n, deflate, &mut written);
+                    if n < offered {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => written.failed = true,
+            }
+        }
+        if written.failed {
+            inner.started = false;
+            inner.closed.get_or_insert(CloseReason::PeerGone);
+            inner.discard();
+        }
+        written.pending = !inner.queue.is_empty();
+        written.closed = inner.closed;
+        written
+    }
+}
+
+impl<F: WireFrame> super::Inner<F> {
+    /// Removes the first `n` written bytes from the front of the queue: whole frames are
+    /// counted and dropped, a frame written in part is replaced by its unwritten rest.
+    fn consume(&mut self, mut n: usize, deflate: bool, written: &mut Written) {
+        while n > 0 {
+            let Some((class, frame)) = self.queue.front() else {
+                return;
+            };
+            let (class, len) = (*class, frame.wire(deflate).len());
+            if n < len {
+                let rest = F::rest(frame.wire(deflate).slice(n..), frame.is_message());
+                let old = frame.byte_len();
+                self.forget_class(class, old);
+                self.bytes += rest.byte_len();
+                self.queue[0] = (Class::State, rest);
+                self.started = true;
+                return;
+            }
+            n -= len;
+            let (class, frame) = self.queue.pop_front().expect("front checked above");
+            self.started = false;
+            if frame.is_message() {
+                written.messages += 1;
+                written.compressed += u64::from(frame.compressed(deflate));
+            }
+            self.forget_class(class, frame.byte_len());
+        }
+    }
+
+    /// Takes a frame of `class` and `size` out of the queue's counters.
+    fn forget_class(&mut self, class: Class, size: usize) {
+        match class {
+            Class::State => self.bytes -= size,
+            Class::Tick => {
+                self.bytes -= size;
+                self.tick_queued = false;
+            }
+            Class::Audio => self.audio_queued -= 1,
+        }
+    }
+}
