@@ -2,12 +2,13 @@
 //! ticks.
 
 use super::session::Session;
+use super::writers::WritePool;
 use super::{ConnKey, Engine, Peer};
 use crate::clock::ServerClock;
 use crate::deflate::Deflater;
 use crate::frames::{sse_event, EncodedText, WsFrame};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PushError, Written};
+use crate::outbox::{Outbox, PushError};
 use bandsync_protocol::server::{RoomStats, ScrollTick};
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::Bytes;
@@ -33,27 +34,10 @@ pub(super) struct Wakes {
 }
 
 impl Wakes {
-    /// Writes what the batch queued for each `/ws` socket straight into it (one `writev`
-    /// each, see `outbox::write`), and wakes a connection's task only when the socket did
-    /// not take everything, a close is due, or the socket failed; wakes every other writer.
-    pub(super) fn flush(&mut self, clock: &ServerClock, metrics: &Metrics) {
-        let mut total = Written::default();
-        for outbox in self.ws.drain(..) {
-            if !outbox.writes_directly() {
-                outbox.wake();
-                continue;
-            }
-            let written = outbox.write(clock);
-            if written.needs_task() {
-                outbox.wake();
-            }
-            total.messages += written.messages;
-            total.bytes += written.bytes;
-            total.compressed += written.compressed;
-            total.dropped_ticks += written.dropped_ticks;
-            total.dropped_audio += written.dropped_audio;
-        }
-        crate::metrics::count_ws_writes(metrics, &total);
+    /// Writes what the batch queued for each `/ws` socket straight into it (see
+    /// [`WritePool`]), and wakes every other writer.
+    pub(super) fn flush(&mut self, pool: &WritePool, clock: &ServerClock, metrics: &Metrics) {
+        pool.write_all(&mut self.ws, clock, metrics);
         for outbox in self.sse.drain(..) {
             outbox.wake();
         }

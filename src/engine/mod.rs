@@ -33,6 +33,7 @@ pub mod resume;
 mod session;
 mod share;
 mod views;
+mod writers;
 
 pub use access::Access;
 pub use share::{ShareClaim, ShareClaims, ShareNotice};
@@ -60,6 +61,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use writers::WritePool;
 
 /// How often expired resume tokens and stored sessions are swept.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
@@ -144,6 +146,8 @@ pub struct Engine {
     resume: ResumeRegistry,
     stats_dirty: HashSet<Arc<str>>,
     wakes: Wakes,
+    /// Writes a batch's `/ws` frames on every core.
+    writers: WritePool,
     /// Compresses large broadcasts once for every member that negotiated permessage-deflate.
     /// Owned by this thread, so one compressor serves every session without a lock.
     deflater: Deflater,
@@ -197,6 +201,7 @@ pub fn spawn(
         broker.instance().hash(&mut hasher);
         hasher.finish() % session::ID_TAGS
     });
+    let writers = WritePool::start(clock, &metrics)?;
     let engine = Engine {
         settings: Settings {
             tick_interval: config.tick_interval(),
@@ -227,6 +232,7 @@ pub fn spawn(
         resume: ResumeRegistry::default(),
         stats_dirty: HashSet::new(),
         wakes: Wakes::default(),
+        writers,
         deflater: Deflater::new(codec::LEVEL, config.compression_threshold),
         share,
         audio_burst: config.share.audio_burst(),
@@ -268,7 +274,7 @@ impl Engine {
                     inbox.signal_room();
                     let stop = self.process_batch(&mut batch);
                     self.flush_room_stats(false);
-                    self.wakes.flush(&self.clock, &self.metrics);
+                    self.wakes.flush(&self.writers, &self.clock, &self.metrics);
                     if stop {
                         return;
                     }
@@ -283,7 +289,7 @@ impl Engine {
                     .observe(now.duration_since(next_tick).as_secs_f64());
                 self.tick_all(deadline);
                 self.flush_room_stats(false);
-                self.wakes.flush(&self.clock, &self.metrics);
+                self.wakes.flush(&self.writers, &self.clock, &self.metrics);
                 // Absolute deadlines: the schedule never drifts; ticks missed while the
                 // thread was busy are skipped (a gap in `seq`), not bunched.
                 next_tick += tick;
@@ -297,7 +303,7 @@ impl Engine {
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);
-                self.wakes.flush(&self.clock, &self.metrics);
+                self.wakes.flush(&self.writers, &self.clock, &self.metrics);
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             }
         }
