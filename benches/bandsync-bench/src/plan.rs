@@ -3,7 +3,7 @@
 use crate::cli::{Cli, PcmFormat, RxTransport, Scenario, Uplink};
 use crate::repo_fanout::RepoSettings;
 use crate::target::{derive_urls, SpawnOptions};
-use bandsync_client::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
+use bandsync_bench::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
 use std::time::Duration;
 
 /// The scenario-independent settings each scenario reads.

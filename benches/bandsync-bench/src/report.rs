@@ -5,7 +5,7 @@
 
 use crate::procfs::CpuUsage;
 use crate::recorder::Recorder;
-use bandsync_client::bench_stats::LatencySummary;
+use bandsync_bench::bench_stats::LatencySummary;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
