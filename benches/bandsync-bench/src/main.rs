@@ -15,7 +15,8 @@
 //! window's edges; `cluster_fanout` + `cluster_report` compare with one instance, and
 //! `cluster-churn` is `churn` given several instances. `repo-fanout` (repository streams)
 //! has its cases in `repo_fanout`, its listeners in `repo_listener`, its output in
-//! `repo_report`.
+//! `repo_report`. `reference` spawns a reference server (uWebSockets.js) in bandsync's
+//! place for fanout, ticks and connect.
 
 mod audio;
 mod audio_rx;
@@ -40,6 +41,7 @@ mod probe;
 mod procfs;
 mod progress;
 mod recorder;
+mod reference;
 mod repo_fanout;
 mod repo_listener;
 mod repo_report;
@@ -212,6 +214,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
         tick_interval_ms: s.tick_interval_ms,
         connect_concurrency: s.concurrency,
         spawned: plan.spawn.is_some(),
+        server: plan.spawn.as_ref().map(|o| o.server.name()),
         ..Params::default()
     };
     match scenario {

@@ -35,6 +35,9 @@ pub struct Params {
     pub connect_concurrency: usize,
     pub url: String,
     pub spawned: bool,
+    /// The server --spawn started (`bandsync`, `uws`); absent with --url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<&'static str>,
 }
 
 /// What an `audio` run was asked to do.
