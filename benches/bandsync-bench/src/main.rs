@@ -406,11 +406,16 @@ fn main() -> ExitCode {
         );
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(plan.threads)
-        .enable_all()
-        .build()
-    {
+    // One thread (as scripts/bench.sh and compare.sh run it): a current-thread runtime,
+    // whose wake-ups skip the cross-thread scheduler (a receive is all syscall otherwise).
+    let builder = if plan.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(plan.threads);
+        b
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bandsync-bench: error: cannot start the runtime: {e}");
