@@ -106,58 +106,6 @@ async fn dispatch(
     }
 }
 
-/// What a spawned server needs for `scenario`: the share token (every scenario, harmless
-/// where unused), per-address limits lifted, and, for audio, share limits with headroom.
-fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::ServerExtras {
-    let mut extras = target::ServerExtras::default();
-    let Some(opts) = &plan.spawn else {
-        return extras;
-    };
-    extras
-        .env
-        .push(("BEARER_TOKEN".into(), s.audio.token.clone()));
-    // The whole load comes from one address (127.0.0.1), which the server's per-address
-    // limits exist to refuse: lift them for the server spawned to be measured.
-    let lifted = [
-        (
-            "--max-connections-per-ip",
-            "MAX_CONNECTIONS_PER_IP",
-            1_000_000,
-        ),
-        (
-            "--share-sessions-per-ip",
-            "SHARE_SESSIONS_PER_IP",
-            1_000_000,
-        ),
-        (
-            "--share-starts-per-minute",
-            "SHARE_STARTS_PER_MINUTE",
-            1_000_000,
-        ),
-    ];
-    for (flag, env, value) in lifted {
-        extras.default_flag(opts, flag, env, value.to_string());
-    }
-    if scenario == Scenario::Audio {
-        extras.default_flag(
-            opts,
-            "--share-audio-rate",
-            "SHARE_AUDIO_RATE",
-            s.audio.spawn_audio_rate().to_string(),
-        );
-        if s.sessions >= 50 {
-            // One more than the sharers: one address may hold all but one of MAX_SESSIONS.
-            extras.default_flag(
-                opts,
-                "--max-share-sessions",
-                "MAX_SESSIONS",
-                (s.sessions + 1).to_string(),
-            );
-        }
-    }
-    extras
-}
-
 /// Prints a report: its JSON line on stdout, its summary on stderr.
 pub fn emit(report: &impl serde::Serialize, human: &str) {
     let json = serde_json::to_string(report).expect("reports serialize");
@@ -195,7 +143,7 @@ async fn start(
 async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Outcome {
     let scenario = job.scenario;
     let s = plan.job_settings(job, index);
-    let extras = server_extras(plan, scenario, &s);
+    let extras = target::server_extras(plan, scenario, &s);
     if scenario == Scenario::ClusterFanout {
         let (report, outcome) = cluster_fanout::job(plan, &s, &extras, deadline).await;
         emit(&report, &report.human());

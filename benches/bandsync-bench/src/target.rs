@@ -1,6 +1,9 @@
 //! The server under test: a running one (`--url`) or one the bench spawns (`--spawn`).
 
+use crate::cli::Scenario;
+use crate::plan::Plan;
 use crate::reference::ServerKind;
+use crate::Settings;
 use anyhow::{bail, Context as _};
 use reqwest::Url;
 use std::net::IpAddr;
@@ -176,6 +179,58 @@ impl ServerExtras {
             self.args.push(value);
         }
     }
+}
+
+/// What a spawned server needs for `scenario`: the share token (every scenario, harmless
+/// where unused), per-address limits lifted, and, for audio, share limits with headroom.
+pub fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> ServerExtras {
+    let mut extras = ServerExtras::default();
+    let Some(opts) = &plan.spawn else {
+        return extras;
+    };
+    extras
+        .env
+        .push(("BEARER_TOKEN".into(), s.audio.token.clone()));
+    // The whole load comes from one address (127.0.0.1), which the server's per-address
+    // limits exist to refuse: lift them for the server spawned to be measured.
+    let lifted = [
+        (
+            "--max-connections-per-ip",
+            "MAX_CONNECTIONS_PER_IP",
+            1_000_000,
+        ),
+        (
+            "--share-sessions-per-ip",
+            "SHARE_SESSIONS_PER_IP",
+            1_000_000,
+        ),
+        (
+            "--share-starts-per-minute",
+            "SHARE_STARTS_PER_MINUTE",
+            1_000_000,
+        ),
+    ];
+    for (flag, env, value) in lifted {
+        extras.default_flag(opts, flag, env, value.to_string());
+    }
+    if scenario == Scenario::Audio {
+        extras.default_flag(
+            opts,
+            "--share-audio-rate",
+            "SHARE_AUDIO_RATE",
+            s.audio.spawn_audio_rate().to_string(),
+        );
+        if s.sessions >= 50 {
+            // One more than the sharers: one address may hold all but one of MAX_SESSIONS.
+            extras.default_flag(
+                opts,
+                "--max-share-sessions",
+                "MAX_SESSIONS",
+                (s.sessions + 1).to_string(),
+            );
+        }
+    }
+    extras
 }
 
 /// Starts the server on a free loopback port and waits until `/health` answers. The

@@ -1,25 +1,18 @@
-// uWebSockets.js (v20.30, the @trufflesuite/uws-js-unofficial build) serving the part of
-// bandsync's /ws protocol that `bandsync-bench`'s fanout, ticks and connect scenarios use,
-// framed byte for byte as bandsync frames it (protocol/PROTOCOL.md): join_session ->
-// snapshot (request id echoed) and coalesced room_stats; set_tempo / play / pause ->
-// state_update to every member; scroll_tick every SCROLL_TICK_INTERVAL ms on the wall-clock
-// grid with bandsync's seq numbering; heartbeat -> heartbeat_response; leave_session and
-// sync_request; bandsync's error codes, per-socket rate limit and caps.
+// uWebSockets.js v20.30 (@trufflesuite/uws-js-unofficial) serving the part of bandsync's /ws
+// protocol that `bandsync-bench`'s fanout, ticks and connect scenarios use, framed as bandsync
+// frames it (protocol/PROTOCOL.md): join_session -> snapshot (id echoed) + coalesced
+// room_stats; set_tempo / play / pause -> state_update to every member; scroll_tick on the
+// wall-clock grid with bandsync's seq; heartbeat, leave_session, sync_request; bandsync's
+// error codes, per-socket rate limit and caps. Broadcast uses uWS's own pub/sub
+// (`ws.subscribe`, `app.publish`): the fast path a uWS user takes, the one to beat.
 //
-// It is the reference to beat, so broadcast goes through uWS's own pub/sub
-// (`ws.subscribe(session)`, `app.publish`): the fast path a uWS user would take.
+// Not served (no scenario needs it): resume (tokens are issued, never honoured); a dropped
+// leader frees the seat at once and empty sessions are forgotten at once (bandsync holds
+// them); ticks queue behind a slow reader (uWS has no latest-wins); a message over
+// MAX_MESSAGE_BYTES closes the socket; seek, set_role, update_message, SSE, the share API.
 //
-// Not served (no bench scenario uses them): resume tokens are issued but never honoured, a
-// dropped leader frees the seat at once (bandsync holds it for RECOVERY_WINDOW_MS), empty
-// sessions are forgotten at once (bandsync keeps them SESSION_RETENTION_MS), ticks queue
-// behind a slow reader instead of replacing the unsent one (uWS has no latest-wins), a
-// message over MAX_MESSAGE_BYTES closes the socket (uWS's maxPayloadLength) where bandsync
-// answers INVALID_MESSAGE, and seek, set_role, update_message, SSE and the share API get
-// an `error`.
-//
-//   node server.mjs [--port N] [--host H]     (PORT / HOST; port 0, the default: any free)
-//
-// Prints one JSON line on stdout once listening: {"port":N,"native":"<path of the .node>"}.
+//   node server.mjs [--port N] [--host H]   (or PORT / HOST; port 0, the default: any free)
+// Prints one JSON line on stdout once listening: {"port":N,"native":"<the .node loaded>"}.
 
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
