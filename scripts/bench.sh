@@ -7,10 +7,10 @@
 #   scripts/bench.sh > bench.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace --bins >&2
+cargo build --release -p bandsync -p bandsync-bench --bin bandsync --bin bandsync-bench >&2
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-bench=target/release/bandsync-bench
+bench="${CARGO_TARGET_DIR:-target}/release/bandsync-bench"
 pin=()
 command -v taskset >/dev/null && pin=(taskset -c 0)
 run() { "${pin[@]}" "$bench" --spawn --server-cpus 1 --no-progress --threads 1 "$@"; }

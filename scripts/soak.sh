@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${SOAK_SECONDS:-1800}
 every=${SOAK_SAMPLE_SECONDS:-300}
-cargo build --release --workspace --bins >&2
+cargo build --release -p bandsync -p bandsync-bench --bin bandsync --bin bandsync-bench >&2
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 bench="${CARGO_TARGET_DIR:-target}/release/bandsync-bench"

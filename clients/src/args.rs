@@ -1,5 +1,5 @@
-//! Parsers for command-line values that both binaries (`bandsync-cli`, `bandsync-bench`)
-//! take.
+//! Parsers for command-line values that `bandsync-cli` and the load tool `bandsync-bench`
+//! (`benches/bandsync-bench/`) both take.
 
 use std::time::Duration;
 

@@ -16,7 +16,6 @@
 //! order of events and every timeout visible in the calling code.
 
 pub mod args;
-pub mod bench_stats;
 pub mod clock;
 pub mod credentials;
 pub mod error;

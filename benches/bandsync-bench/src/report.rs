@@ -5,7 +5,7 @@
 
 use crate::procfs::CpuUsage;
 use crate::recorder::Recorder;
-use bandsync_client::bench_stats::LatencySummary;
+use bandsync_bench::bench_stats::LatencySummary;
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
@@ -35,6 +35,9 @@ pub struct Params {
     pub connect_concurrency: usize,
     pub url: String,
     pub spawned: bool,
+    /// The server --spawn started (`bandsync`, `uws`); absent with --url.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server: Option<&'static str>,
 }
 
 /// What an `audio` run was asked to do.

@@ -14,7 +14,7 @@ use crate::progress;
 use crate::target::Endpoints;
 use crate::wire::{self, Lite, Ws, CONNECT_TIMEOUT};
 use crate::Settings;
-use bandsync_client::bench_stats::base64_decoded_len;
+use bandsync_bench::bench_stats::base64_decoded_len;
 use bandsync_client::protocol::audio::decode_audio_frame;
 use bandsync_client::protocol::Role;
 use futures_util::StreamExt;

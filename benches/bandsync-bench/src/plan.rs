@@ -1,9 +1,10 @@
 //! The validated plan made from the flags: which scenarios, with which settings.
 
 use crate::cli::{Cli, PcmFormat, RxTransport, Scenario, Uplink};
+use crate::reference::ServerKind;
 use crate::repo_fanout::RepoSettings;
 use crate::target::{derive_urls, SpawnOptions};
-use bandsync_client::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
+use bandsync_bench::bench_stats::{frames_per_chunk, TEMPO_CAPACITY};
 use std::time::Duration;
 
 /// The scenario-independent settings each scenario reads.
@@ -338,6 +339,23 @@ impl Cli {
         .map_err(|_| {
             "--session-prefix: use at most ~80 characters of A-Z a-z 0-9 . _ - /".to_owned()
         })?;
+        check(
+            self.spawn || self.spawn_server == ServerKind::Bandsync,
+            "--spawn-server needs --spawn",
+        )?;
+        if self.spawn_server != ServerKind::Bandsync {
+            let name = self.spawn_server.name();
+            check(
+                jobs.iter().all(|j| self.spawn_server.serves(j.scenario)),
+                &format!("--spawn-server {name} serves fanout, ticks and connect only"),
+            )?;
+            check(
+                self.server_args.is_empty() && self.server_bin.is_none(),
+                &format!(
+                    "--server-arg and --server-bin are for bandsync, not --spawn-server {name}"
+                ),
+            )?;
+        }
         let url = if self.spawn {
             None
         } else {
@@ -399,6 +417,9 @@ impl Cli {
             url,
             server_pid: self.server_pid,
             spawn: self.spawn.then_some(SpawnOptions {
+                server: self.spawn_server,
+                node: self.node,
+                uws_script: self.uws_script,
                 binary: self.server_bin,
                 args: self.server_args,
                 cpus: self.server_cpus,

@@ -9,7 +9,7 @@ use crate::target::Endpoints;
 use crate::wire::{self, Lite, Ws, CONNECT_TIMEOUT};
 use crate::Settings;
 use anyhow::{anyhow, bail, Context as _};
-use bandsync_client::bench_stats::{rest_chunk_body, sine_pcm, ChunkSchedule, SeqSet};
+use bandsync_bench::bench_stats::{rest_chunk_body, sine_pcm, ChunkSchedule, SeqSet};
 use bandsync_client::protocol::audio::AudioHeader;
 use bandsync_client::protocol::client::ShareStart;
 use bandsync_client::protocol::{encode_client_frame, ClientEvent, RequestId, Role};
@@ -121,7 +121,7 @@ pub async fn start_all(
     phase: watch::Receiver<SharerPhase>,
 ) -> anyhow::Result<Sharers> {
     let a = &s.audio;
-    let frames = bandsync_client::bench_stats::frames_per_chunk(a.sample_rate, a.chunk_ms);
+    let frames = bandsync_bench::bench_stats::frames_per_chunk(a.sample_rate, a.chunk_ms);
     let pcm = sine_pcm(
         frames,
         a.channels,

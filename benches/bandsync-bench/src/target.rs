@@ -1,5 +1,9 @@
 //! The server under test: a running one (`--url`) or one the bench spawns (`--spawn`).
 
+use crate::cli::Scenario;
+use crate::plan::Plan;
+use crate::reference::ServerKind;
+use crate::Settings;
 use anyhow::{bail, Context as _};
 use reqwest::Url;
 use std::net::IpAddr;
@@ -62,17 +66,33 @@ pub fn derive_urls(url: &str, allow_remote: bool) -> Result<(String, String), St
 /// What `--spawn` needs.
 #[derive(Debug, Clone)]
 pub struct SpawnOptions {
+    /// bandsync, or a reference server serving its protocol.
+    pub server: ServerKind,
     pub binary: Option<PathBuf>,
     pub args: Vec<String>,
     pub cpus: Option<String>,
     /// `redis-server` for the cluster scenarios (a path, or a name looked up on PATH).
     pub redis_bin: PathBuf,
+    /// `node` for the uWS reference server (a path, or a name looked up on PATH).
+    pub node: PathBuf,
+    /// The uWS reference server's script (`None`: the one in this source tree).
+    pub uws_script: Option<PathBuf>,
 }
 
-/// A bandsync process the bench started; killed when dropped.
+/// A server process the bench started; killed when dropped.
 pub struct Spawned {
     child: Child,
     pub log: PathBuf,
+}
+
+impl Spawned {
+    pub fn new(child: Child, log: PathBuf) -> Self {
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Spawned {
@@ -161,16 +181,72 @@ impl ServerExtras {
     }
 }
 
+/// What a spawned server needs for `scenario`: the share token (every scenario, harmless
+/// where unused), per-address limits lifted, and, for audio, share limits with headroom.
+pub fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> ServerExtras {
+    let mut extras = ServerExtras::default();
+    let Some(opts) = &plan.spawn else {
+        return extras;
+    };
+    extras
+        .env
+        .push(("BEARER_TOKEN".into(), s.audio.token.clone()));
+    // The whole load comes from one address (127.0.0.1), which the server's per-address
+    // limits exist to refuse: lift them for the server spawned to be measured.
+    let lifted = [
+        (
+            "--max-connections-per-ip",
+            "MAX_CONNECTIONS_PER_IP",
+            1_000_000,
+        ),
+        (
+            "--share-sessions-per-ip",
+            "SHARE_SESSIONS_PER_IP",
+            1_000_000,
+        ),
+        (
+            "--share-starts-per-minute",
+            "SHARE_STARTS_PER_MINUTE",
+            1_000_000,
+        ),
+    ];
+    for (flag, env, value) in lifted {
+        extras.default_flag(opts, flag, env, value.to_string());
+    }
+    if scenario == Scenario::Audio {
+        extras.default_flag(
+            opts,
+            "--share-audio-rate",
+            "SHARE_AUDIO_RATE",
+            s.audio.spawn_audio_rate().to_string(),
+        );
+        if s.sessions >= 50 {
+            // One more than the sharers: one address may hold all but one of MAX_SESSIONS.
+            extras.default_flag(
+                opts,
+                "--max-share-sessions",
+                "MAX_SESSIONS",
+                (s.sessions + 1).to_string(),
+            );
+        }
+    }
+    extras
+}
+
 /// Starts the server on a free loopback port and waits until `/health` answers. The
 /// child inherits the environment (BATCH_INTERVAL_MS=.. and the like pass through) plus
 /// `extras.env`, and the raised RLIMIT_NOFILE. Logs go to a file, at `warn` unless
 /// LOG_LEVEL or `--log-level` says otherwise (per-connection info logs would skew the
-/// numbers).
+/// numbers). `--spawn-server uws` starts the reference server instead
+/// ([`crate::reference::spawn_uws`]).
 pub async fn spawn(
     opts: &SpawnOptions,
     tag: &str,
     extras: &ServerExtras,
 ) -> anyhow::Result<(Endpoints, Spawned)> {
+    if opts.server == ServerKind::Uws {
+        return crate::reference::spawn_uws(opts, tag).await;
+    }
     let binary = find_binary(opts)?;
     let port = free_port()?;
     let log = std::env::temp_dir().join(format!("bandsync-bench-{}-{tag}.log", std::process::id()));
@@ -217,7 +293,7 @@ pub fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
-async fn wait_healthy(spawned: &mut Spawned, http_base: &str) -> anyhow::Result<()> {
+pub async fn wait_healthy(spawned: &mut Spawned, http_base: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
@@ -253,6 +329,9 @@ mod tests {
     #[test]
     fn scenario_flags_yield_to_the_users() {
         let opts = SpawnOptions {
+            server: ServerKind::Bandsync,
+            node: "node".into(),
+            uws_script: None,
             binary: None,
             args: vec!["--share-audio-rate=50".into(), "--log-level".into()],
             cpus: None,

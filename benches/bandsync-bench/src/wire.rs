@@ -8,7 +8,7 @@
 //! allocating. Leaders, which are few, use `WsClient` (see `leader.rs`).
 
 use crate::recorder::Recorder;
-use bandsync_client::bench_stats::{bench_tempo_index, SeqTracker};
+use bandsync_bench::bench_stats::{bench_tempo_index, SeqTracker};
 use bandsync_client::protocol::{encode_client_frame, ClientEvent, JoinSession, RequestId, Role};
 use bandsync_client::wall_clock_ms;
 use futures_util::{SinkExt, StreamExt};

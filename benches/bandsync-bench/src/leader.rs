@@ -3,7 +3,7 @@
 
 use crate::recorder::Recorder;
 use anyhow::{bail, Context as _};
-use bandsync_client::bench_stats::bench_tempo;
+use bandsync_bench::bench_stats::bench_tempo;
 use bandsync_client::protocol::client::{Play, SetTempo};
 use bandsync_client::protocol::server::ServerEvent;
 use bandsync_client::protocol::{ClientEvent, Role};

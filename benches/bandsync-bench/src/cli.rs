@@ -1,5 +1,6 @@
 //! The command line: flags and their help (checked and turned into a plan in `plan.rs`).
 
+use crate::reference::ServerKind;
 use bandsync_client::args::parse_secs;
 use bandsync_client::protocol::repo::Encoding;
 use clap::{Parser, ValueEnum};
@@ -81,6 +82,7 @@ EXIT STATUS
 
 EXAMPLES
   bandsync-bench --spawn fanout -n 1000 -d 5
+  bandsync-bench --spawn --spawn-server uws fanout -n 1000 -d 5   # the uWebSockets.js reference
   BATCH_INTERVAL_MS=0 bandsync-bench --spawn --server-arg=--scroll-tick-interval=16 ticks,sse
   bandsync-bench --url ws://127.0.0.1:3001 --server-pid $(pgrep -x bandsync) connect -n 10000
   bandsync-bench --spawn audio-seed -d 5 --receiver-transport sse
@@ -255,6 +257,18 @@ pub struct Cli {
     /// BEARER_TOKEN set to --token.
     #[arg(long)]
     pub spawn: bool,
+    /// Which server --spawn starts: bandsync, or the uWebSockets.js reference server that
+    /// serves the same protocol (fanout, ticks and connect only; needs Node 20 and
+    /// benches/reference/install.sh). Pinned and measured like bandsync.
+    #[arg(long, value_enum, value_name = "SERVER", default_value = "bandsync")]
+    pub spawn_server: ServerKind,
+    /// Node.js for --spawn-server uws (a path, or a name looked up on PATH).
+    #[arg(long, value_name = "PATH", default_value = "node")]
+    pub node: PathBuf,
+    /// The uWS reference server's script [default: benches/reference/uws/server.mjs of the
+    /// source tree this bench was built from].
+    #[arg(long, value_name = "PATH")]
+    pub uws_script: Option<PathBuf>,
     /// Server binary for --spawn instead of the one next to this executable.
     #[arg(long, value_name = "PATH", requires = "spawn")]
     pub server_bin: Option<PathBuf>,

@@ -15,7 +15,8 @@
 //! window's edges; `cluster_fanout` + `cluster_report` compare with one instance, and
 //! `cluster-churn` is `churn` given several instances. `repo-fanout` (repository streams)
 //! has its cases in `repo_fanout`, its listeners in `repo_listener`, its output in
-//! `repo_report`.
+//! `repo_report`. `reference` spawns a reference server (uWebSockets.js) in bandsync's
+//! place for fanout, ticks and connect.
 
 mod audio;
 mod audio_rx;
@@ -40,6 +41,7 @@ mod probe;
 mod procfs;
 mod progress;
 mod recorder;
+mod reference;
 mod repo_fanout;
 mod repo_listener;
 mod repo_report;
@@ -104,58 +106,6 @@ async fn dispatch(
     }
 }
 
-/// What a spawned server needs for `scenario`: the share token (every scenario, harmless
-/// where unused), per-address limits lifted, and, for audio, share limits with headroom.
-fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> target::ServerExtras {
-    let mut extras = target::ServerExtras::default();
-    let Some(opts) = &plan.spawn else {
-        return extras;
-    };
-    extras
-        .env
-        .push(("BEARER_TOKEN".into(), s.audio.token.clone()));
-    // The whole load comes from one address (127.0.0.1), which the server's per-address
-    // limits exist to refuse: lift them for the server spawned to be measured.
-    let lifted = [
-        (
-            "--max-connections-per-ip",
-            "MAX_CONNECTIONS_PER_IP",
-            1_000_000,
-        ),
-        (
-            "--share-sessions-per-ip",
-            "SHARE_SESSIONS_PER_IP",
-            1_000_000,
-        ),
-        (
-            "--share-starts-per-minute",
-            "SHARE_STARTS_PER_MINUTE",
-            1_000_000,
-        ),
-    ];
-    for (flag, env, value) in lifted {
-        extras.default_flag(opts, flag, env, value.to_string());
-    }
-    if scenario == Scenario::Audio {
-        extras.default_flag(
-            opts,
-            "--share-audio-rate",
-            "SHARE_AUDIO_RATE",
-            s.audio.spawn_audio_rate().to_string(),
-        );
-        if s.sessions >= 50 {
-            // One more than the sharers: one address may hold all but one of MAX_SESSIONS.
-            extras.default_flag(
-                opts,
-                "--max-share-sessions",
-                "MAX_SESSIONS",
-                (s.sessions + 1).to_string(),
-            );
-        }
-    }
-    extras
-}
-
 /// Prints a report: its JSON line on stdout, its summary on stderr.
 pub fn emit(report: &impl serde::Serialize, human: &str) {
     let json = serde_json::to_string(report).expect("reports serialize");
@@ -193,7 +143,7 @@ async fn start(
 async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Outcome {
     let scenario = job.scenario;
     let s = plan.job_settings(job, index);
-    let extras = server_extras(plan, scenario, &s);
+    let extras = target::server_extras(plan, scenario, &s);
     if scenario == Scenario::ClusterFanout {
         let (report, outcome) = cluster_fanout::job(plan, &s, &extras, deadline).await;
         emit(&report, &report.human());
@@ -212,6 +162,7 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
         tick_interval_ms: s.tick_interval_ms,
         connect_concurrency: s.concurrency,
         spawned: plan.spawn.is_some(),
+        server: plan.spawn.as_ref().map(|o| o.server.name()),
         ..Params::default()
     };
     match scenario {
@@ -403,11 +354,16 @@ fn main() -> ExitCode {
         );
     }
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(plan.threads)
-        .enable_all()
-        .build()
-    {
+    // One thread (as scripts/bench.sh and compare.sh run it): a current-thread runtime,
+    // whose wake-ups skip the cross-thread scheduler (a receive is all syscall otherwise).
+    let builder = if plan.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(plan.threads);
+        b
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bandsync-bench: error: cannot start the runtime: {e}");

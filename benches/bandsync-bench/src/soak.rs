@@ -133,7 +133,7 @@ fn difference(now: &Histogram<u64>, before: &Histogram<u64>) -> Histogram<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bandsync_client::bench_stats::histogram;
+    use bandsync_bench::bench_stats::histogram;
 
     #[test]
     fn an_interval_is_what_the_histogram_gained_since_the_last_sample() {

@@ -7,7 +7,7 @@
 
 use crate::procfs::{read_cpu, CpuTime};
 use crate::report::{Extra, Params};
-use bandsync_client::bench_stats::ShardedHistogram;
+use bandsync_bench::bench_stats::ShardedHistogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

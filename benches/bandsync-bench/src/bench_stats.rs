@@ -4,7 +4,7 @@
 //! real-time chunk schedules, PCM and REST bodies, sequence sets and send instants by
 //! (session, sequence).
 //!
-//! Why not [`crate::TickStats`] per connection: it holds two HDR histograms (about 280 KiB)
+//! Why not [`bandsync_client::TickStats`] per connection: it holds two HDR histograms (about 280 KiB)
 //! per stream, which is 2.8 GiB at 10,000 connections. The bench keeps one small
 //! [`SeqTracker`] per connection and records into a few shared [`ShardedHistogram`]s.
 

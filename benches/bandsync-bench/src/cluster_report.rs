@@ -6,7 +6,7 @@ use crate::probe::{InstanceUsage, RedisUsage, Usage};
 use crate::report::{Connections, Cpu, Report};
 use crate::target::SpawnOptions;
 use crate::Settings;
-use bandsync_client::bench_stats::LatencySummary;
+use bandsync_bench::bench_stats::LatencySummary;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use std::fmt::Write as _;

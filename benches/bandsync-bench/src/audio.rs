@@ -18,7 +18,7 @@ use crate::report::AudioResults;
 use crate::target::Endpoints;
 use crate::Settings;
 use anyhow::bail;
-use bandsync_client::bench_stats::{
+use bandsync_bench::bench_stats::{
     frames_per_chunk, share_ids, ChunkSchedule, LatencySummary, SendBook, SeqInsert, SeqSet,
     ShardedHistogram,
 };
