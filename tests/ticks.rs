@@ -136,9 +136,12 @@ async fn check_tick_stream(server: &TestServer, interval: f64) {
     next_state_update(&mut l).await;
     next_state_update(&mut f).await;
     let dropped = metric(server, "bandsync_ticks_dropped_total").await as u64;
+    // A deadline the engine thread missed (a busy machine) is skipped for every member.
+    let missed = metric(server, "bandsync_tick_deadlines_missed_total").await as u64;
     assert!(
-        gaps <= dropped,
-        "{gaps} seq gaps but only {dropped} ticks dropped for slow readers: the server skipped seq"
+        gaps <= dropped + 2 * missed,
+        "{gaps} seq gaps but only {dropped} ticks dropped for slow readers and {missed} \
+         deadlines missed: the server skipped seq"
     );
 
     // Both members got the very same tick for every seq both saw.
