@@ -20,12 +20,6 @@ pub trait Sink: Send + Sync {
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
 }
 
-impl Sink for tokio::net::tcp::OwnedWriteHalf {
-    fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        tokio::net::tcp::OwnedWriteHalf::try_write_vectored(self, bufs)
-    }
-}
-
 /// A frame that knows its bytes on the wire.
 pub trait WireFrame: Frame {
     /// Makes the frame's wire bytes final for a connection (`deflate`: it negotiated

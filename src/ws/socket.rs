@@ -17,7 +17,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The write half, with the socket's slot: it lives as long as anyone may still write
@@ -40,8 +40,19 @@ impl WsSink {
 }
 
 impl Sink for WsSink {
+    /// `send`/`sendmsg` rather than tokio's `write`/`writev`: a socket write that skips the
+    /// VFS layer (file position lock, iterator set-up) is measurably cheaper per delivery
+    /// (see BENCHMARKS.md). It still goes through tokio's readiness (`try_io`), so a write
+    /// that would block clears it and the connection's task can wait for room.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.write.try_write_vectored(bufs)
+        let stream: &tokio::net::TcpStream = self.write.as_ref();
+        stream.try_io(Interest::WRITABLE, || {
+            let socket = socket2::SockRef::from(stream);
+            match bufs {
+                [one] => socket.send(one),
+                _ => socket.send_vectored(bufs),
+            }
+        })
     }
 }
 
