@@ -65,6 +65,8 @@ pub struct Metrics {
     pub stream_manager: crate::stream_manager::metrics::StreamManagerMetrics,
     /// Every HTTP request, by route template, method and status.
     pub http: crate::http::metrics::HttpMetrics,
+    /// The monitor's alerts, by type (`src/ops`).
+    pub alerts: crate::ops::metrics::AlertMetrics,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
     /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
@@ -309,6 +311,7 @@ impl Metrics {
             repo: crate::repo::metrics::RepoMetrics::new(),
             stream_manager: crate::stream_manager::metrics::StreamManagerMetrics::new(),
             http: crate::http::metrics::HttpMetrics::new(),
+            alerts: crate::ops::metrics::AlertMetrics::new(),
             registry,
         };
         m.register_all();
@@ -365,6 +368,7 @@ impl Metrics {
             .chain(self.repo.collectors())
             .chain(self.stream_manager.collectors())
             .chain(self.http.collectors())
+            .chain(self.alerts.collectors())
             .chain(process_collector());
         for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");
