@@ -314,6 +314,14 @@ impl Metrics {
             alerts: crate::ops::metrics::AlertMetrics::new(),
             registry,
         };
+        // The known reasons are present from the start (at 0), so dashboards and alert rules
+        // see the series (and `rate()` its first increase) before anything is refused.
+        for reason in ["server_full", "per_address"] {
+            m.connections_refused.with_label_values(&[reason]);
+        }
+        for reason in ["oversize", "too_big", "corrupt", "protocol", "timeout", "budget"] {
+            m.ws_messages_refused.with_label_values(&[reason]);
+        }
         m.register_all();
         m
     }
