@@ -319,7 +319,9 @@ impl Metrics {
         for reason in ["server_full", "per_address"] {
             m.connections_refused.with_label_values(&[reason]);
         }
-        for reason in ["oversize", "too_big", "corrupt", "protocol", "timeout", "budget"] {
+        for reason in [
+            "oversize", "too_big", "corrupt", "protocol", "timeout", "budget",
+        ] {
             m.ws_messages_refused.with_label_values(&[reason]);
         }
         m.register_all();

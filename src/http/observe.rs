@@ -69,7 +69,7 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Observed<Instrumented<S::Future>>;
+    type Future = Observed<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -94,7 +94,7 @@ pin_project! {
     /// The inner service's future, recording its outcome when it resolves (or is dropped).
     pub struct Observed<F> {
         #[pin]
-        inner: F,
+        inner: Instrumented<F>,
         timer: Option<InFlight>,
         request_id: u64,
     }
@@ -107,11 +107,17 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut output = std::task::ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let mut output = std::task::ready!(this.inner.as_mut().poll(cx));
         if let Some(timer) = this.timer.take() {
             match &mut output {
                 Ok(response) => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        // The access log line, in the request's span (so with its id).
+                        let span = this.inner.as_ref().get_ref().span();
+                        let status = response.status().as_u16();
+                        span.in_scope(|| tracing::debug!(status, "answered"));
+                    }
                     timer.finish(response.status().as_str());
                     response
                         .headers_mut()
