@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, only where it is missing:
-# Debian's redis-server (for the cluster tests, which start their own), Debian's chromium
+# Debian's redis-server (for the cluster tests, which start their own), Debian's prometheus
+# (promtool, for the alert rules), Debian's chromium
 # (for the browser test), the browser test's npm packages, the Socket.IO tests' npm package
 # (socket.io-client, for tests/socketio.rs and tests/cluster_socketio.rs), and schemathesis
 # (for tests/openapi.rs) in a virtual environment under ~/.cache/bandsync.
@@ -14,6 +15,19 @@ if ! command -v redis-server >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
   else
     echo "redis-server is missing: run 'sudo apt-get install -y redis-server'" >&2
+    exit 1
+  fi
+fi
+
+# promtool (Debian's prometheus package) checks and unit-tests deploy/prometheus/alerts.yml
+# (tests/operations.rs).
+if ! command -v promtool >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "== installing prometheus (Debian package, for promtool)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "promtool is missing: run 'sudo apt-get install -y prometheus'" >&2
     exit 1
   fi
 fi

@@ -9,6 +9,8 @@ scripts/install-test-deps.sh
 export BANDSYNC_REQUIRE_REDIS=1
 # tests/openapi.rs skips without schemathesis on a developer's machine; here it must run.
 export BANDSYNC_REQUIRE_SCHEMATHESIS=1
+# tests/operations.rs skips the alert rules without promtool on a developer's machine.
+export BANDSYNC_REQUIRE_PROMTOOL=1
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

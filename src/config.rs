@@ -7,6 +7,13 @@
 use clap::Parser;
 use std::time::Duration;
 
+/// The shape of log lines (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// bandsync: realtime sync server for bands.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "bandsync", version, about)]
@@ -20,6 +27,10 @@ pub struct Config {
     /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or `bandsync=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Log lines as `text` (for people) or `json` (one object a line, with the fields of
+    /// the enclosing spans: connection, request id; for a log collector).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Allowed CORS origin(s), comma-separated, or `*`.
     #[arg(long, env = "CORS_ORIGIN", default_value = "*")]
     pub cors_origin: String,
@@ -158,6 +169,10 @@ pub struct Config {
     /// Timeouts, connection caps and per-address limits (`src/limits`).
     #[command(flatten)]
     pub limits: crate::limits::config::LimitsConfig,
+    /// The monitor: `METRICS_INTERVAL`, `SYNC_TARGET_LATENCY` and the alert thresholds
+    /// (`src/ops`).
+    #[command(flatten)]
+    pub ops: crate::ops::config::OpsConfig,
 
     // Access control (src/auth). Unset: the open mode, anyone may join any session.
     /// Authenticated mode: HS256 secret that signs session tokens (at least 32 bytes).
@@ -203,6 +218,7 @@ impl Config {
         self.share.validate()?;
         self.repo.validate()?;
         self.stream_manager.validate()?;
+        self.ops.validate()?;
         if self.limits.idle_timeout_ms <= self.repo.repo_heartbeat_ms {
             // A listener between two heartbeats would be cut as idle.
             return Err("IDLE_TIMEOUT_MS must exceed REPO_HEARTBEAT_MS".into());
@@ -283,6 +299,12 @@ mod tests {
         assert_eq!(c.socket_ping_interval, 2500);
         assert_eq!(c.socket_ping_timeout, 5000);
         assert!(c.redis_url.is_none());
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(
+            Config::parse_from(["bandsync", "--log-format", "json"]).log_format,
+            LogFormat::Json
+        );
+        assert!(Config::try_parse_from(["bandsync", "--log-format", "xml"]).is_err());
         assert!(c.ws_deflate);
         assert_eq!(c.compression_threshold, 1024);
         assert!(c.validate().is_ok());

@@ -46,6 +46,8 @@ pub struct AppContext {
     pub stream_manager: Arc<crate::stream_manager::StreamManager>,
     /// The Socket.IO endpoint's Engine.IO sessions and recovery records.
     pub socket_io: Arc<crate::socketio::SocketIo>,
+    /// The raised alerts and their subscribers (`src/ops`).
+    pub ops: Arc<crate::ops::Ops>,
 }
 
 /// The features served next to the sync sessions, built before the context.
@@ -95,6 +97,7 @@ impl AppContext {
                 .with_gauge(metrics.partial_message_bytes.clone()),
         );
         Self {
+            ops: Arc::new(crate::ops::Ops::new(metrics.clone())),
             repo,
             stream_manager,
             socket_io,

@@ -17,6 +17,8 @@
 //! - `auth`: the `Origin` rule, the authenticated mode's JWTs, share-receive authorization.
 //! - `github`: GitHub webhook deliveries (signature, headers, payload) mapped to the musical
 //!   parameters of a repository stream, and the set of deliveries already played.
+//! - `ops`: the monitor (alerts raised and cleared every `METRICS_INTERVAL`, listed in
+//!   `/health`, counted in `/metrics`, streamed to operators at `/alerts/stream`).
 //! - `config`, `clock`, `metrics`, `frames`, `context`: the shared pieces.
 
 pub mod auth;
@@ -33,6 +35,7 @@ pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod net;
+pub mod ops;
 pub mod outbox;
 pub mod repo;
 pub mod server;

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub stream_manager: crate::stream_manager::metrics::StreamManagerMetrics,
     /// Every HTTP request, by route template, method and status.
     pub http: crate::http::metrics::HttpMetrics,
+    /// The monitor's alerts, by type (`src/ops`).
+    pub alerts: crate::ops::metrics::AlertMetrics,
     /// Retained sessions forgotten early because `MAX_RETAINED_SESSIONS` was reached.
     pub retained_sessions_evicted: IntCounter,
     /// WebSocket resumes that sent `lastVersion`: `replayed` (the missed state events were
@@ -309,8 +311,19 @@ impl Metrics {
             repo: crate::repo::metrics::RepoMetrics::new(),
             stream_manager: crate::stream_manager::metrics::StreamManagerMetrics::new(),
             http: crate::http::metrics::HttpMetrics::new(),
+            alerts: crate::ops::metrics::AlertMetrics::new(),
             registry,
         };
+        // The known reasons are present from the start (at 0), so dashboards and alert rules
+        // see the series (and `rate()` its first increase) before anything is refused.
+        for reason in ["server_full", "per_address"] {
+            m.connections_refused.with_label_values(&[reason]);
+        }
+        for reason in [
+            "oversize", "too_big", "corrupt", "protocol", "timeout", "budget",
+        ] {
+            m.ws_messages_refused.with_label_values(&[reason]);
+        }
         m.register_all();
         m
     }
@@ -365,6 +378,7 @@ impl Metrics {
             .chain(self.repo.collectors())
             .chain(self.stream_manager.collectors())
             .chain(self.http.collectors())
+            .chain(self.alerts.collectors())
             .chain(process_collector());
         for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");

@@ -43,6 +43,7 @@ pub async fn run(
     let (ctx, engine_thread) = assemble(config, Arc::new(Metrics::new()))?;
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let historian = tokio::spawn(record_history(ctx.clone()));
+    let monitor = tokio::spawn(crate::ops::monitor::run(ctx.clone()));
     let repo_upkeep = tokio::spawn(repo::upkeep(ctx.clone()));
     let service = service(ctx.clone());
     let graceful = GracefulShutdown::new();
@@ -60,6 +61,7 @@ pub async fn run(
     drop(listener);
     sweeper.abort();
     historian.abort();
+    monitor.abort();
     repo_upkeep.abort();
     ctx.repo.hub.close_all();
     ctx.shutdown.cancel();
@@ -403,6 +405,9 @@ where
     let path = req.uri().path().to_owned();
     if path == "/ws" {
         return ws::upgrade::handle(req, ctx);
+    }
+    if path == crate::ops::stream::PATH {
+        return crate::ops::stream::handle(req, ctx);
     }
     if path == "/socket.io/" || path == "/socket.io" {
         return crate::socketio::handle(req, ctx).await;

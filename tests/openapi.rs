@@ -22,7 +22,7 @@ const TOKEN: &str = "openapi-test-token";
 /// Operations that never end (SSE streams) or need a WebSocket handshake, which
 /// schemathesis neither sends nor reads: described in the document, not fuzzed.
 const NOT_FUZZED: &str =
-    "^(openWebSocket|listenSse|listenRepo|openStreamWebSocket|socketIoPoll|socketIoSend)$";
+    "^(openWebSocket|listenSse|listenRepo|openStreamWebSocket|socketIoPoll|socketIoSend|subscribeAlerts)$";
 
 /// Test cases per operation: enough to cross every documented status of most routes, small
 /// enough for the whole run to stay well under two minutes on two cores.

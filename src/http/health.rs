@@ -21,6 +21,9 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     instances: Option<i64>,
     memory_usage: MemoryUsage,
+    /// The raised alerts (`type`, `message`, `value`, `threshold`, `unit`, `since`); empty
+    /// when all is well. Alerts do not make the server unhealthy: it still serves.
+    alerts: Vec<crate::ops::alerts::Alert>,
     timestamp: f64,
     version: &'static str,
     // The repository streams' figures, named as the original streaming server names them.
@@ -73,6 +76,7 @@ pub fn report(ctx: &AppContext) -> Health {
             total: proc_kib("/proc/meminfo", "MemTotal:") / 1024.0,
             rss: (resident_mb() * 1024.0 * 1024.0) as u64,
         },
+        alerts: ctx.ops.active(),
         timestamp: ctx.clock.now_ms(),
         version: env!("CARGO_PKG_VERSION"),
         active_clients: ctx.repo.hub.active_clients(),

@@ -105,6 +105,7 @@ const EXACT: &[&str] = &[
     "/health",
     "/metrics",
     "/metrics/history",
+    "/alerts/stream",
     "/ws",
     "/ws/stream",
     "/socket.io/",

@@ -5,9 +5,14 @@
 //! error the router makes. It times until the response head is ready (the service's future
 //! resolves), not until the body ends: a stream's life is not a response time.
 //!
-//! Per request it takes one `Arc` clone and no allocation: the labels are literals (the
-//! status label borrows `StatusCode::as_str`, itself a static table) and the metric vectors
-//! find an existing series by hashing the label values.
+//! Per request it takes one `Arc` clone: the labels are literals (the status label borrows
+//! `StatusCode::as_str`, itself a static table) and the metric vectors find an existing
+//! series by hashing the label values.
+//!
+//! It also opens the request's `request` span with a server-assigned `request_id` (a
+//! process-wide counter; a client's own id is never trusted), entered whenever the handler
+//! runs, so every log line of the request carries it (`LOG_FORMAT=json` shows it as a span
+//! field), and answers it as the `x-request-id` header to correlate a response with its logs.
 
 use super::metrics::{method_label, route_label, ABORTED};
 use crate::metrics::Metrics;
@@ -15,10 +20,18 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tower::{Layer, Service};
+use tracing::instrument::{Instrument, Instrumented};
+
+/// The next `request_id` (1, 2, ...: unique within this process's life).
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The response header that carries the request's id.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Wraps a service in [`Observe`].
 #[derive(Clone)]
@@ -63,14 +76,16 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let timer = InFlight::start(
-            self.metrics.clone(),
-            route_label(req.method(), req.uri().path()),
-            method_label(req.method()),
-        );
+        let route = route_label(req.method(), req.uri().path());
+        let method = method_label(req.method());
+        let timer = InFlight::start(self.metrics.clone(), route, method);
+        let request_id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("request", request_id, method, route);
+        let inner = span.in_scope(|| self.inner.call(req));
         Observed {
-            inner: self.inner.call(req),
+            inner: inner.instrument(span),
             timer: Some(timer),
+            request_id,
         }
     }
 }
@@ -79,8 +94,9 @@ pin_project! {
     /// The inner service's future, recording its outcome when it resolves (or is dropped).
     pub struct Observed<F> {
         #[pin]
-        inner: F,
+        inner: Instrumented<F>,
         timer: Option<InFlight>,
+        request_id: u64,
     }
 }
 
@@ -91,11 +107,22 @@ where
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let output = std::task::ready!(this.inner.poll(cx));
+        let mut this = self.project();
+        let mut output = std::task::ready!(this.inner.as_mut().poll(cx));
         if let Some(timer) = this.timer.take() {
-            match &output {
-                Ok(response) => timer.finish(response.status().as_str()),
+            match &mut output {
+                Ok(response) => {
+                    if tracing::enabled!(tracing::Level::DEBUG) {
+                        // The access log line, in the request's span (so with its id).
+                        let span = this.inner.as_ref().get_ref().span();
+                        let status = response.status().as_u16();
+                        span.in_scope(|| tracing::debug!(status, "answered"));
+                    }
+                    timer.finish(response.status().as_str());
+                    response
+                        .headers_mut()
+                        .insert(REQUEST_ID, http::HeaderValue::from(*this.request_id));
+                }
                 // Our services are infallible; an error still leaves no response head.
                 Err(_) => drop(timer),
             }
@@ -215,7 +242,18 @@ mod tests {
             let req = Request::get(path).body(()).unwrap();
             service.clone().oneshot(req).await.unwrap();
         }
-        assert_eq!(count(&metrics, "/health", "GET", "200"), 2);
+        let mut ids = Vec::new();
+        for path in ["/health", "/health"] {
+            let req = Request::get(path).body(()).unwrap();
+            let response = service.clone().oneshot(req).await.unwrap();
+            let id = response
+                .headers()
+                .get("x-request-id")
+                .expect("x-request-id");
+            ids.push(id.to_str().unwrap().parse::<u64>().unwrap());
+        }
+        assert_ne!(ids[0], ids[1], "each request has its own id");
+        assert_eq!(count(&metrics, "/health", "GET", "200"), 4);
         assert_eq!(count(&metrics, "other", "GET", "404"), 2);
         assert_eq!(metrics.http.in_flight.get(), 0);
     }

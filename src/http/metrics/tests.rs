@@ -122,6 +122,7 @@ const TABLE: &[(&str, &str, &str)] = &[
     ("GET", "/operator", "/operator"),
     ("GET", "/operator.js", "/operator.js"),
     ("GET", "/operator.css", "/operator.css"),
+    ("GET", "/alerts/stream", "/alerts/stream"),
     ("OPTIONS", "/api/share/start", "/api/share/start"),
 ];
 
