@@ -233,9 +233,10 @@ impl Drop for Child {
 }
 
 /// `LOG_FORMAT=json`: every line an object, the HTTP access line inside the request's span
-/// with its `request_id`, the same id answered in `x-request-id`.
+/// with its `request_id`, the same id answered in `x-request-id`; a WebSocket's lines
+/// inside its span with `conn` and `session`.
 #[tokio::test]
-async fn json_logs_carry_the_request_span() {
+async fn json_logs_carry_the_request_and_connection_spans() {
     let data = common::scratch_dir("bandsync-jsonlog");
     let mut child = Command::new(env!("CARGO_BIN_EXE_bandsync"))
         .env("PORT", "0")
@@ -287,8 +288,23 @@ async fn json_logs_carry_the_request_span() {
             break line;
         }
     };
+    // A WebSocket's lines carry its connection and, once joined, its session.
+    let mut ws = bandsync_client::WsClient::connect(&format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.join("band", None, None).await.unwrap();
+    drop(ws);
+    let closed = loop {
+        let line = next();
+        if line["fields"]["message"] == "websocket closed" {
+            break line;
+        }
+    };
     drop(child);
     let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(closed["span"]["name"], "ws", "{closed}");
+    assert_eq!(closed["span"]["session"], "band", "{closed}");
+    assert!(closed["span"]["conn"].is_u64(), "{closed}");
     assert_eq!(answered["fields"]["status"], 200, "{answered}");
     assert_eq!(answered["span"]["name"], "request");
     assert_eq!(answered["span"]["request_id"].to_string(), id, "{answered}");

@@ -54,7 +54,14 @@ pub(super) async fn serve(
     permit: ConnectionPermit,
 ) {
     let key = ctx.next_key();
-    let span = tracing::debug_span!("ws", conn = key, deflate = conn.deflate);
+    // Debug level: a span the log subscriber keeps for the life of every connection would
+    // cost memory per idle connection at the default level. `session` is recorded at the join.
+    let span = tracing::debug_span!(
+        "ws",
+        conn = key,
+        session = tracing::field::Empty,
+        deflate = conn.deflate
+    );
     async move {
         let _permit = permit;
         let open = Inbound::OpenWs {

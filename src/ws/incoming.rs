@@ -166,6 +166,9 @@ impl Reader {
                 reply_error(outbox, ctx, error.code, error.message, failure.id.as_ref());
             }
             Ok(frame) => {
+                if let ClientEvent::JoinSession(join) = &frame.event {
+                    tracing::Span::current().record("session", join.session_id.as_str());
+                }
                 if let ClientEvent::Heartbeat(hb) = frame.event {
                     let beat = WsFrame::Heartbeat {
                         id: frame.id,
