@@ -19,9 +19,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Bytes read from the socket at a time, as tungstenite's own read buffer.
 const READ_CHUNK: usize = 4 * 1024;
-/// An emptied output buffer larger than this is released: one big message must not pin
-/// its size in memory for the rest of the connection.
-const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// An `AsyncRead + AsyncWrite` that checks, assembles and inflates client messages on the
 /// way in.
@@ -81,7 +78,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
                 let n = this.output.len().min(buf.remaining());
                 buf.put_slice(&this.output[..n]);
                 this.output.advance(n);
-                if this.output.is_empty() && this.output.capacity() > KEEP_CAPACITY {
+                if this.output.is_empty() {
+                    // Released rather than kept for the next message: idle connections
+                    // outnumber busy ones, and an allocation per message read is cheap.
                     this.output = BytesMut::new();
                 }
                 return Poll::Ready(Ok(()));
@@ -106,17 +105,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
                 // An incomplete frame at EOF is dropped; tungstenite sees the EOF.
                 return Poll::Ready(Ok(()));
             }
-            // Into the buffer's spare capacity, uninitialized: zero-filling a chunk before
-            // every read (most of which find nothing) cost a 4 KiB memset per wake-up.
-            this.input.reserve(READ_CHUNK);
-            let got = ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.inner),
-                cx,
-                &mut this.input
-            ))?;
-            if got == 0 {
+            // What the guard consumed whole leaves nothing to keep: an idle connection holds
+            // no read buffer at all (this is most of what it would otherwise cost).
+            if this.input.is_empty() {
+                this.input = BytesMut::new();
+            }
+            // Read into the stack, uninitialized (no memset per wake-up), and keep only
+            // what arrived: the read that waits (and most do) holds no heap memory.
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
                 this.eof = true;
             }
+            this.input.extend_from_slice(read.filled());
         }
     }
 }
