@@ -17,9 +17,12 @@ use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::close;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -47,8 +50,12 @@ pub(super) struct Conn {
 }
 
 /// Serves one upgraded socket.
+///
+/// The socket comes boxed: an async fn keeps its arguments twice (as captured and as
+/// locals), and this future lives as long as the connection, so every byte of it counts
+/// in the memory of each idle connection.
 pub(super) async fn serve(
-    socket: Socket,
+    socket: Box<Socket>,
     conn: Conn,
     ctx: Arc<AppContext>,
     permit: ConnectionPermit,
@@ -80,14 +87,7 @@ pub(super) async fn serve(
             .with_label_values(&["ws"])
             .inc();
         tracing::debug!("websocket open");
-        run(
-            socket,
-            Reader::new(key, &ctx),
-            &conn.outbox,
-            &conn.sink,
-            &ctx,
-        )
-        .await;
+        run(socket, key, &conn.outbox, &conn.sink, &ctx).await;
         let _ = ctx.engine.send(Inbound::ClosedWs { key }).await;
         gauge.dec();
         tracing::debug!("websocket closed");
@@ -98,12 +98,13 @@ pub(super) async fn serve(
 
 /// The connection's loop: read, finish writes, ping, and close.
 async fn run(
-    mut socket: Socket,
-    mut reader: Reader,
+    mut socket: Box<Socket>,
+    key: crate::engine::ConnKey,
     outbox: &Outbox<WsFrame>,
     sink: &WsSink,
     ctx: &AppContext,
 ) {
+    let mut reader = Reader::new(key, ctx);
     let ping_every = ctx.config.ping_interval();
     let ping_timeout = ctx.config.ping_timeout();
     let message_timeout = ctx.config.message_timeout();
@@ -115,8 +116,9 @@ async fn run(
     // The socket did not take everything queued: wait until it is writable.
     let mut blocked = false;
     // Set once the outbox is closed: what is queued, then our close frame, then the peer's
-    // close must all happen by then.
-    let mut closing_until: Option<Instant> = None;
+    // close must all happen by then. Boxed, and only then: a timer in every idle
+    // connection's future would cost its size in each.
+    let mut closing_until: Option<Pin<Box<Sleep>>> = None;
     let mut close_sent = false;
     loop {
         tokio::select! {
@@ -137,7 +139,7 @@ async fn run(
                     if message.is_err() {
                         return;
                     }
-                } else if reader.on_message(message, outbox, ctx).await == Flow::Stop {
+                } else if Box::pin(reader.on_message(message, outbox, ctx)).await == Flow::Stop {
                     // Keeps a reason the reader set (its close frame goes out below);
                     // otherwise the peer is gone and there is nothing left to write.
                     outbox.close(CloseReason::PeerGone);
@@ -162,7 +164,7 @@ async fn run(
                 }
             }
             () = &mut shutdown, if !outbox.is_closed() => outbox.close(CloseReason::Shutdown),
-            () = tokio::time::sleep_until(closing_until.unwrap_or_else(Instant::now)), if closing_until.is_some() => return,
+            () = std::future::poll_fn(|cx| closing_until.as_mut().map_or(Poll::Pending, |s| s.as_mut().poll(cx))), if closing_until.is_some() => return,
         }
         if close_sent {
             continue;
@@ -179,7 +181,7 @@ async fn run(
         if reason == CloseReason::PeerGone {
             return;
         }
-        closing_until.get_or_insert_with(|| Instant::now() + CLOSE_GRACE);
+        closing_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
         if !written.pending {
             if let Some(frame) = close_frame(reason) {
                 let bytes = crate::frames::close_frame(u16::from(frame.code), &frame.reason);

@@ -20,9 +20,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
 
-/// Read buffer per socket. tungstenite allocates it eagerly (128 KiB by default), so it
-/// dominates idle memory per connection; events are small, so 4 KiB reads suffice.
-const READ_BUFFER_BYTES: usize = 1024;
+/// Read buffer per socket. tungstenite allocates it eagerly (128 KiB by default) and keeps
+/// it, so it counts in the memory of every idle connection; it reads from the frame guard's
+/// buffer, not the socket, so small reads cost only a few more copies per message.
+const READ_BUFFER_BYTES: usize = 256;
 /// Writes are fed, then flushed once per batch; this is the size at which tungstenite
 /// writes before the flush.
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
@@ -163,7 +164,10 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             Ok(upgraded) => upgraded,
             Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
         };
-        let Some((source, sink)) = socket::take(upgraded, &peer.activity) else {
+        let taken = socket::take(upgraded, &peer.activity);
+        // The connection's HTTP record is no longer needed once the socket is ours.
+        drop(peer.activity);
+        let Some((source, sink)) = taken else {
             return tracing::error!("an upgraded connection was not a socket this server accepted");
         };
         let sink = Arc::new(sink);
@@ -172,7 +176,7 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             .with_sink(sink.clone());
         let outbox = Arc::new(outbox);
         let io = WireIo::new(source, outbox.clone());
-        let socket = guarded_websocket(io, &ctx, limits, config).await;
+        let socket = Box::new(guarded_websocket(io, &ctx, limits, config).await);
         let conn = connection::Conn {
             outbox,
             sink,
