@@ -144,7 +144,7 @@ impl Client {
         };
         let quota = Quota::per_second(NonZeroU32::new(MESSAGES_PER_SECOND).expect("nonzero"))
             .allow_burst(NonZeroU32::new(MESSAGE_BURST).expect("nonzero"));
-        let limiter = RateLimiter::direct(quota);
+        let limiter = RateLimiter::direct_with_clock(quota, crate::ws::shared_clock());
         let (interval, timeout) = (ctx.config.ping_interval(), ctx.config.ping_timeout());
         let mut pings = tokio::time::interval(interval);
         let mut heard = Instant::now();

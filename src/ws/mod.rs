@@ -14,4 +14,4 @@ pub mod upgrade;
 
 pub use connection::close_frame;
 
-pub use ratelimit::{SocketRateLimit, Verdict};
+pub use ratelimit::{shared_clock, SocketRateLimit, Verdict};
