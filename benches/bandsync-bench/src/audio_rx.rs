@@ -16,7 +16,6 @@ use crate::wire::{self, Lite, Ws, CONNECT_TIMEOUT};
 use crate::Settings;
 use bandsync_bench::bench_stats::base64_decoded_len;
 use bandsync_client::protocol::audio::decode_audio_frame;
-use bandsync_client::protocol::Role;
 use futures_util::StreamExt;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -145,7 +144,7 @@ pub async fn open_all(
             let id = &run.ids[session];
             match run.settings.transport {
                 RxTransport::Ws => {
-                    let join = wire::join_text(id, Role::Follower);
+                    let join = wire::receiver_join_text(id, &run.settings.token);
                     // Audio frames are ~35 KB: a read buffer that takes one in a few reads.
                     let config = WebSocketConfig::default().read_buffer_size(64 * 1024);
                     let result = tokio::time::timeout(
@@ -164,7 +163,10 @@ pub async fn open_all(
                     }
                 }
                 RxTransport::Sse => {
-                    let url = format!("{}/sse/{id}", ep.http_base);
+                    // The share token authorizes the listener for the audio events.
+                    let token: String =
+                        form_urlencoded::byte_serialize(run.settings.token.as_bytes()).collect();
+                    let url = format!("{}/sse/{id}?shareToken={token}", ep.http_base);
                     let result =
                         tokio::time::timeout(CONNECT_TIMEOUT, listener::connect(&sse_http, &url))
                             .await;

@@ -161,6 +161,18 @@ pub fn join_text(session_id: &str, role: Role) -> String {
     encode_client_frame(&join, Some(&RequestId::from(1)))
 }
 
+/// `join_session` of a Music Share receiver: the share token authorizes it for the audio
+/// (without one, a member gets the session's events but no share data).
+pub fn receiver_join_text(session_id: &str, share_token: &str) -> String {
+    let join = ClientEvent::JoinSession(JoinSession {
+        session_id: session_id.to_owned(),
+        role: Some(Role::Follower),
+        share_token: Some(share_token.to_owned()),
+        ..Default::default()
+    });
+    encode_client_frame(&join, Some(&RequestId::from(1)))
+}
+
 /// Small buffers: tungstenite's default 128 KiB read buffer is zero-filled up to its
 /// capacity before every read (it was a fifth of the bench's CPU at 1,000 followers in a
 /// profile) and costs 128 KiB of memory per connection. Frames here are ~300 bytes.
