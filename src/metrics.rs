@@ -426,35 +426,6 @@ fn process_collector() -> Vec<Box<dyn prometheus::core::Collector>> {
     }
 }
 
-/// Counts what direct writes into `/ws` sockets did (`outbox::write`): once per pass over
-/// many sockets, so each label lookup is paid once, not per socket.
-pub fn count_ws_writes(metrics: &Metrics, written: &crate::outbox::Written) {
-    if written.messages > 0 {
-        metrics
-            .messages_out
-            .with_label_values(&["ws"])
-            .inc_by(written.messages);
-    }
-    if written.bytes > 0 {
-        metrics
-            .bytes_out
-            .with_label_values(&["ws"])
-            .inc_by(written.bytes);
-    }
-    if written.compressed > 0 {
-        metrics
-            .deflate_messages
-            .with_label_values(&["out"])
-            .inc_by(written.compressed);
-    }
-    if written.dropped_ticks > 0 {
-        metrics.ticks_dropped.inc_by(written.dropped_ticks);
-    }
-    if written.dropped_audio > 0 {
-        metrics.audio_dropped.inc_by(written.dropped_audio);
-    }
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()

@@ -12,7 +12,7 @@
 
 use crate::clock::ServerClock;
 use crate::frames::WsFrame;
-use crate::metrics::{count_ws_writes, Metrics};
+use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Written};
 use crossbeam_channel::{Sender, TrySendError};
 use std::sync::Arc;
@@ -90,11 +90,7 @@ fn write_share(outboxes: &[Arc<Outbox<WsFrame>>], clock: &ServerClock, metrics: 
         if written.needs_task() {
             outbox.wake();
         }
-        total.messages += written.messages;
-        total.bytes += written.bytes;
-        total.compressed += written.compressed;
-        total.dropped_ticks += written.dropped_ticks;
-        total.dropped_audio += written.dropped_audio;
+        total.add(&written);
     }
-    count_ws_writes(metrics, &total);
+    total.count(metrics);
 }

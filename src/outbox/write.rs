@@ -11,6 +11,7 @@
 
 use super::{Class, CloseReason, Frame, Outbox};
 use crate::clock::ServerClock;
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -62,6 +63,44 @@ impl Written {
     /// Whether the connection's task has to act: wait for room, send a close, or end.
     pub fn needs_task(&self) -> bool {
         self.pending || self.closed.is_some() || self.failed
+    }
+
+    /// Adds `other` (another socket's pass) to these figures.
+    pub fn add(&mut self, other: &Written) {
+        self.messages += other.messages;
+        self.bytes += other.bytes;
+        self.compressed += other.compressed;
+        self.dropped_ticks += other.dropped_ticks;
+        self.dropped_audio += other.dropped_audio;
+    }
+
+    /// Counts the figures in `/metrics` as `/ws` traffic: once per pass over many sockets,
+    /// so each label lookup is paid once, not per socket.
+    pub fn count(&self, metrics: &Metrics) {
+        if self.messages > 0 {
+            metrics
+                .messages_out
+                .with_label_values(&["ws"])
+                .inc_by(self.messages);
+        }
+        if self.bytes > 0 {
+            metrics
+                .bytes_out
+                .with_label_values(&["ws"])
+                .inc_by(self.bytes);
+        }
+        if self.compressed > 0 {
+            metrics
+                .deflate_messages
+                .with_label_values(&["out"])
+                .inc_by(self.compressed);
+        }
+        if self.dropped_ticks > 0 {
+            metrics.ticks_dropped.inc_by(self.dropped_ticks);
+        }
+        if self.dropped_audio > 0 {
+            metrics.audio_dropped.inc_by(self.dropped_audio);
+        }
     }
 }
 

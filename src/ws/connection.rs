@@ -170,7 +170,7 @@ async fn run(
             continue;
         }
         let written = outbox.write(&ctx.clock);
-        crate::metrics::count_ws_writes(&ctx.metrics, &written);
+        written.count(&ctx.metrics);
         if written.failed {
             return;
         }

@@ -19,6 +19,7 @@
 //! place for fanout, ticks and connect.
 
 mod audio;
+mod audio_plan;
 mod audio_rx;
 mod audio_tx;
 mod churn;
