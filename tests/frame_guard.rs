@@ -43,6 +43,11 @@ struct Ending {
 
 impl Raw {
     async fn connect(server: &TestServer, deflate: bool) -> Raw {
+        Raw::connect_with(server, deflate, &[]).await
+    }
+
+    /// Connects, sending `early` in the same write as the handshake (before the 101).
+    async fn connect_with(server: &TestServer, deflate: bool, early: &[u8]) -> Raw {
         let mut tcp = TcpStream::connect(server.addr).await.unwrap();
         let offer = if deflate {
             format!("Sec-WebSocket-Extensions: {OFFER}\r\n")
@@ -54,7 +59,9 @@ impl Raw {
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
             server.addr
         );
-        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut first = request.into_bytes();
+        first.extend_from_slice(early);
+        tcp.write_all(&first).await.unwrap();
         let mut buf = Vec::new();
         let end = loop {
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -405,4 +412,27 @@ async fn fragmented_text_over_the_message_limit_is_refused_and_the_socket_stays_
     );
     assert_eq!(texts[1]["type"], "heartbeat_response");
     assert_eq!(texts[1]["id"], "after");
+}
+
+/// Frames sent in the same write as the handshake reach hyper before the upgrade, in its
+/// buffer: they are still read, first and in order, and pass the guard like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_sent_with_the_handshake_are_read_first() {
+    let server = TestServer::start().await;
+    let hb = br#"{"type":"heartbeat","id":"early","data":{"t0":1}}"#;
+    let mut early = Raw::frame(0x81, hb, true);
+    early.extend(Raw::frame(0x88, &1000u16.to_be_bytes(), true));
+    let mut raw = Raw::connect_with(&server, false, &early).await;
+    let ending = raw.ending().await;
+    let reply = ending
+        .texts
+        .first()
+        .unwrap_or_else(|| panic!("no reply: {ending:?}"));
+    assert_eq!(reply["type"], "heartbeat_response", "{ending:?}");
+    assert_eq!(reply["id"], "early");
+    assert_eq!(
+        ending.close,
+        Some(1000),
+        "the close is answered: {ending:?}"
+    );
 }

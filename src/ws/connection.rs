@@ -133,7 +133,12 @@ async fn run(
                 }
             }
             message = socket.next() => {
-                let Some(message) = message else { return };
+                let Some(message) = message else {
+                    // The close handshake is over: tungstenite queued its reply to the
+                    // peer's close (in the outbox, see `WireIo`) on this last read.
+                    outbox.write(&ctx.clock).count(&ctx.metrics);
+                    return;
+                };
                 last_seen = Instant::now();
                 if closing_until.is_some() {
                     if message.is_err() {

@@ -49,6 +49,13 @@ impl<S> GuardedStream<S> {
         }
     }
 
+    /// Bytes read from the socket before this stream took it over (what hyper read past
+    /// the handshake): checked first, ahead of everything read after them.
+    pub fn with_early(mut self, early: BytesMut) -> Self {
+        self.input = early;
+        self
+    }
+
     /// Counts every compressed message inflated in `counter`.
     pub fn counting(mut self, counter: IntCounter) -> Self {
         self.counter = Some(counter);

@@ -10,7 +10,7 @@
 use crate::frames::WsFrame;
 use crate::net::io::{Activity, SocketSlot};
 use crate::outbox::{Outbox, Sink};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io::{self, IoSlice};
@@ -56,10 +56,10 @@ impl Sink for WsSink {
     }
 }
 
-/// The read half, and what hyper had already read of it.
+/// The read half, and what hyper had already read of it (to be read first).
 pub struct WsSource {
-    read: OwnedReadHalf,
-    early: Bytes,
+    pub read: OwnedReadHalf,
+    pub early: BytesMut,
 }
 
 /// At most this many bytes that arrived before the upgrade completed are taken along at
@@ -87,10 +87,7 @@ pub fn take(upgraded: Upgraded, activity: &Activity) -> Option<(WsSource, WsSink
     drop(io);
     let (stream, slot) = activity.take_socket()?;
     let (read, write) = stream.into_split();
-    let source = WsSource {
-        read,
-        early: early.freeze(),
-    };
+    let source = WsSource { read, early };
     Some((source, WsSink { write, _slot: slot }))
 }
 
@@ -99,13 +96,13 @@ pub fn take(upgraded: Upgraded, activity: &Activity) -> Option<(WsSource, WsSink
 /// queued in the outbox like any frame, so they never cut into a frame written in part,
 /// and the task's next write sends them.
 pub struct WireIo {
-    source: WsSource,
+    read: OwnedReadHalf,
     outbox: Arc<Outbox<WsFrame>>,
 }
 
 impl WireIo {
-    pub fn new(source: WsSource, outbox: Arc<Outbox<WsFrame>>) -> Self {
-        Self { source, outbox }
+    pub fn new(read: OwnedReadHalf, outbox: Arc<Outbox<WsFrame>>) -> Self {
+        Self { read, outbox }
     }
 }
 
@@ -115,15 +112,7 @@ impl AsyncRead for WireIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let early = &mut this.source.early;
-        if !early.is_empty() {
-            let n = early.len().min(buf.remaining());
-            buf.put_slice(&early[..n]);
-            early.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.source.read).poll_read(cx, buf)
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
     }
 }
 

@@ -13,6 +13,7 @@ use crate::context::{AppContext, ConnectionPermit};
 use crate::deflate;
 use crate::http::errors::{error_response, full, Body};
 use crate::outbox::Outbox;
+use bytes::BytesMut;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -122,12 +123,15 @@ pub async fn server_socket(
     limits: GuardLimits,
     config: WebSocketConfig,
 ) -> ServerSocket {
-    guarded_websocket(TokioIo::new(upgraded), ctx, limits, config).await
+    let io = TokioIo::new(upgraded);
+    guarded_websocket(io, BytesMut::new(), ctx, limits, config).await
 }
 
-/// `io` as a server WebSocket, every incoming frame through the [`FrameGuard`].
+/// `io` as a server WebSocket, every incoming frame (`early` first: bytes already read
+/// from the socket) through the [`FrameGuard`].
 async fn guarded_websocket<S>(
     io: S,
+    early: BytesMut,
     ctx: &AppContext,
     limits: GuardLimits,
     config: WebSocketConfig,
@@ -137,14 +141,17 @@ where
 {
     let guard = FrameGuard::new(limits, ctx.partial_budget.clone());
     let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
-    let io = GuardedStream::new(io, guard).counting(inflated);
+    let io = GuardedStream::new(io, guard)
+        .with_early(early)
+        .counting(inflated);
     WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await
 }
 
 /// Who a `/ws` connection is, for its task.
 struct WsPeer {
-    /// The connection's activity record, through which hyper hands the socket over.
-    activity: Arc<crate::net::io::Activity>,
+    /// The connection's activity record, through which hyper hands the socket over; none
+    /// when the service runs outside the accept loop (which cannot hand a socket over).
+    activity: Option<Arc<crate::net::io::Activity>>,
     permit: ConnectionPermit,
     deflate: bool,
     client_ip: std::net::IpAddr,
@@ -164,7 +171,10 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             Ok(upgraded) => upgraded,
             Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
         };
-        let taken = socket::take(upgraded, &peer.activity);
+        let taken = peer
+            .activity
+            .as_ref()
+            .and_then(|activity| socket::take(upgraded, activity));
         // The connection's HTTP record is no longer needed once the socket is ours.
         drop(peer.activity);
         let Some((source, sink)) = taken else {
@@ -175,8 +185,9 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             .with_deflate(peer.deflate)
             .with_sink(sink.clone());
         let outbox = Arc::new(outbox);
-        let io = WireIo::new(source, outbox.clone());
-        let socket = Box::new(guarded_websocket(io, &ctx, limits, config).await);
+        let io = WireIo::new(source.read, outbox.clone());
+        let socket = guarded_websocket(io, source.early, &ctx, limits, config).await;
+        let socket = Box::new(socket);
         let conn = connection::Conn {
             outbox,
             sink,
@@ -323,14 +334,14 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         Ok(grant) => grant,
         Err(e) => return crate::auth::bans::refuse(&ctx, client_ip, "ws", &e),
     };
-    let Some(crate::net::io::ConnAbort(activity)) = req.extensions().get().cloned() else {
-        return error_response(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_ERROR",
-            "this connection cannot be upgraded",
-        );
-    };
-    activity.hand_over_socket();
+    // Every connection the accept loop serves has one (`net::accept_loop`).
+    let activity = req
+        .extensions()
+        .get::<crate::net::io::ConnAbort>()
+        .map(|abort| abort.0.clone());
+    if let Some(activity) = &activity {
+        activity.hand_over_socket();
+    }
     let peer = WsPeer {
         activity,
         permit,
