@@ -186,10 +186,9 @@ pub fn payload_of(wire: &Bytes) -> Bytes {
     wire.slice(header.min(wire.len())..)
 }
 
-/// An empty ping: the keep-alive the server sends every `SOCKET_PING_INTERVAL`.
-pub fn ping_frame() -> Bytes {
-    frame(OpCode::Control(Control::Ping), false, &[])
-}
+/// An empty ping, the keep-alive the server sends every `SOCKET_PING_INTERVAL`: the same
+/// two bytes every time, so none are made per ping.
+pub static PING_FRAME: Bytes = Bytes::from_static(&[0x89, 0x00]);
 
 /// A close frame with `code` and `reason` (at most 123 bytes, as a control frame allows).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
@@ -238,7 +237,10 @@ mod tests {
         let deflated = WsFrame::shared("{}".into(), Some(Bytes::from_static(b"ab")));
         assert_eq!(&deflated.wire(true)[..], &[0xc1, 2, b'a', b'b']);
         assert_eq!(&deflated.wire(false)[..], &[0x81, 2, b'{', b'}']);
-        assert_eq!(&ping_frame()[..], &[0x89, 0]);
+        assert_eq!(
+            PING_FRAME,
+            frame(OpCode::Control(Control::Ping), false, &[])
+        );
         assert_eq!(
             &close_frame(4001, "slow")[..],
             &[0x88, 6, 0x0f, 0xa1, b's', b'l', b'o', b'w']

@@ -15,7 +15,6 @@ use crate::engine::Inbound;
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::close;
-use bytes::Bytes;
 use futures_util::StreamExt;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,9 +33,6 @@ pub(super) type Socket = WebSocketStream<GuardedStream<WireIo>>;
 /// How long we wait, once the outbox is closed, for what is queued and our close frame to
 /// go out and for the peer's half of the close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// An empty ping, the same bytes every time.
-static PING: Bytes = Bytes::from_static(&[0x89, 0x00]);
 
 /// A connection's own parts: its outbox and the socket's write half (the same one the
 /// outbox writes), whether permessage-deflate was negotiated, who the client is (for the
@@ -165,7 +161,7 @@ async fn run(
                     tracing::debug!("ping timeout");
                     outbox.close(CloseReason::PingTimeout);
                 } else {
-                    let _ = outbox.push(WsFrame::control(PING.clone()));
+                    let _ = outbox.push(WsFrame::control(crate::frames::PING_FRAME.clone()));
                 }
             }
             () = &mut shutdown, if !outbox.is_closed() => outbox.close(CloseReason::Shutdown),
