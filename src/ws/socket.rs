@@ -33,9 +33,10 @@ impl WsSink {
         self.write.writable().await
     }
 
-    /// Writes what the socket takes now, without blocking (the close frame at the end).
+    /// Writes what the socket takes now, without blocking (the close frame at the end),
+    /// the same way as every other write to it.
     pub fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-        self.write.try_write(bytes)
+        self.try_write_vectored(&[IoSlice::new(bytes)])
     }
 }
 
