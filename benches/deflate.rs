@@ -78,6 +78,7 @@ fn state_update() -> Vec<u8> {
         version: 42,
         server_time: NOW,
         replayed: false,
+        scheduled: None,
     });
     encode_server_frame(&event, None, NOW).into_bytes()
 }
@@ -104,6 +105,8 @@ fn snapshot(members: usize) -> Vec<u8> {
         resumed: false,
         members_truncated: false,
         replay_count: 0,
+        scheduled: None,
+        sheet: None,
     });
     encode_server_frame(&event, Some(&"j1".into()), NOW).into_bytes()
 }

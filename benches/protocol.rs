@@ -41,6 +41,7 @@ fn encode(c: &mut Criterion) {
         version: 42,
         server_time: now,
         replayed: false,
+        scheduled: None,
     });
     c.bench_function("encode/scroll_tick", |b| {
         b.iter(|| encode_server_frame(black_box(&tick), None, now))

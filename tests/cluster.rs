@@ -49,12 +49,12 @@ async fn three_instances_deliver_one_order_one_version_and_one_tick_timeline() {
     for i in 0..40 {
         let tempo = 60.0 + f64::from(i);
         leader
-            .send(ClientEvent::SetTempo(SetTempo { tempo }))
+            .send(ClientEvent::SetTempo(SetTempo::new(tempo)))
             .await
             .unwrap();
     }
     leader
-        .send(ClientEvent::Play(Play { beat: None }))
+        .send(ClientEvent::Play(Play::new(None)))
         .await
         .unwrap();
     let heard_a = state_updates(&mut leader, 41).await;
@@ -156,7 +156,7 @@ async fn a_member_resumes_on_another_instance_with_its_identity_and_seat() {
     let (mut listener_b, _) = member(&b, "moving", None).await;
     until_members(&mut listener_b, 2).await;
     leader
-        .send(ClientEvent::SetTempo(SetTempo { tempo: 90.0 }))
+        .send(ClientEvent::SetTempo(SetTempo::new(90.0)))
         .await
         .unwrap();
     let version = state_updates(&mut listener_b, 1).await[0].0;
@@ -179,7 +179,7 @@ async fn a_member_resumes_on_another_instance_with_its_identity_and_seat() {
     // Past A's recovery window the seat is still held (A let its ghost go).
     tokio::time::sleep(Duration::from_millis(3000)).await;
     moved
-        .send(ClientEvent::SetTempo(SetTempo { tempo: 100.0 }))
+        .send(ClientEvent::SetTempo(SetTempo::new(100.0)))
         .await
         .unwrap();
     let heard = next_matching(&mut listener_b, |e| match e {
@@ -270,7 +270,7 @@ async fn a_resume_on_an_instance_new_to_the_session_replays_what_was_missed_from
     drop(follower);
     for tempo in [101.0, 102.0, 103.0] {
         leader
-            .send(ClientEvent::SetTempo(SetTempo { tempo }))
+            .send(ClientEvent::SetTempo(SetTempo::new(tempo)))
             .await
             .unwrap();
     }

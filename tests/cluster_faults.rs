@@ -33,9 +33,9 @@ async fn redis_lost_and_back_each_instance_serves_its_own_then_they_converge() {
     assert_eq!(during, before + 1, "no state event lost on A");
     // Ticks and the leader's commands keep going on A without Redis.
     leader
-        .send(ClientEvent::Play(bandsync_protocol::client::Play {
-            beat: None,
-        }))
+        .send(ClientEvent::Play(bandsync_protocol::client::Play::new(
+            None,
+        )))
         .await
         .unwrap();
     next_matching(&mut on_a, |e| {

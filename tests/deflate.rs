@@ -440,7 +440,7 @@ async fn bombs_and_corrupt_data_close_only_the_sender() {
 
     // The session is unharmed: a change still reaches the other member.
     leader
-        .send(ClientEvent::SetTempo(SetTempo { tempo: 141.0 }))
+        .send(ClientEvent::SetTempo(SetTempo::new(141.0)))
         .await
         .unwrap();
     let frame = member

@@ -368,7 +368,9 @@ async fn garbage_from_one_member_leaves_the_session_and_the_others_alone() {
         bad.send_raw_text("x".repeat(20_000)).await.unwrap();
         bad.send(tempo(300.0)).await.unwrap(); // NOT_LEADER
         bad.send(seek(-4.0)).await.unwrap(); // INVALID_BEAT
-        bad.send(ClientEvent::Pause).await.unwrap(); // NOT_LEADER
+        bad.send(ClientEvent::Pause(Default::default()))
+            .await
+            .unwrap(); // NOT_LEADER
     }
     let mut errors = 0;
     while errors < 28 {

@@ -196,7 +196,7 @@ async fn a_socket_io_client_and_a_ws_client_share_a_session() {
         |f| matches!(&f.event, ServerEvent::RoomStats(s) if s.members == 2),
     )
     .await;
-    ws.send(ClientEvent::SetTempo(SetTempo { tempo: 133.0 }))
+    ws.send(ClientEvent::SetTempo(SetTempo::new(133.0)))
         .await
         .unwrap();
     step(&mut ws, &mut node, "the Socket.IO message", |f| {
@@ -220,7 +220,7 @@ async fn a_socket_io_client_and_a_ws_client_share_a_session() {
     let sio_leader = playing.leader_id.clone().expect("a leader");
     assert_ne!(sio_leader, joined.client_id, "the Socket.IO client leads");
     let refused = ws
-        .request(ClientEvent::SetTempo(SetTempo { tempo: 70.0 }), STEP)
+        .request(ClientEvent::SetTempo(SetTempo::new(70.0)), STEP)
         .await
         .unwrap();
     assert!(

@@ -168,7 +168,9 @@ async fn last_event_id_replays_the_missed_state_events_without_a_snapshot() {
     );
 
     // Then it is live again.
-    l.send(ClientEvent::Pause).await.unwrap();
+    l.send(ClientEvent::Pause(Default::default()))
+        .await
+        .unwrap();
     l.send(play(None)).await.unwrap();
     let live = sse_until(&mut again, |e| version_of(e) == Some(snap.version + 4)).await;
     assert!(live.iter().all(|e| e.frame.event.type_name() != "snapshot"));

@@ -132,7 +132,9 @@ async fn check_tick_stream(server: &TestServer, interval: f64) {
 
     let gaps = missing(&leader_ticks) + missing(&follower_ticks);
     // Stop, so that every drop the writers will ever count is counted.
-    l.send(ClientEvent::Pause).await.unwrap();
+    l.send(ClientEvent::Pause(Default::default()))
+        .await
+        .unwrap();
     next_state_update(&mut l).await;
     next_state_update(&mut f).await;
     let dropped = metric(server, "bandsync_ticks_dropped_total").await as u64;
@@ -201,7 +203,9 @@ async fn pause_stops_ticks_and_play_resumes_where_it_stopped() {
     assert_eq!(next_state_update(&mut f).await, playing);
     let before = ticks_on(&mut f, &playing, 5).await;
 
-    l.send(ClientEvent::Pause).await.unwrap();
+    l.send(ClientEvent::Pause(Default::default()))
+        .await
+        .unwrap();
     // Ticks may precede the pause's state_update, never follow it.
     let mut last_seq = before[4].seq;
     let paused = loop {

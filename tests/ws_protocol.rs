@@ -159,7 +159,7 @@ async fn leader_commands_are_broadcast_to_everyone_including_the_sender() {
         (tempo(90.0), true),
         (play(None), true),
         (seek(8.0), true),
-        (ClientEvent::Pause, true),
+        (ClientEvent::Pause(Default::default()), true),
         (message("verse 2"), false),
         (play(Some(4.0)), true),
         (tempo(200.0), true),
@@ -203,7 +203,7 @@ async fn leader_commands_are_broadcast_to_everyone_including_the_sender() {
                 assert_eq!(t.beat, s.beat);
                 assert_eq!(t.playing, previous.playing, "seek keeps playing");
             }
-            ClientEvent::Pause => {
+            ClientEvent::Pause(_) => {
                 assert!(!t.playing);
                 let reached = previous.position_at(t.anchor_time);
                 assert!((t.beat - reached).abs() < 1e-4 && t.beat >= 8.0);
@@ -238,7 +238,7 @@ async fn follower_transport_commands_are_refused_and_change_nothing() {
         tempo(100.0),
         play(None),
         play(Some(2.0)),
-        ClientEvent::Pause,
+        ClientEvent::Pause(Default::default()),
         seek(3.0),
     ] {
         let what = format!("{event:?}");
@@ -272,9 +272,9 @@ async fn no_op_commands_answer_with_sync_response_and_bump_nothing() {
     let v = snap.version;
 
     let noops = [
-        ClientEvent::Pause,     // already paused
-        tempo(120.0),           // the current tempo
-        set_role(Role::Leader), // already leader
+        ClientEvent::Pause(Default::default()), // already paused
+        tempo(120.0),                           // the current tempo
+        set_role(Role::Leader),                 // already leader
     ];
     for event in noops {
         let what = format!("{event:?}");
@@ -403,7 +403,7 @@ async fn commands_outside_a_session_get_not_in_session() {
         set_role(Role::Leader),
         tempo(100.0),
         play(None),
-        ClientEvent::Pause,
+        ClientEvent::Pause(Default::default()),
         seek(1.0),
         message("hello"),
     ];

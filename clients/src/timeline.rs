@@ -110,6 +110,7 @@ mod tests {
             version,
             server_time: anchor,
             replayed: false,
+            scheduled: None,
         })
     }
 

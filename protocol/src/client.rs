@@ -32,13 +32,14 @@ pub enum ClientEvent {
     SetRole(SetRole),
     SetTempo(SetTempo),
     Play(Play),
-    Pause,
+    Pause(Pause),
     Seek(Seek),
     SyncRequest,
     UpdateMessage(UpdateMessage),
     Heartbeat(Heartbeat),
     ShareStart(ShareStart),
     ShareStop,
+    SetSheet(SetSheet),
 }
 
 impl ClientEvent {
@@ -50,13 +51,14 @@ impl ClientEvent {
             ClientEvent::SetRole(_) => "set_role",
             ClientEvent::SetTempo(_) => "set_tempo",
             ClientEvent::Play(_) => "play",
-            ClientEvent::Pause => "pause",
+            ClientEvent::Pause(_) => "pause",
             ClientEvent::Seek(_) => "seek",
             ClientEvent::SyncRequest => "sync_request",
             ClientEvent::UpdateMessage(_) => "update_message",
             ClientEvent::Heartbeat(_) => "heartbeat",
             ClientEvent::ShareStart(_) => "share_start",
             ClientEvent::ShareStop => "share_stop",
+            ClientEvent::SetSheet(_) => "set_sheet",
         }
     }
 
@@ -66,9 +68,43 @@ impl ClientEvent {
             self,
             ClientEvent::SetTempo(_)
                 | ClientEvent::Play(_)
-                | ClientEvent::Pause
+                | ClientEvent::Pause(_)
                 | ClientEvent::Seek(_)
+                | ClientEvent::SetSheet(_)
         )
+    }
+
+    /// The schedule of a transport command (`set_tempo`, `play`, `pause`, `seek`); `None`
+    /// for every other event.
+    pub fn schedule(&self) -> Option<Schedule> {
+        match self {
+            ClientEvent::SetTempo(e) => Some(e.schedule),
+            ClientEvent::Play(e) => Some(e.schedule),
+            ClientEvent::Pause(e) => Some(e.schedule),
+            ClientEvent::Seek(e) => Some(e.schedule),
+            _ => None,
+        }
+    }
+}
+
+/// Extension: when a transport command takes effect. Both absent: at once, as the
+/// contract's commands always did. At most one of the two may be given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Server time (ms since the Unix epoch) at which the change takes effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<f64>,
+    /// Takes effect at the next bar boundary of this many beats (Ableton Link's quantized
+    /// start): the first instant after the scheduling lead at which the position is a
+    /// whole multiple of `quantum`. PROTOCOL.md section 6 has the rule while paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantum: Option<f64>,
+}
+
+impl Schedule {
+    /// Whether the command waits for an instant (rather than taking effect at once).
+    pub fn is_scheduled(&self) -> bool {
+        self.at.is_some() || self.quantum.is_some()
     }
 }
 
@@ -112,17 +148,60 @@ pub struct SetRole {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetTempo {
     pub tempo: f64,
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Play {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beat: Option<f64>,
+    #[serde(flatten)]
+    pub schedule: Schedule,
+}
+
+impl SetTempo {
+    /// A tempo change that takes effect at once.
+    pub fn new(tempo: f64) -> Self {
+        Self {
+            tempo,
+            schedule: Schedule::default(),
+        }
+    }
+}
+
+impl Play {
+    /// A start that takes effect at once, from `beat` when given.
+    pub fn new(beat: Option<f64>) -> Self {
+        Self {
+            beat,
+            schedule: Schedule::default(),
+        }
+    }
+}
+
+impl Seek {
+    /// A jump that takes effect at once.
+    pub fn new(beat: f64) -> Self {
+        Self {
+            beat,
+            schedule: Schedule::default(),
+        }
+    }
+}
+
+/// `pause`: its data is optional; only a scheduled pause has any.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pause {
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Seek {
     pub beat: f64,
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -141,4 +220,11 @@ pub struct Heartbeat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShareStart {
     pub token: String,
+}
+
+/// Extension: the session's chord and lyric sheet, in ChordPro, set by the leader. An
+/// empty `text` clears it. At most [`crate::validate::MAX_SHEET_BYTES`] bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetSheet {
+    pub text: String,
 }

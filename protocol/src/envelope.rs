@@ -134,10 +134,7 @@ fn decode_event(kind: &str, data: Option<&str>) -> Result<ClientEvent, ProtocolE
         "set_role" => ClientEvent::SetRole(data_of(kind, data)?),
         "set_tempo" => ClientEvent::SetTempo(data_of(kind, data)?),
         "play" => ClientEvent::Play(data_of(kind, data)?),
-        "pause" => {
-            no_data(kind)?;
-            ClientEvent::Pause
-        }
+        "pause" => ClientEvent::Pause(data_of(kind, data)?),
         "seek" => ClientEvent::Seek(data_of(kind, data)?),
         "sync_request" => {
             no_data(kind)?;
@@ -150,6 +147,7 @@ fn decode_event(kind: &str, data: Option<&str>) -> Result<ClientEvent, ProtocolE
             no_data(kind)?;
             ClientEvent::ShareStop
         }
+        "set_sheet" => ClientEvent::SetSheet(data_of(kind, data)?),
         other => {
             let mut shown: String = other.chars().take(64).collect();
             if shown.len() < other.len() {
@@ -186,10 +184,22 @@ fn validate_event(event: &ClientEvent) -> Result<(), ProtocolError> {
         ClientEvent::SetRole(SetRole { role }) if *role == Role::Listener => {
             Err(invalid("role must be `leader` or `follower`"))
         }
-        ClientEvent::SetTempo(SetTempo { tempo }) => validate::tempo(*tempo),
-        ClientEvent::Play(Play { beat: Some(beat) }) | ClientEvent::Seek(Seek { beat }) => {
-            validate::beat(*beat)
+        ClientEvent::SetTempo(SetTempo { tempo, schedule }) => {
+            validate::tempo(*tempo)?;
+            validate::schedule(schedule.at, schedule.quantum)
         }
+        ClientEvent::Play(Play { beat, schedule }) => {
+            if let Some(beat) = beat {
+                validate::beat(*beat)?;
+            }
+            validate::schedule(schedule.at, schedule.quantum)
+        }
+        ClientEvent::Seek(Seek { beat, schedule }) => {
+            validate::beat(*beat)?;
+            validate::schedule(schedule.at, schedule.quantum)
+        }
+        ClientEvent::Pause(Pause { schedule }) => validate::schedule(schedule.at, schedule.quantum),
+        ClientEvent::SetSheet(SetSheet { text }) => validate::sheet_text(text),
         ClientEvent::UpdateMessage(UpdateMessage { text }) => validate::message_text(text),
         ClientEvent::Heartbeat(Heartbeat { t0 }) if !t0.is_finite() => {
             Err(invalid("t0 must be a finite number"))
@@ -240,6 +250,7 @@ pub fn encode_server_frame(event: &ServerEvent, id: Option<&RequestId>, timestam
         ServerEvent::ShareEnded(d) => serde_json::to_string(d),
         ServerEvent::AudioChunk(d) => serde_json::to_string(d),
         ServerEvent::StreamEvent(d) => serde_json::to_string(d),
+        ServerEvent::Sheet(d) => serde_json::to_string(d),
     };
     out.push_str(&data.expect("server events always serialize"));
     out.push('}');
@@ -304,16 +315,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.id, Some(RequestId::from("r42")));
-        assert_eq!(f.event, ClientEvent::SetTempo(SetTempo { tempo: 128.0 }));
+        assert_eq!(f.event, ClientEvent::SetTempo(SetTempo::new(128.0)));
     }
 
     #[test]
     fn data_may_be_omitted_when_empty_and_unknown_fields_are_ignored() {
         let f = decode_client_frame(r#"{"type":"pause","extra":1}"#).unwrap();
-        assert_eq!(f.event, ClientEvent::Pause);
+        assert_eq!(f.event, ClientEvent::Pause(Pause::default()));
         let f = decode_client_frame(r#"{"type":"play","id":7,"data":{"x":true}}"#).unwrap();
-        assert_eq!(f.event, ClientEvent::Play(Play { beat: None }));
+        assert_eq!(f.event, ClientEvent::Play(Play::new(None)));
         assert_eq!(f.id, Some(RequestId::from(7)));
+    }
+
+    #[test]
+    fn transport_commands_carry_an_optional_schedule() {
+        let f = decode_client_frame(
+            r#"{"type":"set_tempo","data":{"tempo":140,"at":1732190004012.871}}"#,
+        )
+        .unwrap();
+        assert_eq!(f.event.schedule().unwrap().at, Some(1_732_190_004_012.871));
+        let f = decode_client_frame(r#"{"type":"play","data":{"beat":8,"quantum":4}}"#).unwrap();
+        assert_eq!(f.event.schedule().unwrap().quantum, Some(4.0));
+        let f = decode_client_frame(r#"{"type":"pause","data":{"quantum":4}}"#).unwrap();
+        assert!(f.event.schedule().unwrap().is_scheduled());
+        assert!(decode_client_frame(r#"{"type":"sync_request"}"#)
+            .unwrap()
+            .event
+            .schedule()
+            .is_none());
+        for bad in [
+            r#"{"type":"seek","data":{"beat":1,"at":1,"quantum":4}}"#,
+            r#"{"type":"pause","data":{"quantum":0}}"#,
+            r#"{"type":"set_tempo","data":{"tempo":120,"at":-1}}"#,
+        ] {
+            assert_eq!(code_of(bad), ErrorCode::InvalidSchedule, "{bad}");
+        }
+        assert_eq!(
+            code_of(r#"{"type":"pause","data":{"at":"soon"}}"#),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code_of(r#"{"type":"play","data":{"beat":-1,"quantum":4}}"#),
+            ErrorCode::InvalidBeat
+        );
     }
 
     #[test]
@@ -387,11 +431,11 @@ mod tests {
             ClientEvent::SetRole(SetRole {
                 role: Role::Follower,
             }),
-            ClientEvent::SetTempo(SetTempo { tempo: 96.5 }),
-            ClientEvent::Play(Play { beat: Some(8.0) }),
+            ClientEvent::SetTempo(SetTempo::new(96.5)),
+            ClientEvent::Play(Play::new(Some(8.0))),
             ClientEvent::Play(Play::default()),
-            ClientEvent::Pause,
-            ClientEvent::Seek(Seek { beat: 0.0 }),
+            ClientEvent::Pause(Pause::default()),
+            ClientEvent::Seek(Seek::new(0.0)),
             ClientEvent::SyncRequest,
             ClientEvent::UpdateMessage(UpdateMessage {
                 text: "Verse 2".into(),
@@ -401,6 +445,22 @@ mod tests {
                 token: "Bearer Token".into(),
             }),
             ClientEvent::ShareStop,
+            ClientEvent::SetTempo(SetTempo {
+                tempo: 140.0,
+                schedule: Schedule {
+                    at: Some(1_732_190_004_012.871),
+                    quantum: None,
+                },
+            }),
+            ClientEvent::Pause(Pause {
+                schedule: Schedule {
+                    at: None,
+                    quantum: Some(4.0),
+                },
+            }),
+            ClientEvent::SetSheet(SetSheet {
+                text: "{title: Blue}\n[G]Hello".into(),
+            }),
         ];
         for event in events {
             let text = encode_client_frame(&event, Some(&RequestId::from(3)));
@@ -420,6 +480,7 @@ mod tests {
             version: 3,
             server_time: 1_732_190_000_123.456,
             replayed: false,
+            scheduled: None,
         });
         let text = encode_server_frame(&event, Some(&RequestId::from("r1")), 1_732_190_000_123.456);
         assert!(text.starts_with(

@@ -40,6 +40,12 @@ pub enum ErrorCode {
     SessionFull,
     /// Something failed inside the server; the request had no effect.
     InternalError,
+    /// A transport command's `at` or `quantum` is unusable: not finite, both given, `at`
+    /// in the past beyond the tolerance or further ahead than the server schedules, or
+    /// `quantum` outside `0 < quantum <= 64`.
+    InvalidSchedule,
+    /// `set_sheet` text longer than [`crate::validate::MAX_SHEET_BYTES`] bytes.
+    SheetTooLarge,
     /// Any code this version of the crate does not know.
     #[serde(other)]
     Unknown,
@@ -63,6 +69,8 @@ impl ErrorCode {
             ErrorCode::SessionLimit => "SESSION_LIMIT",
             ErrorCode::SessionFull => "SESSION_FULL",
             ErrorCode::InternalError => "INTERNAL_ERROR",
+            ErrorCode::InvalidSchedule => "INVALID_SCHEDULE",
+            ErrorCode::SheetTooLarge => "SHEET_TOO_LARGE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }

@@ -25,6 +25,8 @@ pub enum ServerEvent {
     /// Extension: a change of the Stream Manager stream of the same id, as its WebSocket
     /// sends it (`{"type", "payload", "timestamp", "version"}`; PROTOCOL.md section 17).
     StreamEvent(serde_json::Value),
+    /// Extension: the session's chord sheet changed (PROTOCOL.md section 6).
+    Sheet(Sheet),
 }
 
 impl ServerEvent {
@@ -45,6 +47,7 @@ impl ServerEvent {
             ServerEvent::ShareEnded(_) => "share_ended",
             ServerEvent::AudioChunk(_) => "audio_chunk",
             ServerEvent::StreamEvent(_) => "stream_event",
+            ServerEvent::Sheet(_) => "sheet",
         }
     }
 }
@@ -86,6 +89,12 @@ pub struct Snapshot {
     /// snapshot because the join resumed with a `lastVersion` (0 otherwise).
     #[serde(default)]
     pub replay_count: u64,
+    /// Extension: the transport change waiting for its instant, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<ScheduledChange>,
+    /// Extension: the session's chord and lyric sheet (ChordPro); absent while none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
 }
 
 /// Body of `state_update` and `sync_response`.
@@ -102,6 +111,58 @@ pub struct SessionState {
     /// (`join_session` with `lastVersion`); `serverTime` is then when it was first sent.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// Extension: the transport change waiting for its instant, if any. `transport` holds
+    /// until `scheduled.at`, `scheduled.transport` from then on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<ScheduledChange>,
+}
+
+/// Extension: a transport command the leader scheduled (`at` or `quantum`), announced as
+/// soon as it is accepted so that clients can prepare, and applied by the server at `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledChange {
+    /// Identifies this change (a later announcement of the same change has the same id).
+    pub id: u64,
+    /// The command: `play`, `pause`, `seek` or `set_tempo`.
+    pub action: ScheduledAction,
+    /// Server time (ms) at which it takes effect.
+    pub at: f64,
+    /// The transport from `at` on (anchored at `at`).
+    pub transport: Transport,
+}
+
+impl ScheduledChange {
+    /// The transport in effect at server time `t`, given the one before the change.
+    pub fn transport_at(&self, before: &Transport, t: f64) -> Transport {
+        if t >= self.at {
+            self.transport
+        } else {
+            *before
+        }
+    }
+}
+
+/// Which command a [`ScheduledChange`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduledAction {
+    Play,
+    Pause,
+    Seek,
+    SetTempo,
+}
+
+/// Extension: the session's chord and lyric sheet, sent to every member and listener when
+/// the leader sets it (joiners find it in their `snapshot`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sheet {
+    pub session_id: String,
+    /// ChordPro text; empty when the leader cleared the sheet.
+    pub text: String,
+    /// The session `version` of the change that set it.
+    pub version: u64,
 }
 
 /// The position every `SCROLL_TICK_INTERVAL` ms while playing.

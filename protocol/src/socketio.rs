@@ -197,6 +197,7 @@ mod tests {
             version,
             server_time: 12.5,
             replayed: false,
+            scheduled: None,
         })
     }
 
@@ -259,7 +260,7 @@ mod tests {
         assert!(matches!(ok.event, ClientEvent::SetTempo(t) if t.tempo == 128.0));
         assert_eq!(ok.id, Some(RequestId::from("r9")));
         let bare = decode_event_array(r#"["pause"]"#).unwrap();
-        assert!(matches!(bare.event, ClientEvent::Pause));
+        assert!(matches!(bare.event, ClientEvent::Pause(_)));
         let null = decode_event_array(r#"["sync_request",null,"extra"]"#).unwrap();
         assert!(matches!(null.event, ClientEvent::SyncRequest));
         let bad = decode_event_array(r#"["set_tempo",{"tempo":9999,"id":3}]"#).unwrap_err();

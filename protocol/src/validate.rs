@@ -17,6 +17,50 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// well under 1 KiB, an RS256 one with a 4096-bit key under 1.5 KiB.
 pub const MAX_CREDENTIAL_BYTES: usize = 4096;
 
+/// Largest `quantum` of a scheduled command, in beats (16 bars of 4/4).
+pub const MAX_QUANTUM: f64 = 64.0;
+/// Longest chord sheet (`set_sheet` text), in bytes of UTF-8: several times a long song in
+/// ChordPro, and small enough to fit the default 16 KiB frame limit once JSON-escaped.
+pub const MAX_SHEET_BYTES: usize = 12 * 1024;
+
+/// The shape of a schedule: `at` finite and positive, `quantum` finite in
+/// `0 < quantum <= 64`, not both. Whether `at` is near enough is the server's check: it
+/// needs the server clock.
+pub fn schedule(at: Option<f64>, quantum: Option<f64>) -> Result<(), ProtocolError> {
+    let invalid = |message: &str| Err(ProtocolError::new(ErrorCode::InvalidSchedule, message));
+    match (at, quantum) {
+        (Some(_), Some(_)) => invalid("give `at` or `quantum`, not both"),
+        (Some(at), None) if !at.is_finite() || at <= 0.0 => {
+            invalid("at must be a finite server time in ms since the Unix epoch")
+        }
+        (None, Some(q)) if !q.is_finite() || q <= 0.0 || q > MAX_QUANTUM => {
+            invalid("quantum must be a number of beats above 0 and at most 64")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A chord sheet: at most [`MAX_SHEET_BYTES`] bytes, no control characters other than
+/// line breaks and tabs (ChordPro is text).
+pub fn sheet_text(text: &str) -> Result<(), ProtocolError> {
+    if text.len() > MAX_SHEET_BYTES {
+        return Err(ProtocolError::new(
+            ErrorCode::SheetTooLarge,
+            format!("a sheet must be at most {MAX_SHEET_BYTES} bytes"),
+        ));
+    }
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidMessage,
+            "a sheet must not contain control characters other than line breaks and tabs",
+        ));
+    }
+    Ok(())
+}
+
 /// A session id: 1 to 128 characters of `A-Z a-z 0-9 . _ - /`.
 pub fn session_id(id: &str) -> Result<(), ProtocolError> {
     let valid_char = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-' | b'/');
@@ -153,6 +197,39 @@ mod tests {
         assert_eq!(
             message_text(&"a".repeat(1001)).unwrap_err().code,
             ErrorCode::MessageTooLong
+        );
+    }
+
+    #[test]
+    fn schedules_take_one_finite_instant_or_quantum() {
+        assert!(schedule(None, None).is_ok());
+        assert!(schedule(Some(1.7e12), None).is_ok());
+        assert!(schedule(None, Some(4.0)).is_ok());
+        assert!(schedule(None, Some(MAX_QUANTUM)).is_ok());
+        for (at, quantum) in [
+            (Some(1.7e12), Some(4.0)),
+            (Some(f64::NAN), None),
+            (Some(f64::INFINITY), None),
+            (Some(-5.0), None),
+            (None, Some(0.0)),
+            (None, Some(-4.0)),
+            (None, Some(64.5)),
+            (None, Some(f64::NAN)),
+        ] {
+            let code = schedule(at, quantum).unwrap_err().code;
+            assert_eq!(code, ErrorCode::InvalidSchedule, "{at:?} {quantum:?}");
+        }
+    }
+
+    #[test]
+    fn sheets_are_bounded_text() {
+        assert!(sheet_text("{title: Blue}\n[G]Hello\t[C]world\r\n").is_ok());
+        assert!(sheet_text(&"a".repeat(MAX_SHEET_BYTES)).is_ok());
+        let long = sheet_text(&"a".repeat(MAX_SHEET_BYTES + 1));
+        assert_eq!(long.unwrap_err().code, ErrorCode::SheetTooLarge);
+        assert_eq!(
+            sheet_text("a\u{0}b").unwrap_err().code,
+            ErrorCode::InvalidMessage
         );
     }
 

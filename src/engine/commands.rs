@@ -70,6 +70,13 @@ impl Engine {
             ClientEvent::SyncRequest => self.reply_state(key, id, &session_id),
             ClientEvent::ShareStart(start) => self.share_start(key, id, &session_id, &start.token),
             ClientEvent::ShareStop => self.share_stop(key, id),
+            ClientEvent::SetSheet(_) => {
+                let error = ProtocolError::new(
+                    ErrorCode::UnknownType,
+                    "this server does not keep chord sheets yet",
+                );
+                self.reply_error(key, id.as_ref(), error);
+            }
             ClientEvent::UpdateMessage(UpdateMessage { text }) => {
                 if self.sessions[&session_id].message == text {
                     return self.reply_state(key, id, &session_id);
@@ -97,13 +104,20 @@ impl Engine {
         event: ClientEvent,
         ack: bool,
     ) {
+        if event.schedule().is_some_and(|s| s.is_scheduled()) {
+            let error = ProtocolError::new(
+                ErrorCode::InvalidSchedule,
+                "this server applies transport commands at once only",
+            );
+            return self.reply_error(key, id.as_ref(), error);
+        }
         let now = self.clock.now_ms();
         let mut transport = self.sessions[session_id].transport;
         let changed = match event {
-            ClientEvent::SetTempo(SetTempo { tempo }) => transport.set_tempo(now, tempo),
-            ClientEvent::Play(Play { beat }) => transport.play(now, beat),
-            ClientEvent::Pause => transport.pause(now),
-            ClientEvent::Seek(Seek { beat }) => transport.seek(now, beat),
+            ClientEvent::SetTempo(SetTempo { tempo, .. }) => transport.set_tempo(now, tempo),
+            ClientEvent::Play(Play { beat, .. }) => transport.play(now, beat),
+            ClientEvent::Pause(_) => transport.pause(now),
+            ClientEvent::Seek(Seek { beat, .. }) => transport.seek(now, beat),
             _ => unreachable!("only transport events are routed here"),
         };
         if changed {
@@ -194,6 +208,7 @@ impl Engine {
             version: session.version,
             server_time: self.clock.now_ms(),
             replayed: false,
+            scheduled: None,
         }
     }
 

@@ -356,5 +356,6 @@ pub(super) fn state_of(record: &SessionRecord, now_ms: f64) -> SessionState {
         version: record.version,
         server_time: now_ms,
         replayed: false,
+        scheduled: None,
     }
 }

@@ -82,6 +82,7 @@ mod tests {
             version,
             server_time: version as f64,
             replayed: false,
+            scheduled: None,
         }
     }
 

@@ -60,6 +60,8 @@ impl Engine {
             resumed,
             members_truncated: member_count as usize > limit,
             replay_count: 0,
+            scheduled: state.scheduled,
+            sheet: None,
         }
     }
 

@@ -380,7 +380,7 @@ pub async fn until_members(client: &mut WsClient, members: u64) {
 
 pub async fn set_tempo(client: &mut WsClient, tempo: f64) {
     client
-        .send(ClientEvent::SetTempo(SetTempo { tempo }))
+        .send(ClientEvent::SetTempo(SetTempo::new(tempo)))
         .await
         .unwrap();
 }

@@ -115,15 +115,15 @@ pub async fn raw_request(client: &mut WsClient, text: &str, id: &RequestId) -> S
 }
 
 pub fn tempo(tempo: f64) -> ClientEvent {
-    ClientEvent::SetTempo(SetTempo { tempo })
+    ClientEvent::SetTempo(SetTempo::new(tempo))
 }
 
 pub fn play(beat: Option<f64>) -> ClientEvent {
-    ClientEvent::Play(Play { beat })
+    ClientEvent::Play(Play::new(beat))
 }
 
 pub fn seek(beat: f64) -> ClientEvent {
-    ClientEvent::Seek(Seek { beat })
+    ClientEvent::Seek(Seek::new(beat))
 }
 
 pub fn message(text: &str) -> ClientEvent {

@@ -39,15 +39,13 @@ pub struct ChurnLeader {
 /// message, pause changes something every time.
 fn change(k: u64) -> ClientEvent {
     match k % 5 {
-        0 => ClientEvent::SetTempo(SetTempo {
-            tempo: 100.0 + (k % 200) as f64 * 0.5,
-        }),
-        1 => ClientEvent::Play(Play { beat: None }),
-        2 => ClientEvent::Seek(Seek { beat: k as f64 }),
+        0 => ClientEvent::SetTempo(SetTempo::new(100.0 + (k % 200) as f64 * 0.5)),
+        1 => ClientEvent::Play(Play::new(None)),
+        2 => ClientEvent::Seek(Seek::new(k as f64)),
         3 => ClientEvent::UpdateMessage(UpdateMessage {
             text: format!("cue {k}"),
         }),
-        _ => ClientEvent::Pause,
+        _ => ClientEvent::Pause(Default::default()),
     }
 }
 

@@ -46,7 +46,7 @@ impl Leader {
     /// Starts playback and waits for the `state_update` that says so.
     pub async fn play(&mut self) -> anyhow::Result<()> {
         self.ws
-            .send(ClientEvent::Play(Play { beat: Some(0.0) }))
+            .send(ClientEvent::Play(Play::new(Some(0.0))))
             .await?;
         self.ws
             .wait_for(
@@ -101,7 +101,7 @@ impl Leader {
                         rec.expected.fetch_add(followers.load(Relaxed), Relaxed);
                         rec.mark_sent(index);
                     }
-                    self.ws.send_with_id(ClientEvent::SetTempo(SetTempo { tempo }), None).await?;
+                    self.ws.send_with_id(ClientEvent::SetTempo(SetTempo::new(tempo)), None).await?;
                     k += 1;
                 }
                 incoming = self.ws.next() => self.on_incoming(incoming)?,

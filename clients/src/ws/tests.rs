@@ -70,6 +70,8 @@ fn snapshot(client_id: &str) -> ServerEvent {
         resumed: false,
         members_truncated: false,
         replay_count: 0,
+        scheduled: None,
+        sheet: None,
     })
 }
 
@@ -245,7 +247,10 @@ async fn heartbeat_yields_a_clock_sample_and_ids_keep_counting() {
     assert!(sample.round_trip >= 0.0 && sample.round_trip < 1_000.0);
     assert!((sample.offset - 10_000.0).abs() <= sample.round_trip / 2.0 + 1e-6);
     assert_eq!(
-        client.send(ClientEvent::Pause).await.unwrap(),
+        client
+            .send(ClientEvent::Pause(Default::default()))
+            .await
+            .unwrap(),
         RequestId::from(2)
     );
     client.close().await.unwrap();

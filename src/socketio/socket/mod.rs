@@ -416,7 +416,7 @@ fn answered_by_broadcast(event: &ClientEvent) -> bool {
         event,
         ClientEvent::SetTempo(_)
             | ClientEvent::Play(_)
-            | ClientEvent::Pause
+            | ClientEvent::Pause(_)
             | ClientEvent::Seek(_)
             | ClientEvent::UpdateMessage(_)
             | ClientEvent::SetRole(_)

@@ -63,17 +63,13 @@ fn parse_line(line: &str) -> Result<Option<Line>, String> {
     };
     Ok(Some(match word {
         "" => return Ok(None),
-        "tempo" => Line::Send(ClientEvent::SetTempo(SetTempo {
-            tempo: number("beats per minute")?,
-        })),
-        "play" if rest.is_empty() => Line::Send(ClientEvent::Play(Play { beat: None })),
-        "play" => Line::Send(ClientEvent::Play(Play {
-            beat: Some(number("a beat")?),
-        })),
-        "pause" => Line::Send(ClientEvent::Pause),
-        "seek" => Line::Send(ClientEvent::Seek(Seek {
-            beat: number("a beat")?,
-        })),
+        "tempo" => Line::Send(ClientEvent::SetTempo(SetTempo::new(number(
+            "beats per minute",
+        )?))),
+        "play" if rest.is_empty() => Line::Send(ClientEvent::Play(Play::new(None))),
+        "play" => Line::Send(ClientEvent::Play(Play::new(Some(number("a beat")?)))),
+        "pause" => Line::Send(ClientEvent::Pause(Default::default())),
+        "seek" => Line::Send(ClientEvent::Seek(Seek::new(number("a beat")?))),
         "msg" => Line::Send(ClientEvent::UpdateMessage(UpdateMessage {
             text: rest.to_owned(),
         })),
@@ -114,10 +110,10 @@ pub async fn run(args: LeadArgs) -> anyhow::Result<()> {
     };
     monitor.on_frame(&snapshot, Instant::now(), wall_clock_ms(), None, None);
 
-    let tempo = ClientEvent::SetTempo(SetTempo { tempo: args.tempo });
+    let tempo = ClientEvent::SetTempo(SetTempo::new(args.tempo));
     client.send(tempo).await.context("setting the tempo")?;
     if args.play {
-        let play = ClientEvent::Play(Play { beat: None });
+        let play = ClientEvent::Play(Play::new(None));
         client.send(play).await.context("starting playback")?;
     }
     if !args.json {
@@ -214,15 +210,12 @@ mod tests {
     fn parses_the_documented_commands() {
         assert_eq!(
             send("tempo 128"),
-            ClientEvent::SetTempo(SetTempo { tempo: 128.0 })
+            ClientEvent::SetTempo(SetTempo::new(128.0))
         );
-        assert_eq!(send("play"), ClientEvent::Play(Play { beat: None }));
-        assert_eq!(
-            send("  play 16 "),
-            ClientEvent::Play(Play { beat: Some(16.0) })
-        );
-        assert_eq!(send("pause"), ClientEvent::Pause);
-        assert_eq!(send("seek 8"), ClientEvent::Seek(Seek { beat: 8.0 }));
+        assert_eq!(send("play"), ClientEvent::Play(Play::new(None)));
+        assert_eq!(send("  play 16 "), ClientEvent::Play(Play::new(Some(16.0))));
+        assert_eq!(send("pause"), ClientEvent::Pause(Default::default()));
+        assert_eq!(send("seek 8"), ClientEvent::Seek(Seek::new(8.0)));
         assert_eq!(
             send("msg  chorus, twice "),
             ClientEvent::UpdateMessage(UpdateMessage {
@@ -248,7 +241,7 @@ mod tests {
         // The server's validation answers with INVALID_TEMPO; the CLI lets you see that.
         assert_eq!(
             send("tempo 1000"),
-            ClientEvent::SetTempo(SetTempo { tempo: 1000.0 })
+            ClientEvent::SetTempo(SetTempo::new(1000.0))
         );
     }
 }

@@ -136,6 +136,13 @@ pub fn describe(frame: &ServerFrame) -> String {
             e.get("type").and_then(|t| t.as_str()).unwrap_or("?"),
             e.get("version").and_then(|v| v.as_u64()).unwrap_or(0)
         ),
+        ServerEvent::Sheet(s) => write!(
+            out,
+            " session={} v{} ({} lines)",
+            s.session_id,
+            s.version,
+            s.text.lines().count()
+        ),
     };
     out
 }
