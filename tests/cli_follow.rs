@@ -10,7 +10,8 @@
 mod cli_support;
 mod common;
 
-use bandsync_client::protocol::client::{Play, SetTempo};
+use bandsync_client::protocol::client::{Play, Schedule, SetTempo};
+use bandsync_client::protocol::server::ServerEvent;
 use bandsync_client::protocol::{ClientEvent, Role};
 use bandsync_client::{Credentials, WsClient};
 use cli_support::{args, run_cli, text};
@@ -127,4 +128,78 @@ async fn follow_refuses_a_bar_of_no_beats() {
     .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("beats-per-bar"));
+}
+
+/// A tempo change the leader schedules at the next bar: the CLI, told ahead, switches its
+/// bars exactly at that bar, where the server applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_switches_bars_at_a_scheduled_tempo_change() {
+    let server = TestServer::start().await;
+    let mut lead = leader(&server, "sched").await;
+    lead.send(ClientEvent::SetTempo(SetTempo::new(240.0)))
+        .await
+        .unwrap();
+    lead.send(ClientEvent::Play(Play::new(Some(0.0))))
+        .await
+        .unwrap();
+    let url = server.ws_url();
+    let follow = tokio::spawn(async move {
+        run(&[
+            "follow",
+            "--url",
+            &url,
+            "--session",
+            "sched",
+            "--bars",
+            "--json",
+            "--no-ticks",
+            "--duration",
+            "5",
+        ])
+        .await
+    });
+    // Let the follower join and settle its clock, then schedule 120 bpm at the next bar.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let change = SetTempo {
+        tempo: 120.0,
+        schedule: Schedule {
+            at: None,
+            quantum: Some(4.0),
+        },
+    };
+    lead.send(ClientEvent::SetTempo(change)).await.unwrap();
+    let announced = lead
+        .wait_for(
+            |frame| matches!(&frame.event, ServerEvent::StateUpdate(s) if s.scheduled.is_some()),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let ServerEvent::StateUpdate(state) = announced.event else {
+        unreachable!()
+    };
+    let at = state.scheduled.unwrap().at;
+    let out = follow.await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let bars = bars(&out);
+    assert!(
+        bars.iter()
+            .any(|b| (b["serverTime"].as_f64().unwrap() - at).abs() < 1e-3),
+        "a bar falls on the change's instant {at}: {}",
+        text(&out)
+    );
+    let mut before = 0;
+    let mut after = 0;
+    for pair in bars.windows(2) {
+        let start = pair[0]["serverTime"].as_f64().unwrap();
+        let gap = pair[1]["serverTime"].as_f64().unwrap() - start;
+        if start < at - 1e-3 {
+            assert!((gap - 1_000.0).abs() < 1e-3, "{pair:?}");
+            before += 1;
+        } else {
+            assert!((gap - 2_000.0).abs() < 1e-3, "{pair:?}");
+            after += 1;
+        }
+    }
+    assert!(before >= 1 && after >= 1, "{}", text(&out));
 }
