@@ -65,6 +65,7 @@ export class SheetView {
     if (line.kind === 'comment') return el('div', 'sheet-line comment', line.text);
     if (line.kind === 'section') return el('div', `sheet-line section ${line.section}`, line.text);
     const row = el('div', `sheet-line lyrics${line.section ? ` in-${line.section}` : ''}`);
+    if (line.segments.every((seg) => seg.text.trim() === '')) row.classList.add('chords-only');
     row.dataset.start = String(line.startBeat);
     for (const seg of line.segments) {
       const cell = el('span', 'seg');
