@@ -66,6 +66,25 @@ mod tests {
         assert_eq!(on_disk, rows);
     }
 
+    /// The sheet is the leader's text and the names are the members': the page puts text in
+    /// with `textContent` only, never through an HTML parser.
+    #[test]
+    fn the_page_never_writes_markup() {
+        let app = include_str!("../../static/app.js");
+        for (name, body) in MODULES.iter().copied().chain([("app.js", app)]) {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "createContextualFragment",
+                "eval(",
+            ] {
+                assert!(!body.contains(sink), "{name} uses {sink}");
+            }
+        }
+    }
+
     #[test]
     fn only_named_modules_are_module_paths() {
         assert!(is_module_path("/js/clock.js"));
