@@ -10,7 +10,8 @@
 //    (each page's audio clock mapped through its own clock estimate) within 2 ms.
 // 3. A sets tempo 150 "at next bar": both pages show the pending change; their clicks are
 //    500 ms apart before beat N = the bar's first beat, 400 ms after, and beat N's click is
-//    at the change's instant, each within 1 ms.
+//    at the change's instant, each within 1 ms (in the server times the pages computed, and
+//    in those their audio clock will sound them at).
 // 4. A seeks to beat 80: B's and C's highlighted line is the one holding the position, the
 //    sheet box has scrolled, and the highlight advances as the song plays.
 // 5. A pauses at the next bar: B's last click is the beat before it.
@@ -142,6 +143,11 @@ async function run() {
       });
       const heardGaps = [];
       for (let k = beatN - 3; k < beatN + 3; k++) heardGaps.push(got.get(k + 1).heard - got.get(k).heard);
+      // The same through the audio clock: what the page handed to Web Audio, mapped back.
+      heardGaps.forEach((g, i) => {
+        const want = i < 3 ? 500 : 400;
+        check(Math.abs(g - want) <= CHANGE_MS, `${name}: heard interval ${i - 3} around beat ${beatN} is ${g.toFixed(3)} ms, want ${want}: ${heardGaps}`);
+      });
       log(`${name}: intervals ${gaps.map((g) => g.toFixed(2)).join(', ')} ms (heard ${heardGaps.map((g) => g.toFixed(2)).join(', ')}); beat ${beatN} at the change ${(at - sc.at).toFixed(3)} ms`);
     }
 
