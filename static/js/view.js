@@ -27,6 +27,8 @@ function plural(n, word) {
  */
 export function createView({ el, sheet, beatsPerBar, leaderControls, memberControls }) {
   let lastShownTempo = null;
+  /** The sheet last put into the editor by the page (not typed). */
+  let sheetInEditor = '';
   let renderedLogLength = -1;
   let renderedLogLast = null;
   let lastCell = -1;
@@ -72,6 +74,15 @@ export function createView({ el, sheet, beatsPerBar, leaderControls, memberContr
     setText(el.message, state.message);
     el.message.classList.toggle('empty', !state.message);
     sheet.set(state.sheet);
+    // The editor follows the session's sheet while nobody edits it here (a new leader finds
+    // the sheet to change, not an empty box); what someone typed is never overwritten.
+    if (el.sheetInput.value === state.sheet) {
+      sheetInEditor = state.sheet; // what was typed here became the session's sheet
+    } else if (el.sheetInput.value === sheetInEditor && document.activeElement !== el.sheetInput) {
+      el.sheetInput.value = state.sheet;
+      sheetInEditor = state.sheet;
+      el.sheetInput.dispatchEvent(new Event('input'));
+    }
 
     const connected = state.connection === 'joined' && state.transportKind === 'websocket';
     const isLeader = connected && state.role === 'leader';

@@ -77,6 +77,7 @@ async function run() {
     }
     const title = await c.textContent('#sheet-header .sheet-title');
     check(title === 'Long Song', `C: sheet title ${JSON.stringify(title)}`);
+    check(await b.inputValue('#sheet-input') === sheetText(), 'B: the sheet editor should hold the session\'s sheet');
     const bold = await b.evaluate(() => document.querySelectorAll('#sheet-lines b').length);
     check(bold === 0, 'B: the sheet\'s markup must stay text');
     log('B and C render the sheet (title, 60 timed lines, markup kept as text)');
