@@ -2,6 +2,7 @@
 //! `redis-server` of the test's own. A change scheduled through one instance is announced
 //! to the members of every instance, and every instance applies it at its instant with one
 //! and the same activation commit (each proposes it; Redis lets exactly one through).
+//! Without Redis, each instance applies it locally at the same instant.
 
 mod cluster_support;
 
@@ -191,4 +192,62 @@ async fn the_sheet_crosses_instances_and_survives_in_the_cluster() {
     let mut joiner = WsClient::connect(&c.ws_url()).await.unwrap();
     let snapshot = joiner.join("sheet", None, None).await.unwrap();
     assert_eq!(snapshot.sheet.as_deref(), Some(text));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_lost_every_instance_still_applies_the_pending_change_at_its_instant() {
+    let Some((mut redis, [a, b])) = cluster(&[]) else {
+        return;
+    };
+    let (mut leader, _) = member(&a, "outage", Some(Role::Leader)).await;
+    let (mut on_b, _) = member(&b, "outage", None).await;
+    until_members(&mut on_b, 2).await;
+    let now = leader
+        .request(ClientEvent::SyncRequest, cluster_support::WAIT)
+        .await
+        .unwrap()
+        .timestamp;
+    let schedule = Schedule {
+        at: Some(now + 1500.0),
+        quantum: None,
+    };
+    leader
+        .send(ClientEvent::SetTempo(SetTempo {
+            tempo: 75.0,
+            schedule,
+        }))
+        .await
+        .unwrap();
+    let change = next_matching(&mut on_b, |e| match e {
+        ServerEvent::StateUpdate(s) => s.scheduled,
+        _ => None,
+    })
+    .await;
+    redis.kill();
+    let started = Instant::now();
+    a.wait_for_redis("down");
+    b.wait_for_redis("down");
+    eprintln!(
+        "both instances saw Redis down after {:?}",
+        started.elapsed()
+    );
+    for (name, client) in [("A", &mut leader), ("B", &mut on_b)] {
+        let applied = next_matching(client, |e| match e {
+            ServerEvent::StateUpdate(s) if s.scheduled.is_none() => Some(s.clone()),
+            _ => None,
+        })
+        .await;
+        assert_eq!(applied.transport, change.transport, "{name}");
+        assert!(
+            applied.server_time >= change.at,
+            "{name}: not before its instant"
+        );
+    }
+    for instance in [&a, &b] {
+        let text = instance.metrics().await;
+        assert!(
+            metric(&text, "bandsync_cluster_local_commits_total") >= 1.0,
+            "committed locally"
+        );
+    }
 }
