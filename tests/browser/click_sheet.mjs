@@ -109,6 +109,10 @@ async function run() {
     const worst = Math.max(...diffs);
     check(worst <= AGREEMENT_MS, `A's and B's clicks are heard up to ${worst.toFixed(3)} ms apart (limit ${AGREEMENT_MS})`);
     const latency = await b.evaluate(() => window.bandsyncDebug.reportedLatencyMs());
+    for (const [name, page] of [['A', a], ['B', b]]) {
+      const clock = await page.evaluate(() => window.bandsync.state.clock);
+      log(`${name}: clock offset ${clock.offset.toFixed(3)} ms ± ${clock.error.toFixed(3)} (rtt ${clock.rtt.toFixed(3)} ms)`);
+    }
     log(`${diffs.length} common clicks heard within ${worst.toFixed(3)} ms of each other (B reports ${latency.toFixed(1)} ms output latency)`);
 
     // --- 3. a tempo change at the next bar ----------------------------------------------
