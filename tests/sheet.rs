@@ -1,8 +1,8 @@
 //! The chord sheet: `set_sheet` from the leader commits a version and reaches every member
 //! and SSE listener as a `sheet` event; joiners find it in their `snapshot`, the session
 //! API shows it, it is bounded, setting the same text changes nothing, it survives
-//! retention, and a resume from before it gets the snapshot rather than a replay that
-//! would skip it.
+//! retention, an SSE listener resuming with `Last-Event-ID` gets it replayed, and a
+//! WebSocket resume from before it gets the snapshot rather than a replay that would skip it.
 
 mod common;
 mod support;
@@ -169,4 +169,26 @@ async fn a_resume_from_before_a_sheet_change_gets_the_snapshot_not_a_replay() {
         .await
         .expect("resume");
     assert_eq!(resumed.replay_count, 1, "{resumed:?}");
+}
+
+/// A listener that comes back with `Last-Event-ID` gets the sheet it missed from the SSE
+/// resume history, like the state events around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_listener_resuming_with_last_event_id_gets_the_missed_sheet() {
+    let server = TestServer::start().await;
+    let (mut leader, _) = join_leader(&server, "heard").await;
+    let mut listener = sse(&server, "heard", None).await;
+    let opening = sse_next(&mut listener).await;
+    assert_eq!(opening.frame.event.type_name(), "snapshot");
+    let last = sse_id(&opening).to_string();
+    drop(listener);
+    leader.send(set_sheet(SONG)).await.unwrap();
+    let sheet = next_sheet(&mut leader).await;
+
+    let mut back = sse(&server, "heard", Some(&last)).await;
+    let skip = ["room_stats", "scroll_tick", "state_update"];
+    match sse_next_skipping(&mut back, &skip).await.frame.event {
+        ServerEvent::Sheet(heard) => assert_eq!(heard, sheet),
+        other => panic!("expected the missed sheet, got {other:?}"),
+    }
 }

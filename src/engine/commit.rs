@@ -400,16 +400,23 @@ fn session_pending(
     }
 }
 
-/// The `state_update` of a committed record.
+/// The `state_update` of a committed record, as in effect at `now_ms`: a record whose
+/// pending change is already due (committed just before the instant, delivered after it)
+/// shows the change applied, so a client that ignores `scheduled` is never sent the
+/// transport from before an instant that has passed.
 pub(super) fn state_of(record: &SessionRecord, now_ms: f64) -> SessionState {
+    let (transport, scheduled) = match record.scheduled {
+        Some(change) if now_ms >= change.at => (change.transport, None),
+        pending => (record.transport, pending),
+    };
     SessionState {
         session_id: record.session_id.clone(),
-        transport: record.transport,
+        transport,
         message: record.message.clone(),
         leader_id: record.leader.clone(),
         version: record.version,
         server_time: now_ms,
         replayed: false,
-        scheduled: record.scheduled,
+        scheduled,
     }
 }

@@ -329,8 +329,8 @@ impl Engine {
 
     /// Adds to `batch` what is already queued, and, when the previous batch started less
     /// than the batching window ago, what arrives before the window closes (but never past
-    /// the next tick or scheduled change). A backlog (the previous batch was full) is never held: its events
-    /// have already waited.
+    /// the next tick or scheduled change). A backlog (the previous batch was full) is never
+    /// held: its events have already waited.
     fn collect_batch(
         &self,
         inbox: &EngineInbox,

@@ -108,10 +108,17 @@ impl Engine {
                 continue; // replaced, cancelled, or already folded in by another commit
             }
             self.metrics.scheduled_activations.inc();
-            // `change_as` folds the due change into the projection before proposing it.
-            let kind = ProposalKind::Activate(id);
-            let then = AfterCommit::Activation;
-            self.change_as(kind, &session_id, LeaderCheck::Any, None, then, |_| {});
+            // `change_as` folds the due change into the projection before proposing it. A
+            // panic is contained to this session's activation, as one is to one message.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let kind = ProposalKind::Activate(id);
+                let then = AfterCommit::Activation;
+                self.change_as(kind, &session_id, LeaderCheck::Any, None, then, |_| {});
+            }));
+            if outcome.is_err() {
+                self.metrics.engine_panics.inc();
+                tracing::error!(session = %session_id, "the engine caught a panic while applying a scheduled change; it carries on");
+            }
         }
     }
 
