@@ -356,6 +356,9 @@ async fn the_page_and_its_assets_are_served() {
         ("/", "text/html"),
         ("/app.js", "text/javascript"),
         ("/style.css", "text/css"),
+        ("/js/clock.js", "text/javascript"),
+        ("/js/click.js", "text/javascript"),
+        ("/js/chordpro.js", "text/javascript"),
     ] {
         let response = get(&server, path).await;
         assert_eq!(response.status().as_u16(), 200, "{path}");
@@ -365,6 +368,13 @@ async fn the_page_and_its_assets_are_served() {
             .to_owned();
         assert!(got.starts_with(content_type), "{path}: {got}");
         assert!(!response.text().await.unwrap().is_empty(), "{path}");
+    }
+    // Only the page's own modules: no directory walk, no path out of `static/js/`.
+    for path in ["/js/nope.js", "/js/..%2Fapp.js", "/js/"] {
+        let response = get(&server, path).await;
+        assert_eq!(response.status().as_u16(), 404, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "NOT_FOUND", "{path}");
     }
 }
 

@@ -294,6 +294,29 @@ mod tests {
     }
 
     #[test]
+    fn more_delay_renders_a_click_at_an_earlier_sample() {
+        // The sample heard at the click's time is the one rendered for it: with 20 ms more
+        // output delay (latency + calibration) it is 960 samples earlier, so the sound
+        // leaves the program earlier and is heard on time through the slower output.
+        let heard_at = |delay: f64| {
+            let mut c = SampleClock::new(SAMPLE_RATE, delay);
+            c.reading(0, T);
+            let mut r = ClickRenderer::default();
+            r.command(ClickCommand::Add(Click {
+                local_ms: T + 500.0,
+                accent: false,
+            }));
+            (0..48_000u64)
+                .find(|&n| {
+                    r.sample(c.time_of(n).unwrap(), c.period_ms());
+                    r.sounding()
+                })
+                .unwrap()
+        };
+        assert_eq!(heard_at(20.0) - heard_at(40.0), 960);
+    }
+
+    #[test]
     fn the_sample_clock_anchors_at_the_first_pull_plus_the_delay_and_follows_drift() {
         let mut c = SampleClock::new(SAMPLE_RATE, 40.0);
         assert_eq!(c.time_of(0), None);

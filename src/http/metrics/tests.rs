@@ -281,6 +281,7 @@ fn every_documented_operation_has_a_template() {
             .replace("{sessionId}", "123456")
             .replace("{owner}", "octocat")
             .replace("{name}", "hello-world")
+            .replace("{module}", "clock.js")
             .replace("{id}", "ast_5be1f0c2a9d84e7f9c01b2a3d4e5f607");
         for method in operations.as_object().expect("operations").keys() {
             let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();

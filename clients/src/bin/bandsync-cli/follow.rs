@@ -48,10 +48,13 @@ pub struct FollowArgs {
     /// Beats in a bar, for `--bars` and the click's accent.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub beats_per_bar: u32,
-    /// The sound output's latency in ms (its buffer), added to when clicks are sounded.
+    /// The sound output's latency in ms (its buffer): clicks are rendered this much ahead
+    /// of when they must be heard.
     #[arg(long, value_name = "MS", default_value_t = 20.0, value_parser = parse_delay_ms)]
     pub click_latency_ms: f64,
-    /// This device's calibration in ms: positive sounds the click later, negative earlier.
+    /// This device's calibration in ms, the latency the sound output does not report (a
+    /// Bluetooth headset, a mixer): positive sounds the click earlier, negative later, as
+    /// the page's calibration does.
     #[arg(long, value_name = "MS", default_value_t = 0.0, allow_negative_numbers = true, value_parser = parse_delay_ms)]
     pub click_offset_ms: f64,
 }
