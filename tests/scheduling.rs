@@ -438,3 +438,31 @@ async fn the_session_api_shows_the_pending_change_then_its_transport() {
     assert_eq!(info["transport"]["tempo"].as_f64(), Some(100.0));
     assert_eq!(info["transport"]["anchorTime"].as_f64(), Some(change.at));
 }
+
+/// The sheet and the seat change without touching the pending change: it still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sheet_or_a_leader_change_leaves_the_pending_change_pending() {
+    use bandsync_client::protocol::client::SetSheet;
+    use bandsync_client::protocol::Role;
+    let server = TestServer::start().await;
+    let (mut leader, mut follower) = band(&server, "sched-kept", true).await;
+    let now = sync(&mut leader).await.server_time;
+    leader.send(tempo_at(100.0, at(now + 600.0))).await.unwrap();
+    let (_, change) = announcement(&mut follower).await;
+    let sheet = ClientEvent::SetSheet(SetSheet {
+        text: "[C]la".into(),
+    });
+    let with_sheet = next_after(&mut leader, &mut follower, sheet).await;
+    assert_eq!(with_sheet.scheduled, Some(change));
+    let heard = next_skipping(&mut follower, &["room_stats", "scroll_tick"]).await;
+    assert_eq!(heard.event.type_name(), "sheet");
+    let stepped_down = next_after(&mut leader, &mut follower, set_role(Role::Follower)).await;
+    assert_eq!(stepped_down.leader_id, None);
+    assert_eq!(stepped_down.scheduled, Some(change));
+    let applied = next_state_update(&mut follower).await;
+    assert_eq!(
+        (applied.transport, applied.scheduled),
+        (change.transport, None)
+    );
+    assert_eq!(applied.version, stepped_down.version + 1);
+}
