@@ -30,10 +30,12 @@ const ID_MASK: u64 = (1 << 53) - 1;
 
 /// The armed timers: one per pending change this instance knows of.
 ///
-/// Entries are never removed early: a change that was replaced or already applied is
-/// skipped when its instant comes (its id is no longer the session's pending one). The
-/// heap is bounded by the changes scheduled in the last `SCHEDULE_MAX_AHEAD_MS`, which the
-/// per-socket rate limit bounds in turn.
+/// A change that was replaced or already applied stays in the heap and is skipped when its
+/// instant comes (its id is no longer the session's pending one). So that a leader who
+/// reschedules all the time cannot grow it (the rate limit alone would allow 100 a second
+/// for a minute, per leader), the heap is compacted to the changes still pending whenever
+/// it holds more than twice as many entries as there are sessions (each has at most one):
+/// at most `2 × sessions + COMPACT_SLACK` entries, at an amortized constant cost.
 #[derive(Default)]
 pub(super) struct Timers {
     heap: BinaryHeap<Reverse<Timer>>,
@@ -48,7 +50,31 @@ struct Timer {
     session: Arc<str>,
 }
 
+/// Entries allowed beyond twice the sessions before a compaction (so a handful of sessions
+/// do not compact at every reschedule).
+const COMPACT_SLACK: usize = 64;
+
 impl Timers {
+    /// Whether the heap has grown past its bound for `sessions` live sessions.
+    fn needs_compaction(&self, sessions: usize) -> bool {
+        self.heap.len() > 2 * sessions + COMPACT_SLACK
+    }
+
+    /// Keeps only the timers `still_pending` says are (session's pending change, id).
+    fn compact(&mut self, still_pending: impl Fn(&str, u64) -> bool) {
+        let heap = std::mem::take(&mut self.heap);
+        self.heap = heap
+            .into_iter()
+            .filter(|Reverse(t)| still_pending(&t.session, t.id))
+            .collect();
+        self.armed = self.heap.iter().map(|Reverse(t)| t.id).collect();
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     fn arm(&mut self, session: &Arc<str>, change: &ScheduledChange) {
         if self.armed.insert(change.id) {
             self.heap.push(Reverse(Timer {
@@ -91,6 +117,15 @@ impl Engine {
             if let Some(change) = &session.scheduled {
                 self.timers.arm(id, change);
             }
+        }
+        if self.timers.needs_compaction(self.sessions.len()) {
+            let sessions = &self.sessions;
+            self.timers.compact(|session, id| {
+                sessions
+                    .get(session)
+                    .and_then(|s| s.scheduled)
+                    .is_some_and(|c| c.id == id)
+            });
         }
     }
 
@@ -203,5 +238,23 @@ mod tests {
         assert_eq!(timers.next(), Some(3000.0));
         assert_eq!(timers.take_due(5000.0), vec![(a, 1)]);
         assert_eq!(timers.next(), None);
+    }
+
+    #[test]
+    fn a_leader_rescheduling_without_end_cannot_grow_the_heap() {
+        // One session whose leader replaces its pending change again and again: only the
+        // latest is pending, and the heap stays within its bound.
+        let mut timers = Timers::default();
+        let session: Arc<str> = "s".into();
+        let mut pending = 0;
+        for id in 1..=10_000u64 {
+            timers.arm(&session, &change(id, 1e12 + id as f64));
+            pending = id;
+            if timers.needs_compaction(1) {
+                timers.compact(|_, id| id == pending);
+            }
+            assert!(timers.len() <= 2 + COMPACT_SLACK + 1);
+        }
+        assert!(timers.take_due(f64::MAX).contains(&(session, pending)));
     }
 }
