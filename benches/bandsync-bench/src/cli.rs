@@ -148,6 +148,12 @@ pub enum Scenario {
     /// SSE listeners, in each of --encodings: time until the last listener has all of it,
     /// server CPU, bytes.
     RepoFanout,
+    /// N clients, each behind its own jittered fault-proxy link: offset error at 0.5, 1, 2
+    /// and 5 s after joining, with symmetric jitter and then a fixed asymmetry.
+    ClockAccuracy,
+    /// Two clients behind independent jittered links: the difference between the
+    /// positions they compute at the same instants while the tempo changes.
+    ClockAgreement,
 }
 
 impl Scenario {
@@ -165,6 +171,8 @@ impl Scenario {
             Scenario::ClusterFanout => "cluster-fanout",
             Scenario::ClusterChurn => "cluster-churn",
             Scenario::RepoFanout => "repo-fanout",
+            Scenario::ClockAccuracy => "clock-accuracy",
+            Scenario::ClockAgreement => "clock-agreement",
         }
     }
 
@@ -389,4 +397,6 @@ pub struct Cli {
     /// Allow a --url host that is not loopback.
     #[arg(long)]
     pub allow_remote: bool,
+    #[command(flatten)]
+    pub clock: crate::clock_plan::ClockArgs,
 }

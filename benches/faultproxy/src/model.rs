@@ -99,7 +99,7 @@ impl DelayModel {
     }
 
     /// The delay of the next chunk, ms.
-    pub fn next(&mut self) -> Draw {
+    pub fn draw(&mut self) -> Draw {
         let sd = self.link.jitter_sd_ms;
         let jitter = if sd <= 0.0 {
             0.0

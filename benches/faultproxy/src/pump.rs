@@ -52,7 +52,7 @@ async fn read(mut from: OwnedReadHalf, mut model: DelayModel, tx: mpsc::Sender<C
         };
         bytes.truncate(n);
         let read_at = Instant::now();
-        let draw = model.next();
+        let draw = model.draw();
         let release = (read_at + Duration::from_secs_f64(draw.delay_ms / 1000.0)).max(previous);
         previous = release;
         let chunk = Chunk {

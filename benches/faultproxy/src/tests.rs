@@ -4,7 +4,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn draws(link: Link, seed: u64, n: usize) -> Vec<f64> {
     let mut m = DelayModel::new(link, seed);
-    (0..n).map(|_| m.next().delay_ms).collect()
+    (0..n).map(|_| m.draw().delay_ms).collect()
 }
 
 #[test]
@@ -51,7 +51,7 @@ fn stalls_happen_at_the_rate_asked_for_and_add_their_length() {
         ..Link::default()
     };
     let mut m = DelayModel::new(link, 3);
-    let all: Vec<_> = (0..10_000).map(|_| m.next()).collect();
+    let all: Vec<_> = (0..10_000).map(|_| m.draw()).collect();
     let stalled = all.iter().filter(|d| d.stalled).count();
     assert!((2_300..2_700).contains(&stalled), "{stalled}");
     assert!(all
