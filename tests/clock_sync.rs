@@ -85,6 +85,7 @@ async fn under_symmetric_jitter_the_estimate_converges_within_2_s() {
     let est = clock.estimate().unwrap();
     let err = error(&est, truth);
     let injected = proxy.injected();
+    eprintln!("symmetric: error {err:+.3} ms, {est:?}, {injected:?}");
     assert!(
         err.abs() <= TOLERANCE_MS,
         "error {err:.3} ms: {est:?} {injected:?}"
@@ -94,9 +95,10 @@ async fn under_symmetric_jitter_the_estimate_converges_within_2_s() {
         "the join burst sent {} samples",
         clock.len()
     );
-    // The jitter really was there: about 5 ms SD each way.
+    // The jitter really was there: at least the 5 ms SD asked for, less the spread of ~30
+    // draws (a busy machine adds its own scheduling delays on top, so no upper bound).
     for way in [injected.up, injected.down] {
-        assert!((3.5..7.0).contains(&way.sd_ms), "{injected:?}");
+        assert!(way.sd_ms >= 3.0, "{injected:?}");
     }
     server.shutdown().await;
 }
@@ -115,6 +117,7 @@ async fn a_fixed_asymmetry_biases_the_estimate_by_half_of_it_and_no_more() {
     let clock = estimate_through(proxy.addr(), 2_000.0).await;
     let est = clock.estimate().unwrap();
     let err = error(&est, truth);
+    eprintln!("asymmetric (A = 10 ms): error {err:+.3} ms, {est:?}");
     // The server's clock looks A/2 further ahead than it is: no client can tell a slower
     // uplink from a clock that is ahead, since only the sum of the two ways is measured.
     assert!(
@@ -161,6 +164,7 @@ async fn stalls_are_filtered_out() {
         .samples()
         .map(|s| (s.offset - (truth - SKEW_MS)).abs())
         .fold(0.0, f64::max);
+    eprintln!("stalls: error {err:+.3} ms, worst held sample {worst:.1} ms off, {est:?}");
     assert!(
         worst > 20.0,
         "no stalled sample was held: worst {worst:.3} ms"

@@ -142,6 +142,17 @@ pub async fn run(ws_url: &str, s: &Settings, c: &ClockArgs) -> anyhow::Result<Re
     })
 }
 
+/// The injected delays in one line: measured SD, p99 and mean, and the drawn SD.
+pub fn injected_text(up: &Injected, down: &Injected) -> String {
+    let one = |i: &Injected| {
+        format!(
+            "SD {:.2} ms (drawn {:.2}), mean {:.2}, p99 {:.2}, max {:.1}",
+            i.sd_ms, i.drawn_sd_ms, i.mean_ms, i.p99_ms, i.max_ms
+        )
+    };
+    format!("injected up {}; down {}", one(up), one(down))
+}
+
 impl Report {
     pub fn human(&self) -> String {
         let mut out = format!(
@@ -150,9 +161,11 @@ impl Report {
         );
         for p in &self.phases {
             out += &format!(
-                "\n  {} (up +{} ms, down +{} ms; injected SD up {:.2} ms, down {:.2} ms, mean up {:.2}, down {:.2}):",
-                p.name, p.up_base_ms, p.down_base_ms, p.injected_up.sd_ms, p.injected_down.sd_ms,
-                p.injected_up.mean_ms, p.injected_down.mean_ms
+                "\n  {} (up +{} ms, down +{} ms): {}",
+                p.name,
+                p.up_base_ms,
+                p.down_base_ms,
+                injected_text(&p.injected_up, &p.injected_down)
             );
             for k in &p.checkpoints {
                 out += &format!(

@@ -47,11 +47,7 @@ pub async fn job(
 ) -> (Line, Outcome) {
     let mut line = Line {
         scenario: scenario.name(),
-        n: if scenario == Scenario::ClockAgreement {
-            2
-        } else {
-            s.n
-        },
+        n: s.n.max(2),
         duration_s: s.duration.as_secs_f64(),
         url: String::new(),
         spawned: plan.spawn.is_some(),

@@ -171,35 +171,51 @@ pub fn spread(mut values: Vec<f64>) -> Spread {
     }
 }
 
-/// The proxy's measured one-way delays, per direction, for the report.
+/// The proxy's one-way delays, per direction, for the report: as measured (read to
+/// write: the drawn delay, the timer's rounding, the order rule and any time the host kept
+/// the bench off the CPU) and as drawn by the model.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Injected {
     pub chunks: u64,
     pub mean_ms: f64,
     pub sd_ms: f64,
     pub min_ms: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
     pub max_ms: f64,
+    pub drawn_mean_ms: f64,
+    pub drawn_sd_ms: f64,
 }
 
 /// Summarizes the recorded delays of many links together (up, down).
 pub fn injected(proxies: &[faultproxy::FaultProxy]) -> (Injected, Injected) {
-    let (mut up, mut down) = (Vec::new(), Vec::new());
+    let (mut up, mut down, mut up_drawn, mut down_drawn) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for p in proxies {
         let (u, d) = p.delays();
         up.extend(u);
         down.extend(d);
+        let (u, d) = p.drawn();
+        up_drawn.extend(u);
+        down_drawn.extend(d);
     }
-    let one = |v: &[f64]| {
+    let one = |v: &[f64], drawn: &[f64]| {
         let s = faultproxy::stats::summarize(v);
+        let d = faultproxy::stats::summarize(drawn);
+        let ranks = spread(v.to_vec());
         Injected {
             chunks: v.len() as u64,
             mean_ms: s.mean_ms,
             sd_ms: s.sd_ms,
             min_ms: s.min_ms,
+            p50_ms: ranks.p50,
+            p99_ms: ranks.p99,
             max_ms: s.max_ms,
+            drawn_mean_ms: d.mean_ms,
+            drawn_sd_ms: d.sd_ms,
         }
     };
-    (one(&up), one(&down))
+    (one(&up, &up_drawn), one(&down, &down_drawn))
 }
 
 #[cfg(test)]

@@ -129,6 +129,11 @@ impl FaultProxy {
     pub fn delays(&self) -> (Vec<f64>, Vec<f64>) {
         (self.up.delays(), self.down.delays())
     }
+
+    /// The delays the model drew for the same chunks: (up, down).
+    pub fn drawn(&self) -> (Vec<f64>, Vec<f64>) {
+        (self.up.drawn(), self.down.drawn())
+    }
 }
 
 impl Drop for FaultProxy {

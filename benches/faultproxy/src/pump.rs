@@ -29,6 +29,7 @@ struct Chunk {
     bytes: Vec<u8>,
     read_at: Instant,
     release: Instant,
+    drawn_ms: f64,
     stalled: bool,
 }
 
@@ -59,6 +60,7 @@ async fn read(mut from: OwnedReadHalf, mut model: DelayModel, tx: mpsc::Sender<C
             bytes,
             read_at,
             release,
+            drawn_ms: draw.delay_ms,
             stalled: draw.stalled,
         };
         if tx.send(chunk).await.is_err() {
@@ -74,7 +76,7 @@ async fn write(mut to: OwnedWriteHalf, mut rx: mpsc::Receiver<Chunk>, rec: Arc<R
             return;
         }
         let delay = chunk.read_at.elapsed().as_secs_f64() * 1000.0;
-        rec.record(delay, chunk.bytes.len(), chunk.stalled);
+        rec.record(delay, chunk.drawn_ms, chunk.bytes.len(), chunk.stalled);
     }
     let _ = to.shutdown().await;
 }

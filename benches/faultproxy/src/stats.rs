@@ -1,7 +1,9 @@
 //! What the proxy actually did: the one-way delay each chunk really got (from the read
 //! that took it off one socket to the write that put it on the other), so a benchmark
 //! reports the jitter it measured rather than the one it asked for. The timer's
-//! granularity (tokio's is 1 ms) and the order rule are in these figures.
+//! granularity (tokio's is 1 ms), the order rule and any time the host kept the proxy's
+//! thread off the CPU are in these figures; the delays the model drew are kept beside
+//! them, so the two can be told apart.
 
 use std::sync::Mutex;
 
@@ -18,6 +20,7 @@ pub struct Recorder {
 #[derive(Debug, Default, Clone)]
 struct Recorded {
     delays_ms: Vec<f64>,
+    drawn_ms: Vec<f64>,
     chunks: u64,
     bytes: u64,
     stalls: u64,
@@ -37,14 +40,16 @@ pub struct DelaySummary {
 }
 
 impl Recorder {
-    /// Records one chunk written `delay_ms` after it was read.
-    pub fn record(&self, delay_ms: f64, bytes: usize, stalled: bool) {
+    /// Records one chunk written `delay_ms` after it was read, whose drawn delay was
+    /// `drawn_ms`.
+    pub fn record(&self, delay_ms: f64, drawn_ms: f64, bytes: usize, stalled: bool) {
         let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         r.chunks += 1;
         r.bytes += bytes as u64;
         r.stalls += u64::from(stalled);
         if r.delays_ms.len() < MAX_RECORDED {
             r.delays_ms.push(delay_ms);
+            r.drawn_ms.push(drawn_ms);
         }
     }
 
@@ -52,6 +57,12 @@ impl Recorder {
     pub fn delays(&self) -> Vec<f64> {
         let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         r.delays_ms.clone()
+    }
+
+    /// The delays the model drew for the same chunks.
+    pub fn drawn(&self) -> Vec<f64> {
+        let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        r.drawn_ms.clone()
     }
 
     pub fn summary(&self) -> DelaySummary {
