@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, only where it is missing:
 # Debian's redis-server (for the cluster tests, which start their own), Debian's prometheus
-# (promtool, for the alert rules), Debian's chromium
-# (for the browser test), the browser test's npm packages, the Socket.IO tests' npm package
-# (socket.io-client, for tests/socketio.rs and tests/cluster_socketio.rs), and schemathesis
+# (promtool, for the alert rules), the ALSA headers (to lint the client's playback feature),
+# Debian's chromium (for the browser test), the browser test's npm packages, the Socket.IO
+# tests' npm package (socket.io-client, for tests/socketio.rs and tests/cluster_socketio.rs), and schemathesis
 # (for tests/openapi.rs) in a virtual environment under ~/.cache/bandsync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +28,18 @@ if ! command -v promtool >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
   else
     echo "promtool is missing: run 'sudo apt-get install -y prometheus'" >&2
+    exit 1
+  fi
+fi
+
+# ALSA headers: the client's `playback` feature (rodio, cpal) is linted in scripts/test.sh.
+if ! pkg-config --exists alsa 2>/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "== installing the ALSA headers (Debian's libasound2-dev, for the playback feature)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libasound2-dev pkg-config >/dev/null
+  else
+    echo "the ALSA headers are missing: run 'sudo apt-get install -y libasound2-dev pkg-config'" >&2
     exit 1
   fi
 fi

@@ -16,5 +16,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+# The sound output (`receive --play`, `follow --click`) is behind the client's `playback`
+# feature, which the default build leaves out: lint it too, so it never rots unseen.
+cargo clippy -p bandsync-client --all-targets --features playback -- -D warnings
 echo "== cargo test"
 cargo test --workspace

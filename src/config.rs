@@ -37,6 +37,16 @@ pub struct Config {
     /// Milliseconds between `scroll_tick`s of a playing session.
     #[arg(long, env = "SCROLL_TICK_INTERVAL", default_value_t = 16)]
     pub scroll_tick_interval: u64,
+    /// How late a scheduled command's `at` may be and still apply (at once), ms; later is
+    /// refused with `INVALID_SCHEDULE`.
+    #[arg(long, env = "SCHEDULE_PAST_TOLERANCE_MS", default_value_t = 50)]
+    pub schedule_past_tolerance_ms: u64,
+    /// How far ahead a transport change may be scheduled, ms.
+    #[arg(long, env = "SCHEDULE_MAX_AHEAD_MS", default_value_t = 60_000)]
+    pub schedule_max_ahead_ms: u64,
+    /// The least notice a quantized change (`quantum`) gives before its bar, ms.
+    #[arg(long, env = "SCHEDULE_QUANTUM_LEAD_MS", default_value_t = 100)]
+    pub schedule_quantum_lead_ms: u64,
     /// Batching window for incoming events, ms (0: process every event at once).
     #[arg(long, env = "BATCH_INTERVAL_MS", default_value_t = 5)]
     pub batch_interval_ms: u64,
@@ -215,6 +225,12 @@ impl Config {
                 return Err(format!("{name} must be greater than 0"));
             }
         }
+        if self.schedule_max_ahead_ms == 0
+            || self.schedule_quantum_lead_ms >= self.schedule_max_ahead_ms
+        {
+            // A quantized change could never be scheduled.
+            return Err("SCHEDULE_MAX_AHEAD_MS must exceed SCHEDULE_QUANTUM_LEAD_MS".into());
+        }
         self.share.validate()?;
         self.repo.validate()?;
         self.stream_manager.validate()?;
@@ -249,6 +265,13 @@ impl Config {
 
     pub fn tick_interval(&self) -> Duration {
         Duration::from_millis(self.scroll_tick_interval)
+    }
+    pub fn schedule_limits(&self) -> bandsync_protocol::schedule::ScheduleLimits {
+        bandsync_protocol::schedule::ScheduleLimits {
+            past_tolerance_ms: self.schedule_past_tolerance_ms as f64,
+            max_ahead_ms: self.schedule_max_ahead_ms as f64,
+            quantum_lead_ms: self.schedule_quantum_lead_ms as f64,
+        }
     }
     pub fn batch_interval(&self) -> Duration {
         Duration::from_millis(self.batch_interval_ms)
@@ -317,6 +340,8 @@ mod tests {
         assert_eq!(c.scroll_tick_interval, 10);
         let c = Config::parse_from(["bandsync", "--scroll-tick-interval", "0"]);
         assert!(c.validate().unwrap_err().contains("SCROLL_TICK_INTERVAL"));
+        let c = Config::parse_from(["bandsync", "--schedule-max-ahead-ms", "100"]);
+        assert!(c.validate().unwrap_err().contains("SCHEDULE_MAX_AHEAD_MS"));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub slow_client_disconnects: IntCounter,
     pub ticks_dropped: IntCounter,
     pub ticks_sent: IntCounter,
+    /// Transport commands accepted with a schedule, and activations this instance proposed.
+    pub scheduled_changes: IntCounter,
+    pub scheduled_activations: IntCounter,
     pub tick_lag: Histogram,
     pub event_processing: Histogram,
     pub fanout_latency: Histogram,
@@ -152,6 +155,16 @@ impl Metrics {
             .unwrap(),
             ticks_sent: IntCounter::new("ticks_total", "scroll_ticks produced, per session")
                 .unwrap(),
+            scheduled_changes: IntCounter::new(
+                "scheduled_changes_total",
+                "Transport commands accepted to take effect at a later instant",
+            )
+            .unwrap(),
+            scheduled_activations: IntCounter::new(
+                "scheduled_activations_total",
+                "Scheduled changes this instance proposed to apply at their instant",
+            )
+            .unwrap(),
             tick_lag: Histogram::with_opts(
                 HistogramOpts::new("tick_lag_seconds", "Tick start minus its scheduled deadline")
                     .buckets(LATENCY_BUCKETS.to_vec()),
@@ -345,6 +358,8 @@ impl Metrics {
             Box::new(self.slow_client_disconnects.clone()),
             Box::new(self.ticks_dropped.clone()),
             Box::new(self.ticks_sent.clone()),
+            Box::new(self.scheduled_changes.clone()),
+            Box::new(self.scheduled_activations.clone()),
             Box::new(self.tick_lag.clone()),
             Box::new(self.event_processing.clone()),
             Box::new(self.fanout_latency.clone()),

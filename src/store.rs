@@ -10,6 +10,7 @@
 //! (`cluster::redis`). Implementations must not block: the engine thread calls them inline.
 
 use crate::tick_grid::TickCount;
+use bandsync_protocol::server::ScheduledChange;
 use bandsync_protocol::Transport;
 use lru::LruCache;
 use prometheus::{IntCounter, IntGauge};
@@ -35,6 +36,15 @@ pub struct SessionRecord {
     /// How `scroll_tick` seqs are numbered (see `tick_grid`).
     #[serde(default)]
     pub ticks: TickCount,
+    /// The transport change waiting for its instant: part of the state, so it survives
+    /// retention and every instance holding the session live arms its own timer for it.
+    /// Absent from records written before scheduling existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<ScheduledChange>,
+    /// The chord sheet (ChordPro; empty: none). Kept with the state so that it survives
+    /// retention and crosses instances like the message does.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sheet: String,
 }
 
 pub trait SessionStore: Send + Sync + 'static {
@@ -161,7 +171,21 @@ mod tests {
             leader: None,
             event_seq: 30,
             ticks: TickCount::default(),
+            scheduled: None,
+            sheet: String::new(),
         }
+    }
+
+    #[test]
+    fn a_record_from_before_schedules_and_sheets_still_loads() {
+        let old = r#"{"sessionId":"a","transport":{"playing":false,"tempo":120.0,"beat":0.0,"anchorTime":0.0},"message":"","version":3,"eventSeq":9}"#;
+        let record: SessionRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((record.scheduled, record.sheet.as_str()), (None, ""));
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(
+            !json.contains("scheduled") && !json.contains("sheet"),
+            "{json}"
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! Two drive the Stream Manager's pages against a server with a `BEARER_TOKEN` (given to the
 //! script as `BANDSYNC_BEARER_TOKEN`): `overlay.mjs` (REST changes reach the overlay, a
 //! visibility toggle within 100 ms) and `operator.mjs` (the operator page and its preview).
+//! `click_sheet.mjs` sounds the page's metronome click in two pages and scrolls its chord
+//! sheet; the page's pure modules have node unit tests in `tests/browser/unit/`.
 //!
 //! Needs `/usr/bin/chromium` (`apt-get install -y chromium`) and node with npm. When either
 //! is missing the test fails with the install command, unless `BANDSYNC_SKIP_BROWSER=1`,
@@ -37,6 +39,39 @@ async fn leader_follower_and_sse_listener_stay_in_step_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_negotiates_permessage_deflate() {
     run_script("deflate.mjs").await;
+}
+
+/// The page's click and chord sheet (`click_sheet.mjs`, audio allowed headless): a leader and
+/// a follower hear the same beats at server times within 2 ms; a tempo change at the next
+/// bar changes both pages' click interval exactly at that bar; the sheet reaches a follower
+/// and an SSE listener and scrolls with the position; a pause silences the click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_click_agrees_across_pages_and_the_sheet_scrolls_in_chromium() {
+    run_script("click_sheet.mjs").await;
+}
+
+/// The page's pure modules (the clock estimator, the timeline, the ChordPro parser) under
+/// `node --test tests/browser/unit/`: no browser, no server.
+#[test]
+fn the_page_modules_pass_their_node_unit_tests() {
+    if !runs("node") {
+        if std::env::var("BANDSYNC_SKIP_BROWSER").as_deref() == Ok("1") {
+            println!("node unit tests skipped (BANDSYNC_SKIP_BROWSER=1): node not found");
+            return;
+        }
+        panic!(
+            "node not found on PATH (apt-get install -y nodejs), or set BANDSYNC_SKIP_BROWSER=1"
+        );
+    }
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "tests/browser/unit/"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let out = run_bounded(cmd, SCRIPT_TIMEOUT);
+    assert!(
+        out.success,
+        "node --test tests/browser/unit/ failed:\n{}",
+        out.describe()
+    );
 }
 
 /// The listening page (`/listen/{owner}/{name}`): a composition posted while it listens, one

@@ -16,9 +16,11 @@
 //! order of events and every timeout visible in the calling code.
 
 pub mod args;
+pub mod click;
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod metronome;
 pub mod repo;
 pub mod sse;
 pub mod stats;

@@ -5,8 +5,13 @@
 //! and [`Transport::position_at`] says where it is at any later server time.
 //! `scroll_tick`s re-anchor the copy at each tick's `serverTime`, so a client that misses
 //! a `state_update` converges again at the next tick.
+//!
+//! A change the leader scheduled (`scheduled` on a state event) is kept beside the
+//! transport and takes over at its instant: [`Timeline::transport_at`] is the old transport
+//! before `scheduled.at` and the new one from then on, so this client switches at the same
+//! server time as every other, instead of one network trip after the server applies it.
 
-use bandsync_protocol::server::{ScrollTick, ServerEvent};
+use bandsync_protocol::server::{ScheduledChange, ScrollTick, ServerEvent};
 use bandsync_protocol::{ServerFrame, Transport};
 
 /// The latest transport seen, with the session `version` it belongs to.
@@ -15,6 +20,8 @@ pub struct Timeline {
     transport: Option<Transport>,
     version: u64,
     message: Option<String>,
+    /// The change announced for a later instant, from the latest full state.
+    scheduled: Option<ScheduledChange>,
 }
 
 impl Timeline {
@@ -29,12 +36,16 @@ impl Timeline {
     /// server sends in order, but a caller merging two connections (or a buffered
     /// `sync_response`) could otherwise step the timeline back.
     pub fn apply(&mut self, event: &ServerEvent) -> bool {
-        let (transport, version, message) = match event {
-            ServerEvent::Snapshot(s) => (s.transport, s.version, Some(&s.message)),
-            ServerEvent::StateUpdate(s) | ServerEvent::SyncResponse(s) => {
-                (s.transport, s.version, Some(&s.message))
+        // Full states say which change is pending (none, when absent); ticks say nothing
+        // about it and leave it as it is.
+        let (transport, version, message, scheduled) = match event {
+            ServerEvent::Snapshot(s) => {
+                (s.transport, s.version, Some(&s.message), Some(s.scheduled))
             }
-            ServerEvent::ScrollTick(tick) => (transport_of_tick(tick), tick.version, None),
+            ServerEvent::StateUpdate(s) | ServerEvent::SyncResponse(s) => {
+                (s.transport, s.version, Some(&s.message), Some(s.scheduled))
+            }
+            ServerEvent::ScrollTick(tick) => (transport_of_tick(tick), tick.version, None, None),
             _ => return false,
         };
         if self.transport.is_some() && version < self.version {
@@ -45,6 +56,9 @@ impl Timeline {
         if let Some(message) = message {
             self.message = Some(message.clone());
         }
+        if let Some(scheduled) = scheduled {
+            self.scheduled = scheduled;
+        }
         true
     }
 
@@ -54,14 +68,31 @@ impl Timeline {
     }
 
     /// The position in beats at server time `server_time` (ms), `None` before the first
-    /// transport arrived.
+    /// transport arrived. A scheduled change counts from its instant on.
     pub fn position_at(&self, server_time: f64) -> Option<f64> {
-        self.transport.map(|t| t.position_at(server_time))
+        self.transport_at(server_time)
+            .map(|t| t.position_at(server_time))
     }
 
-    /// The latest transport.
+    /// The transport in effect at server time `server_time`: the latest one, or the
+    /// scheduled change's once its instant has come.
+    pub fn transport_at(&self, server_time: f64) -> Option<Transport> {
+        let transport = self.transport?;
+        Some(match &self.scheduled {
+            Some(change) => change.transport_at(&transport, server_time),
+            None => transport,
+        })
+    }
+
+    /// The latest transport (before any scheduled change takes over; see
+    /// [`Self::transport_at`]).
     pub fn transport(&self) -> Option<Transport> {
         self.transport
+    }
+
+    /// The change announced for a later instant, if any.
+    pub fn scheduled(&self) -> Option<&ScheduledChange> {
+        self.scheduled.as_ref()
     }
 
     /// The session version of the latest transport (0 before any).
@@ -162,6 +193,41 @@ mod tests {
         assert!(!t.apply(&tick(4, 1, 0.0, T + 20.0)));
         assert_eq!(t.version(), 5);
         assert_eq!(t.transport().unwrap().tempo, 90.0);
+    }
+
+    fn scheduled_tempo(version: u64, at: f64) -> ServerEvent {
+        let ServerEvent::StateUpdate(mut s) = state(version, true, 120.0, 0.0, T) else {
+            unreachable!()
+        };
+        s.scheduled = Some(ScheduledChange {
+            id: 9,
+            action: bandsync_protocol::server::ScheduledAction::SetTempo,
+            at,
+            transport: Transport {
+                playing: true,
+                tempo: 60.0,
+                beat: (at - T) / 500.0,
+                anchor_time: at,
+            },
+        });
+        ServerEvent::StateUpdate(s)
+    }
+
+    #[test]
+    fn a_scheduled_change_takes_over_at_its_instant() {
+        let mut t = Timeline::new();
+        assert!(t.apply(&scheduled_tempo(2, T + 2_000.0)));
+        // Before the instant, 120 bpm; at it, beat 4 (continuous); after, 60 bpm.
+        assert!((t.position_at(T + 1_000.0).unwrap() - 2.0).abs() < 1e-9);
+        assert!((t.position_at(T + 2_000.0).unwrap() - 4.0).abs() < 1e-9);
+        assert!((t.position_at(T + 3_000.0).unwrap() - 5.0).abs() < 1e-9);
+        assert_eq!(t.transport_at(T + 3_000.0).unwrap().tempo, 60.0);
+        // A tick keeps the pending change; the next full state without it clears it.
+        assert!(t.apply(&tick(2, 1, 0.5, T + 250.0)));
+        assert!(t.scheduled().is_some());
+        assert!(t.apply(&state(3, true, 120.0, 0.5, T + 250.0)));
+        assert!(t.scheduled().is_none());
+        assert!((t.position_at(T + 3_250.0).unwrap() - 6.5).abs() < 1e-9);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod close;
 pub mod envelope;
 pub mod error;
 pub mod repo;
+pub mod schedule;
 pub mod server;
 pub mod socketio;
 pub mod stream_manager;

@@ -41,7 +41,8 @@ impl Broker for MemoryBroker {
 
     fn propose(&mut self, proposal: Proposal) -> Proposed {
         // One process: the engine's own view is the truth, so its leader check already
-        // decided. Saved on every change so a restart of the session within its retention
+        // decided, and so did its activation rule (it proposes `ProposalKind::Activate`
+        // only while that change is the pending one, and nothing can commit in between). Saved on every change so a restart of the session within its retention
         // window finds the latest state.
         let record = next_version(proposal.record);
         self.store.save(&record, self.retention);

@@ -12,6 +12,9 @@ pub struct ClusterMetrics {
     pub redis_errors: IntCounter,
     pub local_commits: IntCounter,
     pub rejected_proposals: IntCounter,
+    /// Activations of a scheduled change refused because another instance applied it
+    /// first (or a newer commit replaced it): normal in a cluster, not an error.
+    pub activations_lost: IntCounter,
     pub remote_resumes: IntCounter,
     pub gaps_recovered: IntCounter,
     /// Sessions live on any instance (`/health` `activeSessions` in a cluster).
@@ -40,6 +43,10 @@ impl ClusterMetrics {
                 "cluster_rejected_proposals_total",
                 "Proposed changes refused by the leader check (a seat taken or still held elsewhere)",
             ),
+            activations_lost: counter(
+                "cluster_activations_lost_total",
+                "Scheduled-change activations refused because another instance applied the change first",
+            ),
             remote_resumes: counter(
                 "cluster_remote_resumes_total",
                 "Resumes of an identity issued by another instance",
@@ -64,6 +71,7 @@ impl ClusterMetrics {
             Box::new(self.redis_errors.clone()),
             Box::new(self.local_commits.clone()),
             Box::new(self.rejected_proposals.clone()),
+            Box::new(self.activations_lost.clone()),
             Box::new(self.remote_resumes.clone()),
             Box::new(self.gaps_recovered.clone()),
             Box::new(self.active_sessions.clone()),

@@ -56,6 +56,12 @@ pub struct Proposal {
 pub enum ProposalKind {
     /// A change: committed with the next version.
     Change,
+    /// The activation of the scheduled change with this id (every instance holding the
+    /// session proposes one at its instant): committed like a change, but only while that
+    /// change is still the pending one and no other commit came after the proposer's
+    /// version, so exactly one instance's activation commits. Refused otherwise, which is
+    /// the normal outcome for every instance but the first.
+    Activate(u64),
     /// A state changed while the cluster was out of reach, published again (the rule is
     /// in `cluster::redis::scripts`).
     Reconcile,

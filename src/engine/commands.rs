@@ -5,7 +5,7 @@ use super::membership::Departure;
 use super::session::Session;
 use super::{ConnKey, Engine, Peer};
 use crate::cluster::LeaderCheck;
-use bandsync_protocol::client::{Play, Seek, SetTempo, UpdateMessage};
+use bandsync_protocol::client::{SetSheet, UpdateMessage};
 use bandsync_protocol::server::{ErrorEvent, HeartbeatResponse, SessionState};
 use bandsync_protocol::{ClientEvent, ErrorCode, ProtocolError, RequestId, Role, ServerEvent};
 use std::sync::Arc;
@@ -70,12 +70,13 @@ impl Engine {
             ClientEvent::SyncRequest => self.reply_state(key, id, &session_id),
             ClientEvent::ShareStart(start) => self.share_start(key, id, &session_id, &start.token),
             ClientEvent::ShareStop => self.share_stop(key, id),
-            ClientEvent::SetSheet(_) => {
-                let error = ProtocolError::new(
-                    ErrorCode::UnknownType,
-                    "this server does not keep chord sheets yet",
-                );
-                self.reply_error(key, id.as_ref(), error);
+            ClientEvent::SetSheet(SetSheet { text }) => {
+                if self.sessions[&session_id].sheet == text {
+                    return self.reply_state(key, id, &session_id);
+                }
+                // Broadcast as a `sheet` event with the commit (`apply_committed`).
+                let (check, then) = self.as_leader(key, id, ack);
+                self.change(&session_id, check, None, then, |s| s.sheet = text);
             }
             ClientEvent::UpdateMessage(UpdateMessage { text }) => {
                 if self.sessions[&session_id].message == text {
@@ -92,41 +93,6 @@ impl Engine {
                 });
             }
             transport_event => self.transport(key, id, &session_id, transport_event, ack),
-        }
-    }
-
-    /// `set_tempo`, `play`, `pause`, `seek`, from the leader.
-    fn transport(
-        &mut self,
-        key: ConnKey,
-        id: Option<RequestId>,
-        session_id: &Arc<str>,
-        event: ClientEvent,
-        ack: bool,
-    ) {
-        if event.schedule().is_some_and(|s| s.is_scheduled()) {
-            let error = ProtocolError::new(
-                ErrorCode::InvalidSchedule,
-                "this server applies transport commands at once only",
-            );
-            return self.reply_error(key, id.as_ref(), error);
-        }
-        let now = self.clock.now_ms();
-        let mut transport = self.sessions[session_id].transport;
-        let changed = match event {
-            ClientEvent::SetTempo(SetTempo { tempo, .. }) => transport.set_tempo(now, tempo),
-            ClientEvent::Play(Play { beat, .. }) => transport.play(now, beat),
-            ClientEvent::Pause(_) => transport.pause(now),
-            ClientEvent::Seek(Seek { beat, .. }) => transport.seek(now, beat),
-            _ => unreachable!("only transport events are routed here"),
-        };
-        if changed {
-            let (check, then) = self.as_leader(key, id, ack);
-            self.change(session_id, check, None, then, |s| s.transport = transport);
-        } else {
-            // Nothing changed (e.g. `pause` while paused): no broadcast, no new version,
-            // but the sender still gets an answer.
-            self.reply_state(key, id, session_id);
         }
     }
 
@@ -186,7 +152,7 @@ impl Engine {
 
     /// The leader check and follow-up of a leader's command: it commits only while the
     /// sender still holds the seat.
-    fn as_leader(
+    pub(super) fn as_leader(
         &self,
         key: ConnKey,
         id: Option<RequestId>,
@@ -199,16 +165,20 @@ impl Engine {
         )
     }
 
+    /// The state as of now: a pending change whose instant has come shows as applied,
+    /// even before its activation commits.
     pub(super) fn session_state(&self, session: &Session) -> SessionState {
+        let now = self.clock.now_ms();
+        let (transport, _, scheduled) = session.effective(now, self.tick_ms());
         SessionState {
             session_id: session.id.to_string(),
-            transport: session.transport,
+            transport,
             message: session.message.clone(),
             leader_id: session.leader.as_deref().map(str::to_owned),
             version: session.version,
-            server_time: self.clock.now_ms(),
+            server_time: now,
             replayed: false,
-            scheduled: None,
+            scheduled,
         }
     }
 

@@ -17,7 +17,7 @@ use super::session::Session;
 use super::{ConnKey, Engine};
 use crate::cluster::{LeaderCheck, Proposal, ProposalKind, Proposed, Ticket};
 use crate::store::SessionRecord;
-use bandsync_protocol::server::SessionState;
+use bandsync_protocol::server::{SessionState, Sheet};
 use bandsync_protocol::{ErrorCode, ProtocolError, RequestId, Role, ServerEvent};
 use std::sync::Arc;
 
@@ -45,6 +45,8 @@ pub(super) enum AfterCommit {
         key: ConnKey,
         id: Option<RequestId>,
     },
+    /// A scheduled change's activation (this instance's timer fired).
+    Activation,
 }
 
 /// A proposal waiting for the cluster's answer.
@@ -66,12 +68,37 @@ impl Engine {
         then: AfterCommit,
         mutate: impl FnOnce(&mut Session),
     ) {
+        self.change_as(
+            ProposalKind::Change,
+            session_id,
+            check,
+            except,
+            then,
+            mutate,
+        );
+    }
+
+    /// [`Self::change`], proposed as `kind` (a scheduled change's activation).
+    ///
+    /// A pending change whose instant has come is folded into the projection first, so
+    /// every proposal carries the state in effect now: one proposed by a member at the
+    /// instant never brings back the transport from before it.
+    pub(super) fn change_as(
+        &mut self,
+        kind: ProposalKind,
+        session_id: &Arc<str>,
+        check: LeaderCheck,
+        except: Option<ConnKey>,
+        then: AfterCommit,
+        mutate: impl FnOnce(&mut Session),
+    ) {
         let now_ms = self.clock.now_ms();
-        let tick_ms = self.settings.tick_interval.as_secs_f64() * 1000.0;
+        let tick_ms = self.tick_ms();
         let ticket = self.next_ticket();
         let Some(session) = self.sessions.get_mut(session_id) else {
             return;
         };
+        session.settle(now_ms, tick_ms);
         let was_playing = session.transport.playing;
         mutate(session);
         let playing = session.transport.playing;
@@ -80,8 +107,9 @@ impl Engine {
             ticket,
             record: session.record(),
             check,
-            kind: ProposalKind::Change,
+            kind,
         };
+        self.arm(session_id);
         match self.broker.propose(proposal) {
             Proposed::Committed(record) => self.apply_committed(record, except, then, true),
             Proposed::CommittedLocally(record) => {
@@ -173,8 +201,13 @@ impl Engine {
             // session stays to be reconciled.
             session.diverged |= unreachable;
         }
+        // A refused activation that was only stale is proposed again from the state that
+        // refused it (a later commit that still carries the change).
+        self.arm(&pending.session_id);
         self.demote_displaced(&pending.session_id);
-        self.metrics.cluster.rejected_proposals.inc();
+        if !matches!(pending.then, AfterCommit::Activation) {
+            self.metrics.cluster.rejected_proposals.inc();
+        }
         self.after_commit(pending.then, false);
     }
 
@@ -203,9 +236,26 @@ impl Engine {
         }
         let session_id = session.id.clone();
         let state = state_of(&record, self.clock.now_ms());
-        session.states.record(state.clone());
+        let sheet_changed = session.committed_sheet != record.sheet;
+        if sheet_changed {
+            // A replay of bare `state_update`s would skip the new sheet: a resume from
+            // before this version gets the snapshot (which has the sheet) instead.
+            session.states.restart();
+            session.committed_sheet.clone_from(&record.sheet);
+        } else {
+            session.states.record(state.clone());
+        }
         let audience = Audience::Everyone { except };
         self.broadcast(&session_id, &ServerEvent::StateUpdate(state), audience);
+        if sheet_changed {
+            let sheet = ServerEvent::Sheet(Sheet {
+                session_id: session_id.to_string(),
+                text: record.sheet.clone(),
+                version: record.version,
+            });
+            self.broadcast(&session_id, &sheet, audience);
+        }
+        self.arm(&session_id);
         if leader_changed {
             self.demote_displaced(&session_id);
             self.stats_changed(&session_id);
@@ -256,6 +306,10 @@ impl Engine {
                 }
             }
             AfterCommit::LeaderCommand { ack: false, .. } => {}
+            AfterCommit::Activation if committed => {}
+            // Another instance activated it first (or a newer command replaced it): the
+            // normal outcome in a cluster, counted, not an error.
+            AfterCommit::Activation => self.metrics.cluster.activations_lost.inc(),
         }
     }
 
@@ -346,16 +400,23 @@ fn session_pending(
     }
 }
 
-/// The `state_update` of a committed record.
+/// The `state_update` of a committed record, as in effect at `now_ms`: a record whose
+/// pending change is already due (committed just before the instant, delivered after it)
+/// shows the change applied, so a client that ignores `scheduled` is never sent the
+/// transport from before an instant that has passed.
 pub(super) fn state_of(record: &SessionRecord, now_ms: f64) -> SessionState {
+    let (transport, scheduled) = match record.scheduled {
+        Some(change) if now_ms >= change.at => (change.transport, None),
+        pending => (record.transport, pending),
+    };
     SessionState {
         session_id: record.session_id.clone(),
-        transport: record.transport,
+        transport,
         message: record.message.clone(),
         leader_id: record.leader.clone(),
         version: record.version,
         server_time: now_ms,
         replayed: false,
-        scheduled: None,
+        scheduled,
     }
 }

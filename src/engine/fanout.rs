@@ -161,19 +161,33 @@ fn queue(
 /// playing. Its `seq` comes from the deadline and the session's shared tick count, so every
 /// instance numbers the same deadline alike (`tick_grid`). Ticks (about 200 bytes) are
 /// always below `COMPRESSION_THRESHOLD` and go out plain.
-fn tick(session: &mut Session, wakes: &mut Wakes, metrics: &Metrics, now_ms: f64, deadline: u64) {
-    if !session.transport.playing || session.audience() == 0 {
+///
+/// A scheduled change whose instant has come counts as applied (its activation may still
+/// be on its way from another instance), numbering included.
+fn tick(
+    session: &mut Session,
+    wakes: &mut Wakes,
+    metrics: &Metrics,
+    now_ms: f64,
+    tick_ms: f64,
+    deadline: u64,
+) {
+    if session.audience() == 0 {
         return;
     }
-    let Some(seq) = session.ticks.seq_at(deadline) else {
+    let (transport, ticks, _) = session.effective(now_ms, tick_ms);
+    if !transport.playing {
+        return;
+    }
+    let Some(seq) = ticks.seq_at(deadline) else {
         return;
     };
     let id = session.next_event_id();
     let event = ServerEvent::ScrollTick(ScrollTick {
         session_id: session.id.to_string(),
         seq,
-        beat: session.transport.position_at(now_ms),
-        tempo: session.transport.tempo,
+        beat: transport.position_at(now_ms),
+        tempo: transport.tempo,
         playing: true,
         version: session.version,
         server_time: now_ms,
@@ -203,8 +217,16 @@ impl Engine {
     /// Ticks every playing session for tick deadline `deadline` (see `tick_grid`).
     pub(super) fn tick_all(&mut self, deadline: u64) {
         let now_ms = self.clock.now_ms();
+        let tick_ms = self.tick_ms();
         for session in self.sessions.values_mut() {
-            tick(session, &mut self.wakes, &self.metrics, now_ms, deadline);
+            tick(
+                session,
+                &mut self.wakes,
+                &self.metrics,
+                now_ms,
+                tick_ms,
+                deadline,
+            );
         }
     }
 

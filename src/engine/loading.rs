@@ -60,14 +60,27 @@ impl Engine {
         }
         session.remote.extend(loaded.presence);
         let now_ms = self.clock.now_ms();
-        for record in &loaded.log {
-            session
-                .states
-                .record(super::commit::state_of(record, now_ms));
+        // A version that changed the sheet is never replayed (see `apply_committed`). The
+        // oldest commit held is only a baseline unless it is the session's first (before
+        // which there was no sheet): whether it changed the sheet is unknown.
+        let (mut sheet, held) = match loaded.log.split_first() {
+            Some((first, rest)) if first.version > 1 => (first.sheet.as_str(), rest),
+            _ => ("", &loaded.log[..]),
+        };
+        for record in held {
+            if record.sheet != sheet {
+                session.states.restart();
+            } else {
+                session
+                    .states
+                    .record(super::commit::state_of(record, now_ms));
+            }
+            sheet = &record.sheet;
         }
         let id = session.id.clone();
         self.sessions.insert(id.clone(), session);
         self.metrics.sessions.set(self.sessions.len() as i64);
+        self.arm(&id);
         Ok(id)
     }
 

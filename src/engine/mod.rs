@@ -30,6 +30,7 @@ mod membership;
 mod remote;
 mod replay;
 pub mod resume;
+mod schedule;
 mod session;
 mod share;
 mod views;
@@ -78,6 +79,9 @@ pub struct SessionInfo {
     pub listeners: usize,
     /// False when no one is connected and the session is only retained.
     pub live: bool,
+    /// The chord sheet (ChordPro), absent while none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sheet: Option<String>,
 }
 
 /// Which transport a connection writes to.
@@ -124,6 +128,8 @@ struct Settings {
     /// slow consumer (which would close it, and its next resume would replay the same).
     replay_budget_frames: usize,
     replay_budget_bytes: usize,
+    /// The bounds on scheduled instants (`SCHEDULE_*`).
+    schedule: bandsync_protocol::schedule::ScheduleLimits,
 }
 
 pub struct Engine {
@@ -143,6 +149,8 @@ pub struct Engine {
     next_token_refresh: Instant,
     conns: HashMap<ConnKey, Conn>,
     sessions: HashMap<Arc<str>, Session>,
+    /// When pending scheduled changes take effect (`schedule`).
+    timers: schedule::Timers,
     resume: ResumeRegistry,
     stats_dirty: HashSet<Arc<str>>,
     wakes: Wakes,
@@ -217,6 +225,7 @@ pub fn spawn(
             resume_history: config.resume_history,
             replay_budget_frames: config.outbox_max_frames / 2,
             replay_budget_bytes: config.outbox_max_bytes / 2,
+            schedule: config.schedule_limits(),
         },
         clock,
         metrics,
@@ -229,6 +238,7 @@ pub fn spawn(
         next_token_refresh: Instant::now(),
         conns: HashMap::new(),
         sessions: HashMap::new(),
+        timers: schedule::Timers::default(),
         resume: ResumeRegistry::default(),
         stats_dirty: HashSet::new(),
         wakes: Wakes::default(),
@@ -264,12 +274,15 @@ impl Engine {
         let mut last_batch: Option<(Instant, bool)> = None;
         let mut batch: Vec<Inbound> = Vec::with_capacity(self.settings.max_batch);
         loop {
-            let wake_at = next_tick.min(next_housekeeping);
+            // A scheduled change's instant is a deadline like a tick's.
+            let next_change = self.timers.next().map(|ms| self.clock.instant_at(ms));
+            let next_deadline = next_change.map_or(next_tick, |at| at.min(next_tick));
+            let wake_at = next_deadline.min(next_housekeeping);
             match inbox.rx.recv_deadline(wake_at) {
                 Ok(first) => {
                     batch.push(first);
                     let started = Instant::now();
-                    self.collect_batch(&inbox, &mut batch, last_batch, next_tick);
+                    self.collect_batch(&inbox, &mut batch, last_batch, next_deadline);
                     last_batch = Some((started, batch.len() >= self.settings.max_batch));
                     inbox.signal_room();
                     let stop = self.process_batch(&mut batch);
@@ -283,6 +296,11 @@ impl Engine {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             let now = Instant::now();
+            if next_change.is_some_and(|at| now >= at) {
+                // Before the tick: a tick at the same deadline sees the applied change.
+                self.activate_due();
+                self.wakes.flush(&self.writers, &self.clock, &self.metrics);
+            }
             if now >= next_tick {
                 self.metrics
                     .tick_lag
@@ -311,8 +329,8 @@ impl Engine {
 
     /// Adds to `batch` what is already queued, and, when the previous batch started less
     /// than the batching window ago, what arrives before the window closes (but never past
-    /// the next tick). A backlog (the previous batch was full) is never held: its events
-    /// have already waited.
+    /// the next tick or scheduled change). A backlog (the previous batch was full) is never
+    /// held: its events have already waited.
     fn collect_batch(
         &self,
         inbox: &EngineInbox,

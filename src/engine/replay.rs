@@ -49,6 +49,13 @@ impl StateLog {
         self.states.push_back(state);
     }
 
+    /// Forgets every held state and does not record the current version's: a resume from
+    /// before it gets the snapshot. For a version whose change a bare `state_update` does
+    /// not carry (a new chord sheet).
+    pub fn restart(&mut self) {
+        self.states.clear();
+    }
+
     /// The states after version `last`, up to `current`, if the log holds every one of
     /// them. `None`: the client must start over from a snapshot (its version is older than
     /// the log, or newer than the session, or the log ends before `current`).
@@ -125,6 +132,17 @@ mod tests {
             None,
             "the log ends before the current version"
         );
+    }
+
+    #[test]
+    fn a_restart_sends_resumes_from_before_it_to_the_snapshot() {
+        let mut log = log(8, 1..=3);
+        log.restart(); // version 4 set a new sheet
+        assert_eq!(log.after(3, 4), None);
+        assert_eq!(versions(log.after(4, 4)), Some(vec![]));
+        log.record(state(5));
+        assert_eq!(log.after(3, 5), None);
+        assert_eq!(versions(log.after(4, 5)), Some(vec![5]));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::frames::WsFrame;
 use crate::outbox::Outbox;
 use crate::store::SessionRecord;
 use crate::tick_grid::TickCount;
+use bandsync_protocol::server::ScheduledChange;
 use bandsync_protocol::Transport;
 use bytes::Bytes;
 use indexmap::IndexMap;
@@ -21,8 +22,16 @@ pub const ID_TAGS: u64 = 2048;
 /// maps: fan-out walks a contiguous vector, and removal is O(1) (`swap_remove`).
 pub struct Session {
     pub id: Arc<str>,
+    /// The transport until `scheduled.at` (read it through [`Self::effective`]).
     pub transport: Transport,
+    /// The one pending change (PROTOCOL.md section 6, "Scheduled changes").
+    pub scheduled: Option<ScheduledChange>,
     pub message: String,
+    /// The chord sheet (empty: none).
+    pub sheet: String,
+    /// The sheet as of `version`, to tell which commits changed it (they are broadcast as
+    /// a `sheet` event too and cannot be replayed as a bare `state_update`).
+    pub committed_sheet: String,
     pub version: u64,
     /// The leader's `clientId`. During a leader's recovery window it stays set while
     /// `leader_key` is `None`, so the seat is held for them.
@@ -73,7 +82,10 @@ impl Session {
         Self {
             id,
             transport: Transport::new(now_ms),
+            scheduled: None,
             message: String::new(),
+            sheet: String::new(),
+            committed_sheet: String::new(),
             version: 0,
             leader: None,
             leader_key: None,
@@ -135,6 +147,7 @@ impl Session {
         );
         session.project(&record);
         session.committed_leader.clone_from(&session.leader);
+        session.committed_sheet.clone_from(&session.sheet);
         session.version = record.version;
         session.event_seq = record.event_seq;
         session.history_floor = record.event_seq;
@@ -144,7 +157,9 @@ impl Session {
     /// Takes the shared fields of a committed (or authoritative) state.
     pub fn project(&mut self, record: &SessionRecord) {
         self.transport = record.transport;
+        self.scheduled = record.scheduled;
         self.message.clone_from(&record.message);
+        self.sheet.clone_from(&record.sheet);
         self.leader = record.leader.as_deref().map(Arc::from);
         self.ticks = record.ticks;
     }
@@ -158,7 +173,38 @@ impl Session {
             leader: self.leader.as_deref().map(str::to_owned),
             event_seq: self.event_seq,
             ticks: self.ticks,
+            scheduled: self.scheduled,
+            sheet: self.sheet.clone(),
         }
+    }
+
+    /// The transport, tick count and pending change in effect at `now_ms`: a pending
+    /// change whose instant has come counts as applied, even before its activation commits
+    /// (the commit may still be on its way from another instance). `tick_ms`: the tick
+    /// interval, for the numbering of a scheduled start or stop.
+    pub fn effective(
+        &self,
+        now_ms: f64,
+        tick_ms: f64,
+    ) -> (Transport, TickCount, Option<ScheduledChange>) {
+        match self.scheduled {
+            Some(change) if now_ms >= change.at => {
+                let mut ticks = self.ticks;
+                let playing = change.transport.playing;
+                ticks.follow(self.transport.playing, playing, change.at, tick_ms);
+                (change.transport, ticks, None)
+            }
+            pending => (self.transport, self.ticks, pending),
+        }
+    }
+
+    /// Folds a pending change whose instant has come into the projection (the tick
+    /// numbering follows it at its instant, not now). Returns whether there was one.
+    pub fn settle(&mut self, now_ms: f64, tick_ms: f64) -> bool {
+        let (transport, ticks, scheduled) = self.effective(now_ms, tick_ms);
+        let due = self.scheduled.is_some() && scheduled.is_none();
+        (self.transport, self.ticks, self.scheduled) = (transport, ticks, scheduled);
+        due
     }
 
     /// No one connected and no one entitled to come back: the session can be retired.
@@ -300,6 +346,38 @@ mod tests {
             s.replay_after(99).is_none(),
             "an id from the future is not ours"
         );
+    }
+
+    #[test]
+    fn a_due_change_shows_as_applied_with_its_tick_numbering_from_its_instant() {
+        use bandsync_protocol::server::ScheduledAction;
+        let mut s = session(8);
+        let at = 1000.5; // deadline 62 is at 992, 63 at 1008
+        let change = ScheduledChange {
+            id: 7,
+            action: ScheduledAction::Play,
+            at,
+            transport: Transport {
+                playing: true,
+                ..Transport::new(at)
+            },
+        };
+        s.scheduled = Some(change);
+        let (before, ticks, pending) = s.effective(at - 0.1, 16.0);
+        assert_eq!(
+            (before, ticks, pending),
+            (s.transport, s.ticks, Some(change))
+        );
+        let (after, ticks, pending) = s.effective(2000.0, 16.0);
+        assert_eq!((after, pending), (change.transport, None));
+        assert_eq!(
+            ticks.seq_at(63),
+            Some(1),
+            "counted from the instant, not from now"
+        );
+        assert!(s.settle(2000.0, 16.0));
+        assert_eq!((s.transport, s.ticks, s.scheduled), (after, ticks, None));
+        assert!(!s.settle(3000.0, 16.0), "nothing left to apply");
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl Engine {
             members_truncated: member_count as usize > limit,
             replay_count: 0,
             scheduled: state.scheduled,
-            sheet: None,
+            sheet: sheet_of(session),
         }
     }
 
@@ -77,6 +77,7 @@ impl Engine {
                 followers: followers as usize,
                 listeners: listeners as usize,
                 live: true,
+                sheet: sheet_of(session),
             });
         }
         let mut session = Session::from_record(loaded.record?, 0);
@@ -89,6 +90,12 @@ impl Engine {
             followers: followers as usize,
             listeners: listeners as usize,
             live: member_count + listeners > 0,
+            sheet: sheet_of(&session),
         })
     }
+}
+
+/// The sheet as the contract shows it: absent while none is set.
+fn sheet_of(session: &Session) -> Option<String> {
+    (!session.sheet.is_empty()).then(|| session.sheet.clone())
 }

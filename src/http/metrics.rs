@@ -138,6 +138,9 @@ pub fn route_label(method: &http::Method, path: &str) -> &'static str {
         // The route takes the whole tail as the id (and answers 400 for a bad one).
         return "/sessions/{sessionId}";
     }
+    if super::page_assets::is_module_path(path) {
+        return "/js/{module}";
+    }
     if path.starts_with("/sse/") {
         return "/sse/{sessionId}";
     }

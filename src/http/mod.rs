@@ -8,6 +8,7 @@ mod listen;
 pub mod metrics;
 pub mod observe;
 mod overlay;
+mod page_assets;
 pub mod share;
 mod share_body;
 
@@ -120,6 +121,8 @@ pub fn routes(ctx: Arc<AppContext>) -> warp::filters::BoxedFilter<(Response,)> {
             .or(listen::routes())
             .unify()
             .or(overlay::routes())
+            .unify()
+            .or(page_assets::routes())
             .unify(),
     );
     share

@@ -29,6 +29,7 @@ const SCENARIOS = new Set([
   "cluster",
   "cluster_message",
   "cluster_immediate",
+  "schedule",
 ]);
 
 const [scenario, ...args] = process.argv.slice(2);

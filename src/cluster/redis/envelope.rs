@@ -9,8 +9,9 @@ use std::sync::Arc;
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Envelope {
-    /// A committed change (written by the commit script).
-    Commit(Commit),
+    /// A committed change (written by the commit script). Boxed: a record is several
+    /// times the size of the other variants.
+    Commit(Box<Commit>),
     /// An instance's audience (empty: it has none any more).
     #[serde(rename_all = "camelCase")]
     Presence {

@@ -10,6 +10,13 @@
 //! `reconcile = 1`): the state with the higher version wins, Redis's on a tie; either way
 //! it is published again with a version above both, so every instance, and every member
 //! that saw either history, moves forward to the same state.
+//!
+//! **Activation rule** (a scheduled change reaching its instant, which every instance
+//! holding the session live proposes): the state hash keeps the pending change's id
+//! (`scheduled`, `''` when none) from every commit; an activation names the id it applies
+//! and commits only while that id is still pending and the session is still at the
+//! proposer's version. So exactly one activation commits; the others (and a stale one,
+//! proposed again from the newer state that refused it) come back refused.
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -18,9 +25,10 @@ use std::sync::LazyLock;
 /// ARGV: 1 record JSON, 2 check (`any`, `is`, `lapsed`), 3 the check's client (`''`: none),
 /// 4 the proposer's version, 5 key TTL ms, 6 stream length, 7 origin instance, 8 ticket,
 /// 9 kind (`change`, `reconcile`, `seed`), 10 lease ms, 11 the new leader (`''`: none),
-/// 12 a fresh epoch.
+/// 12 a fresh epoch, 13 the record's pending change id (`''`: none), 14 the change id this
+/// proposal activates (`''`: not an activation).
 /// Returns `{1, envelope}` when committed, `{0, current record or ''}` when the check
-/// failed or a seed found the session already there.
+/// failed, an activation was refused, or a seed found the session already there.
 pub static COMMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -33,13 +41,19 @@ if (check == 'is' and cur_leader ~= holder)
   return {0, redis.call('HGET', state, 'record') or ''}
 end
 local base = tonumber(ARGV[4])
+local scheduled = ARGV[13]
+if ARGV[14] ~= '' and ((redis.call('HGET', state, 'scheduled') or '') ~= ARGV[14]
+  or cur_version ~= base) then
+  return {0, redis.call('HGET', state, 'record') or ''}
+end
 local record, leader = ARGV[1], ARGV[11]
 local ttl = tonumber(ARGV[5])
 if ARGV[9] == 'seed' then
   if cur_version > 0 then
     return {0, ''}
   end
-  redis.call('HSET', state, 'version', base, 'record', record, 'leader', leader, 'epoch', ARGV[12])
+  redis.call('HSET', state, 'version', base, 'record', record, 'leader', leader, 'epoch', ARGV[12],
+    'scheduled', scheduled)
   redis.call('PEXPIRE', state, ttl)
   if leader ~= '' then
     redis.call('SET', lease, leader, 'PX', ARGV[10])
@@ -49,13 +63,15 @@ end
 if ARGV[9] == 'reconcile' and cur_version >= base and cur_version > 0 then
   record = redis.call('HGET', state, 'record') or record
   leader = cur_leader
+  scheduled = redis.call('HGET', state, 'scheduled') or ''
 end
 local version = math.max(base, cur_version) + 1
 local epoch = redis.call('HGET', state, 'epoch')
 if not epoch then
   epoch = ARGV[12]
 end
-redis.call('HSET', state, 'version', version, 'record', record, 'leader', leader, 'epoch', epoch)
+redis.call('HSET', state, 'version', version, 'record', record, 'leader', leader, 'epoch', epoch,
+  'scheduled', scheduled)
 redis.call('PEXPIRE', state, ttl)
 if leader == '' then
   redis.call('DEL', lease)

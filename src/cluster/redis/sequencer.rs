@@ -167,6 +167,8 @@ mod tests {
                 leader: None,
                 event_seq: 0,
                 ticks: Default::default(),
+                scheduled: None,
+                sheet: String::new(),
             },
         }
     }

@@ -419,6 +419,7 @@ fn answered_by_broadcast(event: &ClientEvent) -> bool {
             | ClientEvent::Pause(_)
             | ClientEvent::Seek(_)
             | ClientEvent::UpdateMessage(_)
+            | ClientEvent::SetSheet(_)
             | ClientEvent::SetRole(_)
             | ClientEvent::LeaveSession
     )

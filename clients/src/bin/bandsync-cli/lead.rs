@@ -8,16 +8,20 @@ use crate::monitor::{Monitor, View};
 use crate::output::emit;
 use crate::{connect_ws, until_stopped, Common};
 use anyhow::Context as _;
-use bandsync_client::protocol::client::{Play, Seek, SetTempo, UpdateMessage};
+use bandsync_client::protocol::client::{
+    Pause, Play, Schedule, Seek, SetSheet, SetTempo, UpdateMessage,
+};
 use bandsync_client::protocol::server::ServerEvent;
-use bandsync_client::protocol::{validate, ClientEvent, Role, ServerFrame};
+use bandsync_client::protocol::validate::{self, MAX_SHEET_BYTES};
+use bandsync_client::protocol::{ClientEvent, Role, ServerFrame};
 use bandsync_client::{wall_clock_ms, Incoming, WsClient, DEFAULT_REQUEST_TIMEOUT};
 use clap::Args;
 use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const HELP: &str =
-    "commands: tempo BPM | play [BEAT] | pause | seek BEAT | msg TEXT | sync | help | quit";
+const HELP: &str = "commands: tempo BPM | play [BEAT] | pause | seek BEAT (each may end in @N: at \
+     the next bar of N beats) | msg TEXT | sheet FILE (ChordPro; `sheet` alone clears it) | \
+     sync | help | quit";
 
 #[derive(Debug, Clone, Args)]
 pub struct LeadArgs {
@@ -56,20 +60,48 @@ enum Line {
 fn parse_line(line: &str) -> Result<Option<Line>, String> {
     let line = line.trim();
     let (word, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-    let rest = rest.trim();
+    let mut rest = rest.trim();
+    // `tempo 140 @4`: at the next bar of 4 beats (the server checks the quantum's range).
+    let mut schedule = Schedule::default();
+    if matches!(word, "tempo" | "play" | "pause" | "seek") {
+        if let Some((before, quantum)) = rest.rsplit_once('@') {
+            let quantum = quantum.trim();
+            let beats = quantum
+                .parse()
+                .map_err(|_| format!("`@` needs a number of beats, got {quantum:?}"))?;
+            schedule.quantum = Some(beats);
+            rest = before.trim();
+        }
+    }
     let number = |what: &str| -> Result<f64, String> {
         rest.parse()
             .map_err(|_| format!("`{word}` needs a number ({what}), got {rest:?}"))
     };
     Ok(Some(match word {
         "" => return Ok(None),
-        "tempo" => Line::Send(ClientEvent::SetTempo(SetTempo::new(number(
-            "beats per minute",
-        )?))),
-        "play" if rest.is_empty() => Line::Send(ClientEvent::Play(Play::new(None))),
-        "play" => Line::Send(ClientEvent::Play(Play::new(Some(number("a beat")?)))),
-        "pause" => Line::Send(ClientEvent::Pause(Default::default())),
-        "seek" => Line::Send(ClientEvent::Seek(Seek::new(number("a beat")?))),
+        "tempo" => Line::Send(ClientEvent::SetTempo(SetTempo {
+            tempo: number("beats per minute")?,
+            schedule,
+        })),
+        "play" => {
+            let beat = match rest.is_empty() {
+                true => None,
+                false => Some(number("a beat")?),
+            };
+            Line::Send(ClientEvent::Play(Play { beat, schedule }))
+        }
+        "pause" => Line::Send(ClientEvent::Pause(Pause { schedule })),
+        "seek" => Line::Send(ClientEvent::Seek(Seek {
+            beat: number("a beat")?,
+            schedule,
+        })),
+        "sheet" => {
+            let text = match rest.is_empty() {
+                true => String::new(),
+                false => read_sheet(rest)?,
+            };
+            Line::Send(ClientEvent::SetSheet(SetSheet { text }))
+        }
         "msg" => Line::Send(ClientEvent::UpdateMessage(UpdateMessage {
             text: rest.to_owned(),
         })),
@@ -78,6 +110,18 @@ fn parse_line(line: &str) -> Result<Option<Line>, String> {
         "quit" | "exit" => Line::Quit,
         other => return Err(format!("unknown command `{other}`; {HELP}")),
     }))
+}
+
+/// A ChordPro file for `sheet`, refused before sending when the server would refuse it.
+fn read_sheet(path: &str) -> Result<String, String> {
+    let too_large = || format!("{path}: a sheet is at most {MAX_SHEET_BYTES} bytes");
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("{path}: {e}"))?
+        .len();
+    if size > MAX_SHEET_BYTES as u64 {
+        return Err(too_large());
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
 }
 
 pub async fn run(args: LeadArgs) -> anyhow::Result<()> {
@@ -225,6 +269,63 @@ mod tests {
         assert_eq!(send("sync"), ClientEvent::SyncRequest);
         assert_eq!(parse_line("quit"), Ok(Some(Line::Quit)));
         assert_eq!(parse_line("   "), Ok(None));
+    }
+
+    #[test]
+    fn a_trailing_at_schedules_at_the_next_bar() {
+        let quantum = |q| Schedule {
+            at: None,
+            quantum: Some(q),
+        };
+        assert_eq!(
+            send("tempo 140 @4"),
+            ClientEvent::SetTempo(SetTempo {
+                tempo: 140.0,
+                schedule: quantum(4.0)
+            })
+        );
+        assert_eq!(
+            send("play @3"),
+            ClientEvent::Play(Play {
+                beat: None,
+                schedule: quantum(3.0)
+            })
+        );
+        assert_eq!(
+            send("pause @4"),
+            ClientEvent::Pause(Pause {
+                schedule: quantum(4.0)
+            })
+        );
+        assert!(parse_line("seek 8 @bar")
+            .unwrap_err()
+            .contains("number of beats"));
+        assert!(
+            parse_line("msg meet @ 8").is_ok(),
+            "only transport commands schedule"
+        );
+    }
+
+    #[test]
+    fn sheet_reads_a_file_or_clears() {
+        let path = std::env::temp_dir().join(format!("lead-sheet-{}.cho", std::process::id()));
+        std::fs::write(&path, "{title: Blue}\n[G]Hello").unwrap();
+        assert_eq!(
+            send(&format!("sheet {}", path.display())),
+            ClientEvent::SetSheet(SetSheet {
+                text: "{title: Blue}\n[G]Hello".into()
+            })
+        );
+        std::fs::write(&path, "a".repeat(MAX_SHEET_BYTES + 1)).unwrap();
+        let refused = parse_line(&format!("sheet {}", path.display()));
+        assert!(refused.unwrap_err().contains("at most"));
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            send("sheet"),
+            ClientEvent::SetSheet(SetSheet {
+                text: String::new()
+            })
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Exit codes: 0 when the run ended as asked (`--duration` elapsed, `quit`, Ctrl-C),
 //! 1 on a connection or protocol error (message on stderr), 2 on bad arguments (clap).
 
+mod bars;
 mod chunk;
+mod click;
 mod follow;
 mod lead;
 mod listen;

@@ -34,6 +34,11 @@ impl Monitor {
         }
     }
 
+    /// The session's timeline as the frames so far told it.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
     /// Accounts for and prints one frame. `offset` is the clock offset to judge tick lag
     /// with; `sse_id` the SSE event id, shown in the human form.
     pub fn on_frame(

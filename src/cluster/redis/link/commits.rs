@@ -50,18 +50,23 @@ impl Link {
             .arg(&*self.instance)
             .arg(p.ticket)
             .arg(match p.kind {
-                ProposalKind::Change => "change",
+                ProposalKind::Change | ProposalKind::Activate(_) => "change",
                 ProposalKind::Reconcile => "reconcile",
                 ProposalKind::Seed => "seed",
             })
             .arg(self.settings.recovery_window.as_millis().max(1) as u64)
             .arg(p.record.leader.as_deref().unwrap_or(""))
             .arg(new_epoch())
+            .arg(scheduled_id(p.record.scheduled.map(|c| c.id)))
+            .arg(scheduled_id(match p.kind {
+                ProposalKind::Activate(id) => Some(id),
+                _ => None,
+            }))
             .invoke_async(&mut up.conn)
             .await?;
         if committed == 1 {
             if let Ok(Envelope::Commit(commit)) = serde_json::from_str(&payload) {
-                let ready = self.sequencer.offer(&session, commit, Instant::now());
+                let ready = self.sequencer.offer(&session, *commit, Instant::now());
                 self.deliver_commits(ready).await;
             }
         } else {
@@ -167,7 +172,12 @@ fn commits_of(entries: Vec<(String, Vec<(String, String)>)>) -> impl Iterator<It
         .into_iter()
         .flat_map(|(_, fields)| fields)
         .filter_map(|(_, json)| match serde_json::from_str(&json).ok()? {
-            Envelope::Commit(commit) => Some(commit),
+            Envelope::Commit(commit) => Some(*commit),
             _ => None,
         })
+}
+
+/// A scheduled change's id as the commit script stores and compares it (`''`: none).
+fn scheduled_id(id: Option<u64>) -> String {
+    id.map(|id| id.to_string()).unwrap_or_default()
 }

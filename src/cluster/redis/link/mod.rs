@@ -206,7 +206,10 @@ impl Link {
     /// What the engine waits for, answered without Redis.
     async fn answer_down(&mut self, command: Command) {
         match command {
-            Command::Propose(p) if p.kind != ProposalKind::Change => {
+            // Out of reach, a change (an activation too) commits here only.
+            Command::Propose(p)
+                if matches!(p.kind, ProposalKind::Reconcile | ProposalKind::Seed) =>
+            {
                 let event = ClusterEvent::Rejected {
                     ticket: p.ticket,
                     current: None,
@@ -307,7 +310,7 @@ impl Link {
         };
         match envelope {
             Envelope::Commit(commit) if self.sequencer.is_following(&session) => {
-                let ready = self.sequencer.offer(&session, commit, Instant::now());
+                let ready = self.sequencer.offer(&session, *commit, Instant::now());
                 self.deliver_commits(ready).await;
             }
             Envelope::Presence { instance, presence } if instance != self.instance => {
