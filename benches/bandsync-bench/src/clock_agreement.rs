@@ -104,7 +104,6 @@ pub async fn run(ws_url: &str, s: &Settings, c: &ClockArgs) -> anyhow::Result<Re
         lock(&view)
             .timeline
             .apply(&ServerEvent::Snapshot(snapshot.clone()));
-        lock(&view).scheduled = snapshot.scheduled;
         let v = view.clone();
         tasks.push(tokio::spawn(async move {
             let result = drive(&mut ws, &v, until, &[]).await;

@@ -3,7 +3,7 @@
 //! the wall clock; the truth it is measured against; and percentiles.
 
 use bandsync_client::protocol::client::Heartbeat;
-use bandsync_client::protocol::server::{ScheduledChange, ServerEvent};
+use bandsync_client::protocol::server::ServerEvent;
 use bandsync_client::protocol::ClientEvent;
 use bandsync_client::{wall_clock_ms, ClockEstimate, ClockEstimator, Incoming, Timeline, WsClient};
 use std::net::SocketAddr;
@@ -15,9 +15,8 @@ use tokio::time::Instant;
 #[derive(Debug, Default)]
 pub struct View {
     pub clock: ClockEstimator,
+    /// The transport, and any change announced ahead of its instant.
     pub timeline: Timeline,
-    /// A change announced ahead of its instant (`scheduled` of the latest state).
-    pub scheduled: Option<ScheduledChange>,
     /// This client's local clock minus the wall clock, ms.
     pub skew: f64,
 }
@@ -35,10 +34,7 @@ impl View {
     /// session version it knows.
     pub fn position_at_wall(&self, wall_ms: f64) -> Option<(f64, f64, u64)> {
         let server = wall_ms + self.skew + self.clock.offset()?;
-        let before = self.timeline.transport()?;
-        let transport = self
-            .scheduled
-            .map_or(before, |c| c.transport_at(&before, server));
+        let transport = self.timeline.transport_at(server)?;
         Some((
             transport.position_at(server),
             transport.tempo,
@@ -47,15 +43,7 @@ impl View {
     }
 
     fn apply(&mut self, event: &ServerEvent) {
-        if self.timeline.apply(event) {
-            match event {
-                ServerEvent::Snapshot(s) => self.scheduled = s.scheduled,
-                ServerEvent::StateUpdate(s) | ServerEvent::SyncResponse(s) => {
-                    self.scheduled = s.scheduled
-                }
-                _ => {}
-            }
-        }
+        self.timeline.apply(event);
     }
 }
 

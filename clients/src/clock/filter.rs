@@ -33,18 +33,13 @@ pub fn best_count(n: usize) -> usize {
     }
 }
 
-/// The `best_count(held.len())` samples with the shortest round trips. Ties go to the
-/// newer sample, so a run of equal round trips follows the clock rather than the past.
+/// The `best_count(held.len())` samples with the shortest round trips. Equal round trips
+/// keep their order in the window (the sort is stable), as the page's port does.
 pub fn best(held: &[Timed]) -> Vec<Timed> {
-    let mut sorted: Vec<(usize, Timed)> = held.iter().copied().enumerate().collect();
-    sorted.sort_by(|(ia, a), (ib, b)| {
-        a.sample
-            .round_trip
-            .total_cmp(&b.sample.round_trip)
-            .then(ib.cmp(ia))
-    });
+    let mut sorted = held.to_vec();
+    sorted.sort_by(|a, b| a.sample.round_trip.total_cmp(&b.sample.round_trip));
     sorted.truncate(best_count(held.len()));
-    sorted.into_iter().map(|(_, t)| t).collect()
+    sorted
 }
 
 /// The median of `values`: the middle one, or the mean of the two middle ones for an even

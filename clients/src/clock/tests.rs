@@ -320,3 +320,18 @@ fn server_clock_converts_both_ways() {
 fn wall_clock_is_after_2020() {
     assert!(wall_clock_ms() > 1_577_836_800_000.0);
 }
+
+#[test]
+fn equal_round_trips_keep_their_order_in_the_window() {
+    let held: Vec<Timed> = (0..8)
+        .map(|i| Timed {
+            sample: sample(f64::from(i), 5.0),
+            local_ms: f64::from(i),
+        })
+        .collect();
+    let kept: Vec<f64> = filter::best(&held)
+        .iter()
+        .map(|t| t.sample.offset)
+        .collect();
+    assert_eq!(kept, [0.0, 1.0, 2.0]);
+}
