@@ -2,20 +2,55 @@
 //!
 //! A client converts its own wall clock to server time by adding an offset. One round trip
 //! gives an offset whose error is at most half the round trip (the request and the reply
-//! could have taken any split of it), so the estimator keeps the last few samples and
-//! trusts the one with the shortest round trip (see
-//! [`bandsync_protocol::timeline::best_clock_sample`]). Keeping only the last N lets the
-//! estimate follow clock drift and network changes instead of clinging to one lucky
-//! sample from long ago.
+//! could have taken any split of it). On a jittery link (Wi-Fi in a rehearsal room) single
+//! samples are off by milliseconds, so the estimator is a clock filter in the spirit of
+//! NTP's, Ableton Link's and IRCAM's sync: it holds a window of the last [`DEFAULT_WINDOW`]
+//! samples, keeps the quarter with the shortest round trips (see [`filter::best_count`])
+//! and takes the median of their offsets. A join burst (a heartbeat every
+//! [`BURST_INTERVAL`] for the first [`BURST_LENGTH`]) fills the window quickly, so the
+//! estimate is good within two seconds of joining; then one heartbeat a
+//! [`STEADY_INTERVAL`] keeps it current.
+//!
+//! Holding only a window lets the estimate follow a changed route or a drifting clock
+//! instead of clinging to one lucky sample from long ago; [`ClockEstimator::with_drift`]
+//! also fits the drift itself (off by default: see its doc).
+//!
+//! The exact rules are in `protocol/PROTOCOL.md`, section 7, for client authors.
+
+pub mod filter;
 
 use bandsync_protocol::server::HeartbeatResponse;
-use bandsync_protocol::timeline::{best_clock_sample, ClockSample};
+use bandsync_protocol::timeline::ClockSample;
+use filter::Timed;
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How many samples [`ClockEstimator::default`] keeps: at one heartbeat a second, the best
-/// of the last eight seconds.
-pub const DEFAULT_CLOCK_SAMPLES: usize = 8;
+/// How many samples [`ClockEstimator::default`] holds (`W`). 32: the join burst's ~40
+/// samples fill it within two seconds, so the filter has 8 good ones to take the median
+/// of; afterwards, at one heartbeat a second, it spans the last half minute: short enough
+/// to follow a route change, long enough that congestion lasting under ~24 s (three
+/// quarters of the window) cannot push out every good sample.
+pub const DEFAULT_WINDOW: usize = 32;
+
+/// Kept for source compatibility: the window of [`ClockEstimator::default`].
+pub const DEFAULT_CLOCK_SAMPLES: usize = DEFAULT_WINDOW;
+
+/// How long after joining the client heartbeats fast: the target is an offset within 1 ms
+/// of the truth two seconds after joining, under 5 ms of jitter each way.
+pub const BURST_LENGTH: Duration = Duration::from_secs(2);
+
+/// The heartbeat interval during the join burst: 40 samples in [`BURST_LENGTH`], 20 a
+/// second, a fifth of the server's default per-socket rate limit (100 frames/s).
+pub const BURST_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The heartbeat interval after the burst: a clock drifts by microseconds a second, and
+/// one heartbeat a second is also the liveness check a browser needs.
+pub const STEADY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The least span of local time the kept samples must cover before a drift is fitted:
+/// over a shorter span, a few samples' jitter passes for drift (1 ms of noise over 20 s
+/// is 50 ppm, more than a quartz clock drifts).
+pub const DRIFT_MIN_SPAN_MS: f64 = 20_000.0;
 
 /// This machine's wall clock in ms since the Unix epoch, the unit of every protocol
 /// timestamp. A clock set before 1970 reads as 0.
@@ -30,51 +65,82 @@ pub fn server_now(offset: f64) -> f64 {
     wall_clock_ms() + offset
 }
 
-/// The best current offset estimate, with its error bound.
+/// The current offset estimate, with its error bound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockEstimate {
     /// Add to the local wall clock (ms) to get server time (ms).
     pub offset: f64,
-    /// The true offset lies within `offset ± error_bound` ms (half the round trip).
+    /// The true offset lies within `offset ± error_bound` ms: the largest half round trip
+    /// among the samples the median was taken of.
     pub error_bound: f64,
-    /// The round trip of the sample this estimate comes from, in ms.
+    /// The shortest round trip among the samples the estimate comes from, in ms.
     pub round_trip: f64,
 }
 
-/// Keeps the last N clock samples and reports the one with the shortest round trip.
+/// The clock filter over a window of heartbeat samples, and the heartbeat cadence.
 #[derive(Debug, Clone)]
 pub struct ClockEstimator {
-    samples: VecDeque<ClockSample>,
+    held: VecDeque<Timed>,
     capacity: usize,
+    drift: bool,
+    /// When the join burst started (local ms): the first heartbeat sent or sample added,
+    /// or [`Self::restart_burst`].
+    burst_from: Option<f64>,
+    /// When the last heartbeat was sent (local ms).
+    last_sent: Option<f64>,
 }
 
 impl Default for ClockEstimator {
     fn default() -> Self {
-        Self::new(DEFAULT_CLOCK_SAMPLES)
+        Self::new(DEFAULT_WINDOW)
     }
 }
 
 impl ClockEstimator {
-    /// An estimator keeping the last `capacity` samples (at least one).
+    /// An estimator holding the last `capacity` samples (at least one), drift off.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            samples: VecDeque::with_capacity(capacity),
+            held: VecDeque::with_capacity(capacity),
             capacity,
+            drift: false,
+            burst_from: None,
+            last_sent: None,
         }
     }
 
-    /// Adds a sample, forgetting the oldest when full. Returns false (and keeps nothing) for
-    /// a sample that cannot be right: a non-finite value or a negative round trip, which
-    /// only a local clock step between send and receive produces.
+    /// Fits a drift (the least-squares slope of the kept offsets against local time, once
+    /// they span [`DRIFT_MIN_SPAN_MS`]) and applies it in [`Self::offset_at`]. Off by
+    /// default: two quartz clocks drift apart by 10-50 ppm, 0.5-2.5 µs over a 50 ms
+    /// window of the shared timeline, and the window follows slower drift by itself,
+    /// while a fitted slope turns the jitter of a few samples into a trend.
+    pub fn with_drift(mut self, on: bool) -> Self {
+        self.drift = on;
+        self
+    }
+
+    /// Adds a sample taken now (local wall clock), forgetting the oldest when full.
+    /// Returns false (and keeps nothing) for a sample that cannot be right: a non-finite
+    /// value or a negative round trip, which only a local clock step between send and
+    /// receive produces.
     pub fn add(&mut self, sample: ClockSample) -> bool {
-        if !sample.offset.is_finite() || !sample.round_trip.is_finite() || sample.round_trip < 0.0 {
+        self.add_at(sample, wall_clock_ms())
+    }
+
+    /// [`Self::add`] for a sample taken at local wall time `local_ms` (the reply's `t3`).
+    pub fn add_at(&mut self, sample: ClockSample, local_ms: f64) -> bool {
+        let valid = sample.offset.is_finite()
+            && sample.round_trip.is_finite()
+            && sample.round_trip >= 0.0
+            && local_ms.is_finite();
+        if !valid {
             return false;
         }
-        if self.samples.len() == self.capacity {
-            self.samples.pop_front();
+        if self.held.len() == self.capacity {
+            self.held.pop_front();
         }
-        self.samples.push_back(sample);
+        self.held.push_back(Timed { sample, local_ms });
+        self.burst_from.get_or_insert(local_ms);
         true
     }
 
@@ -82,51 +148,122 @@ impl ClockEstimator {
     /// Returns the sample when it was kept.
     pub fn add_heartbeat(&mut self, reply: &HeartbeatResponse, t3: f64) -> Option<ClockSample> {
         let sample = ClockSample::from_heartbeat(reply.t0, reply.t1, reply.t2, t3);
-        self.add(sample).then_some(sample)
+        if reply.t0.is_finite() {
+            self.burst_from.get_or_insert(reply.t0);
+        }
+        self.add_at(sample, t3).then_some(sample)
     }
 
-    /// The best estimate so far, `None` before the first sample.
+    /// The filtered estimate, `None` before the first sample.
     pub fn estimate(&self) -> Option<ClockEstimate> {
-        let (front, back) = self.samples.as_slices();
-        // `best_clock_sample` takes one slice; a ring buffer holds at most two.
-        let best = match (best_clock_sample(front), best_clock_sample(back)) {
-            (Some(a), Some(b)) => best_clock_sample(&[a, b]),
-            (a, b) => a.or(b),
-        }?;
+        let f = filter::filter(&self.window())?;
         Some(ClockEstimate {
-            offset: best.offset,
-            error_bound: best.round_trip / 2.0,
-            round_trip: best.round_trip,
+            offset: f.offset,
+            error_bound: f.error_bound,
+            round_trip: f.round_trip,
         })
     }
 
-    /// The best offset so far (ms to add to the local clock).
+    /// The filtered offset (ms to add to the local clock).
     pub fn offset(&self) -> Option<f64> {
         self.estimate().map(|e| e.offset)
     }
 
-    /// The error bound of [`Self::offset`], half its round trip.
+    /// The offset to use at local wall time `local_ms`: [`Self::offset`], plus the fitted
+    /// drift times the time since the kept samples' mean local time when drift is on.
+    pub fn offset_at(&self, local_ms: f64) -> Option<f64> {
+        let held = &self.window();
+        let f = filter::filter(held)?;
+        let slope = if self.drift {
+            filter::drift(held, DRIFT_MIN_SPAN_MS).unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        Some(f.offset + slope * (local_ms - f.local_ms))
+    }
+
+    /// The fitted drift (ms per ms), when drift is on and the samples span enough.
+    pub fn drift(&self) -> Option<f64> {
+        if !self.drift {
+            return None;
+        }
+        filter::drift(&self.window(), DRIFT_MIN_SPAN_MS)
+    }
+
+    /// The error bound of [`Self::offset`].
     pub fn error_bound(&self) -> Option<f64> {
         self.estimate().map(|e| e.error_bound)
     }
 
-    /// A [`ServerClock`] using the best offset so far.
+    /// A [`ServerClock`] using the filtered offset.
     pub fn server_clock(&self) -> Option<ServerClock> {
         self.offset().map(ServerClock::new)
     }
 
-    /// How many samples are kept.
+    /// How many samples are held.
     pub fn len(&self) -> usize {
-        self.samples.len()
+        self.held.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
+        self.held.is_empty()
     }
 
-    /// The kept samples, oldest first.
+    /// The held samples, oldest first.
     pub fn samples(&self) -> impl Iterator<Item = &ClockSample> {
-        self.samples.iter()
+        self.held.iter().map(|t| &t.sample)
+    }
+
+    /// The held samples as one slice for the filter (32 of them: copying is cheaper than
+    /// keeping a second, contiguous copy up to date).
+    fn window(&self) -> Vec<Timed> {
+        self.held.iter().copied().collect()
+    }
+
+    /// Records that a heartbeat with `t0` (local ms) was sent: starts the join burst at the
+    /// first one, and times [`Self::next_heartbeat_in`].
+    pub fn heartbeat_sent(&mut self, t0: f64) {
+        if t0.is_finite() {
+            self.burst_from.get_or_insert(t0);
+            self.last_sent = Some(t0);
+        }
+    }
+
+    /// Starts a new join burst at `now_ms` (after a reconnect: the route may have changed).
+    /// The held samples stay; the burst's fresh ones soon outnumber them.
+    pub fn restart_burst(&mut self, now_ms: f64) {
+        self.burst_from = Some(now_ms);
+    }
+
+    /// Whether local time `now_ms` is within the join burst (also before it started).
+    pub fn in_burst(&self, now_ms: f64) -> bool {
+        self.burst_from
+            .is_none_or(|from| now_ms - from < BURST_LENGTH.as_secs_f64() * 1000.0)
+    }
+
+    /// The heartbeat interval at `now_ms`: [`BURST_INTERVAL`] during the join burst,
+    /// [`STEADY_INTERVAL`] after.
+    pub fn heartbeat_interval(&self, now_ms: f64) -> Duration {
+        if self.in_burst(now_ms) {
+            BURST_INTERVAL
+        } else {
+            STEADY_INTERVAL
+        }
+    }
+
+    /// How long to wait at `now_ms` before the next heartbeat: zero before the first, then
+    /// what is left of [`Self::heartbeat_interval`] since the last one sent.
+    pub fn next_heartbeat_in(&self, now_ms: f64) -> Duration {
+        let Some(last) = self.last_sent else {
+            return Duration::ZERO;
+        };
+        let due = last + self.heartbeat_interval(now_ms).as_secs_f64() * 1000.0;
+        let wait = due - now_ms;
+        if wait.is_finite() && wait > 0.0 {
+            Duration::from_secs_f64(wait / 1000.0)
+        } else {
+            Duration::ZERO
+        }
     }
 }
 
@@ -159,95 +296,4 @@ impl ServerClock {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sample(offset: f64, round_trip: f64) -> ClockSample {
-        ClockSample { offset, round_trip }
-    }
-
-    #[test]
-    fn empty_estimator_has_no_estimate() {
-        let e = ClockEstimator::default();
-        assert!(e.is_empty());
-        assert_eq!(e.estimate(), None);
-        assert_eq!(e.server_clock(), None);
-    }
-
-    #[test]
-    fn picks_the_shortest_round_trip_and_halves_it() {
-        let mut e = ClockEstimator::new(4);
-        e.add(sample(100.0, 30.0));
-        e.add(sample(90.0, 6.0));
-        e.add(sample(120.0, 50.0));
-        let est = e.estimate().unwrap();
-        assert_eq!(est.offset, 90.0);
-        assert_eq!(est.error_bound, 3.0);
-        assert_eq!(est.round_trip, 6.0);
-    }
-
-    #[test]
-    fn forgets_samples_beyond_capacity() {
-        let mut e = ClockEstimator::new(3);
-        e.add(sample(1.0, 1.0)); // the best, but it will age out
-        for offset in [2.0, 3.0, 4.0] {
-            e.add(sample(offset, 10.0 + offset));
-        }
-        assert_eq!(e.len(), 3);
-        assert_eq!(e.offset(), Some(2.0));
-    }
-
-    #[test]
-    fn finds_the_best_across_the_ring_buffer_wrap() {
-        // After wrapping, the deque's storage is two slices; the best may be in either.
-        let mut e = ClockEstimator::new(4);
-        for (i, rtt) in [9.0, 8.0, 7.0, 6.0, 20.0, 1.5].into_iter().enumerate() {
-            e.add(sample(i as f64, rtt));
-        }
-        assert_eq!(e.offset(), Some(5.0));
-        let mut e = ClockEstimator::new(4);
-        for (i, rtt) in [9.0, 8.0, 2.0, 6.0, 20.0, 10.0].into_iter().enumerate() {
-            e.add(sample(i as f64, rtt));
-        }
-        assert_eq!(e.offset(), Some(2.0));
-    }
-
-    #[test]
-    fn rejects_impossible_samples() {
-        let mut e = ClockEstimator::default();
-        assert!(!e.add(sample(f64::NAN, 1.0)));
-        assert!(!e.add(sample(1.0, -0.5)));
-        assert!(!e.add(sample(1.0, f64::INFINITY)));
-        assert!(e.is_empty());
-    }
-
-    #[test]
-    fn heartbeat_reply_becomes_a_sample() {
-        // Server clock 250 ms ahead, 4 ms each way, 1 ms processing.
-        let reply = HeartbeatResponse {
-            t0: 1_000.0,
-            t1: 1_254.0,
-            t2: 1_255.0,
-        };
-        let mut e = ClockEstimator::default();
-        let s = e.add_heartbeat(&reply, 1_009.0).unwrap();
-        assert!((s.offset - 250.0).abs() < 1e-9);
-        assert!((s.round_trip - 8.0).abs() < 1e-9);
-        assert!((e.error_bound().unwrap() - 4.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn server_clock_converts_both_ways() {
-        let c = ServerClock::new(-42.5);
-        assert_eq!(c.to_server(1_000.0), 957.5);
-        assert_eq!(c.to_local(957.5), 1_000.0);
-        let before = wall_clock_ms();
-        let now = c.server_now();
-        assert!(now >= before - 42.5 && now <= wall_clock_ms() - 42.5);
-    }
-
-    #[test]
-    fn wall_clock_is_after_2020() {
-        assert!(wall_clock_ms() > 1_577_836_800_000.0);
-    }
-}
+mod tests;

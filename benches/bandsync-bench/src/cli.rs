@@ -69,6 +69,12 @@ OUTPUT
     server_cpu {cpu_ms, percent_of_core} (POST -> last listener), server_rss_kib, client_cpu.
     Each case uses a fresh repository; the next one starts once the server let go of the
     listeners. Then a Markdown table of all cases on stderr.
+  clock-accuracy: n, jitter_sd_ms, jitter_model, seed, truth_ms, truth_rtt_ms, phases [{name
+    (symmetric, asymmetric), up_base_ms, down_base_ms, injected_up/down {chunks, mean_ms, sd_ms,
+    min_ms, p50_ms, p99_ms, max_ms, drawn_mean_ms, drawn_sd_ms}, checkpoints [{t_s,
+    clients_with_estimate, abs_error_ms, bias_ms, error_bound_ms}]}] (spreads: count, p50..max).
+  clock-agreement: n clients, tempo_changes, changes_sent, difference_ms (every pair, ms),
+    worst_pair_p99_ms, in_flight, injected_up/down, final_offset_error_ms.
   server_metrics {counters, mean_us}: deltas of the server's own /metrics over the scenario
     (ticks_dropped_total, slow_client_disconnects_total, ...; histogram means in µs), when served.
   n counts the measured connections (mixed: sessions x members, leaders included; audio:
@@ -92,6 +98,7 @@ EXAMPLES
   bandsync-bench --spawn --server-cpus 1 cluster-fanout -n 1000 -d 10 --instances 2
   bandsync-bench --spawn cluster-churn --clients 1000 -d 60 --drop-every 15 --away 2
   bandsync-bench --spawn repo-fanout --listeners 100,1000 --encodings json,f32,i16
+  bandsync-bench --spawn clock-accuracy -n 20 --jitter-ms 5 --asymmetry-ms 10
 
 AUDIO AND THE SERVER
   --spawn sets BEARER_TOKEN=--token for the server, --share-audio-rate 20 (twice the chunk
@@ -148,6 +155,12 @@ pub enum Scenario {
     /// SSE listeners, in each of --encodings: time until the last listener has all of it,
     /// server CPU, bytes.
     RepoFanout,
+    /// N clients, each behind its own jittered fault-proxy link: offset error at 0.5, 1, 2
+    /// and 5 s after joining, with symmetric jitter and then a fixed asymmetry.
+    ClockAccuracy,
+    /// Two clients behind independent jittered links: the difference between the
+    /// positions they compute at the same instants while the tempo changes.
+    ClockAgreement,
 }
 
 impl Scenario {
@@ -165,6 +178,8 @@ impl Scenario {
             Scenario::ClusterFanout => "cluster-fanout",
             Scenario::ClusterChurn => "cluster-churn",
             Scenario::RepoFanout => "repo-fanout",
+            Scenario::ClockAccuracy => "clock-accuracy",
+            Scenario::ClockAgreement => "clock-agreement",
         }
     }
 
@@ -389,4 +404,6 @@ pub struct Cli {
     /// Allow a --url host that is not loopback.
     #[arg(long)]
     pub allow_remote: bool,
+    #[command(flatten)]
+    pub clock: crate::clock_plan::ClockArgs,
 }

@@ -16,7 +16,9 @@
 //! `cluster-churn` is `churn` given several instances. `repo-fanout` (repository streams)
 //! has its cases in `repo_fanout`, its listeners in `repo_listener`, its output in
 //! `repo_report`. `reference` spawns a reference server (uWebSockets.js) in bandsync's
-//! place for fanout, ticks and connect.
+//! place for fanout, ticks and connect. The clock scenarios (`clock_job`) put a
+//! fault proxy in front of each client: `clock_accuracy`, `clock_agreement`, sharing
+//! `clock_link`, with their flags in `clock_plan`.
 
 mod audio;
 mod audio_plan;
@@ -27,6 +29,11 @@ mod churn_leader;
 mod churn_member;
 mod churn_tally;
 mod cli;
+mod clock_accuracy;
+mod clock_agreement;
+mod clock_job;
+mod clock_link;
+mod clock_plan;
 mod cluster;
 mod cluster_fanout;
 mod cluster_report;
@@ -104,6 +111,9 @@ async fn dispatch(
         Scenario::All | Scenario::AudioSeed => unreachable!("expanded by the cli"),
         Scenario::ClusterFanout => unreachable!("run by cluster_fanout::job"),
         Scenario::RepoFanout => unreachable!("run by repo_fanout::job"),
+        Scenario::ClockAccuracy | Scenario::ClockAgreement => {
+            unreachable!("run by clock_job::job")
+        }
     }
 }
 
@@ -148,6 +158,11 @@ async fn run_one(plan: &Plan, job: &Job, index: usize, deadline: Instant) -> Out
     if scenario == Scenario::ClusterFanout {
         let (report, outcome) = cluster_fanout::job(plan, &s, &extras, deadline).await;
         emit(&report, &report.human());
+        return outcome;
+    }
+    if matches!(scenario, Scenario::ClockAccuracy | Scenario::ClockAgreement) {
+        let (line, outcome) = clock_job::job(plan, &s, &extras, deadline, scenario).await;
+        emit(&line, &line.human());
         return outcome;
     }
     if scenario == Scenario::RepoFanout {

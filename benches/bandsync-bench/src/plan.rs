@@ -26,6 +26,8 @@ pub struct Settings {
     pub repo: RepoSettings,
     /// mixed: sample the server and the latency this often (the soak).
     pub sample_every: Option<Duration>,
+    /// clock-accuracy, clock-agreement.
+    pub clock: crate::clock_plan::ClockArgs,
 }
 
 /// What the `churn` scenario reads besides the common settings.
@@ -149,7 +151,7 @@ impl Cli {
         }
         if jobs.is_empty() {
             return Err(
-                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn, cluster-fanout, cluster-churn or repo-fanout"
+                "name a scenario: fanout, ticks, connect, sse, mixed, all, audio, audio-seed, churn, cluster-fanout, cluster-churn, repo-fanout, clock-accuracy or clock-agreement"
                     .into(),
             );
         }
@@ -175,6 +177,7 @@ impl Cli {
         if jobs.iter().any(|j| j.scenario == Scenario::RepoFanout) {
             repo.check()?;
         }
+        self.clock.check()?;
         let check = |ok: bool, msg: &str| if ok { Ok(()) } else { Err(msg.to_owned()) };
         check(
             self.spawn || !jobs.iter().any(|j| j.scenario.is_cluster()),
@@ -263,6 +266,9 @@ impl Cli {
                         // Two phases (baseline, cluster), and Redis to start.
                         Scenario::ClusterFanout => d * 2 + Duration::from_secs(90),
                         Scenario::RepoFanout => repo.budget(),
+                        // Two phases of 5 s, or a warm-up and the comparison.
+                        Scenario::ClockAccuracy => Duration::from_secs(90),
+                        Scenario::ClockAgreement => d + Duration::from_secs(60),
                         _ => d + Duration::from_secs(60),
                     }
                 })
@@ -303,6 +309,7 @@ impl Cli {
                     seed: (u64::from(std::process::id()) << 20) ^ unix_ms,
                 },
                 sample_every: self.sample_every,
+                clock: self.clock,
                 repo,
             },
             rate: self.rate,
