@@ -100,7 +100,9 @@ impl Transport {
 ///
 /// `t0` is the client's send time, `t1`/`t2` the server's receive/send times, `t3` the
 /// client's receive time, all in ms. `offset` is what to add to the client clock to get
-/// server time; `round_trip` excludes the server's own processing time.
+/// server time; `round_trip` excludes the server's own processing time. One sample's
+/// offset is off by up to half its round trip; the client library's estimator
+/// (`bandsync_client::ClockEstimator`, PROTOCOL.md section 7) filters many of them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ClockSample {
     pub offset: f64,
@@ -114,15 +116,6 @@ impl ClockSample {
             round_trip: (t3 - t0) - (t2 - t1),
         }
     }
-}
-
-/// Picks the sample with the shortest round trip: its offset has the smallest error bound
-/// (half the round trip), which is why clients keep a few samples and use the best.
-pub fn best_clock_sample(samples: &[ClockSample]) -> Option<ClockSample> {
-    samples
-        .iter()
-        .copied()
-        .min_by(|a, b| a.round_trip.total_cmp(&b.round_trip))
 }
 
 #[cfg(test)]
@@ -194,25 +187,5 @@ mod tests {
         let s = ClockSample::from_heartbeat(t0, t1, t2, t3);
         assert!((s.offset - 250.0).abs() < 1e-9);
         assert!((s.round_trip - 10.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn best_sample_has_the_shortest_round_trip() {
-        let samples = [
-            ClockSample {
-                offset: 10.0,
-                round_trip: 40.0,
-            },
-            ClockSample {
-                offset: 12.0,
-                round_trip: 4.0,
-            },
-            ClockSample {
-                offset: 30.0,
-                round_trip: 90.0,
-            },
-        ];
-        assert_eq!(best_clock_sample(&samples).unwrap().offset, 12.0);
-        assert!(best_clock_sample(&[]).is_none());
     }
 }

@@ -70,7 +70,11 @@ impl Metronome {
     /// queued clicks that no longer fall where they should.
     pub fn replan(&mut self, timeline: &Timeline, offset: f64) {
         let now = wall_clock_ms() + offset;
-        let from = now.max(self.printed_until + BAR_EPSILON_MS);
+        // From the bar planned next if it came due but was not printed yet (an event that
+        // arrived with it, like the activation of a change scheduled on that very bar,
+        // must not skip it), else from now; never again a bar already printed.
+        let planned = self.next_bar.map_or(now, |b| b.server_time.min(now));
+        let from = planned.max(self.printed_until + BAR_EPSILON_MS);
         self.next_bar = next_bar(timeline, from, self.options.beats_per_bar);
         let Some(click) = &self.click else {
             return;

@@ -16,14 +16,7 @@ use bandsync_client::protocol::server::ServerEvent;
 use bandsync_client::protocol::{ClientEvent, Role, ServerFrame};
 use bandsync_client::{wall_clock_ms, ClockEstimator, Incoming};
 use clap::Args;
-use std::time::{Duration, Instant};
-use tokio::time::MissedTickBehavior;
-
-/// How often to send a `heartbeat` once the clock estimate has settled.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// How often, and for how long after joining, to send them while it settles.
-const HEARTBEAT_BURST_EVERY: Duration = Duration::from_millis(50);
-const HEARTBEAT_BURST_FOR: Duration = Duration::from_secs(2);
+use std::time::Instant;
 
 #[derive(Debug, Clone, Args)]
 pub struct FollowArgs {
@@ -107,11 +100,8 @@ pub async fn run(args: FollowArgs) -> anyhow::Result<()> {
         event: ServerEvent::Snapshot(snapshot),
     };
     monitor.on_frame(&snapshot, Instant::now(), wall_clock_ms(), None, None);
+    // The estimator keeps the heartbeat cadence (its join burst, then the steady rate).
     let mut clock = ClockEstimator::default();
-    let joined = Instant::now();
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_BURST_EVERY);
-    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut settled = false;
     let stopped = until_stopped(args.common.duration);
     tokio::pin!(stopped);
 
@@ -122,16 +112,10 @@ pub async fn run(args: FollowArgs) -> anyhow::Result<()> {
             () = sleep_until(metronome.next_wake(monitor.timeline(), clock.offset().unwrap_or(0.0))) => {
                 metronome.on_wake(monitor.timeline(), clock.estimate().as_ref());
             }
-            _ = heartbeat.tick() => {
-                if !settled && joined.elapsed() >= HEARTBEAT_BURST_FOR {
-                    settled = true;
-                    heartbeat = tokio::time::interval_at(
-                        tokio::time::Instant::now() + HEARTBEAT_EVERY,
-                        HEARTBEAT_EVERY,
-                    );
-                    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                }
-                let event = ClientEvent::Heartbeat(Heartbeat { t0: wall_clock_ms() });
+            () = tokio::time::sleep(clock.next_heartbeat_in(wall_clock_ms())) => {
+                let t0 = wall_clock_ms();
+                clock.heartbeat_sent(t0);
+                let event = ClientEvent::Heartbeat(Heartbeat { t0 });
                 if let Err(e) = client.send(event).await {
                     break Err(anyhow::Error::new(e).context("sending a heartbeat"));
                 }
