@@ -38,6 +38,7 @@ fn concrete(template: &str) -> String {
         .replace("{sessionId}", "123456")
         .replace("{owner}", "octocat")
         .replace("{name}", "hello-world")
+        .replace("{module}", "clock.js")
         .replace("{id}", "ast_5be1f0c2a9d84e7f9c01b2a3d4e5f607")
 }
 

@@ -37,14 +37,17 @@ pub fn is_module_path(path: &str) -> bool {
     path.strip_prefix("/js/").and_then(module).is_some()
 }
 
-/// `GET /js/{module}.js`; any other name under `/js/` is not found. GET and HEAD (the
-/// caller adds the method filter).
+/// `GET /js/{module}.js`; any other name under `/js/` is the JSON 404 `NOT_FOUND` naming
+/// what is missing (the route exists: the module does not). GET and HEAD (the caller adds
+/// the method filter).
 pub fn routes() -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    warp::path!("js" / String).and_then(|name: String| async move {
-        match module(&name) {
-            Some(body) => Ok(super::with_type(body, "text/javascript; charset=utf-8")),
-            None => Err(warp::reject::not_found()),
-        }
+    warp::path!("js" / String).map(|name: String| match module(&name) {
+        Some(body) => super::with_type(body, "text/javascript; charset=utf-8"),
+        None => super::json_error(
+            warp::http::StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such page module",
+        ),
     })
 }
 
