@@ -32,6 +32,18 @@ async fn leader(server: &TestServer, session: &str) -> WsClient {
     leader
 }
 
+/// A leader of `session` playing from beat 0 at 240 bpm.
+async fn playing_at_240(server: &TestServer, session: &str) -> WsClient {
+    let mut lead = leader(server, session).await;
+    lead.send(ClientEvent::SetTempo(SetTempo::new(240.0)))
+        .await
+        .unwrap();
+    lead.send(ClientEvent::Play(Play::new(Some(0.0))))
+        .await
+        .unwrap();
+    lead
+}
+
 /// The `bar` lines of a `--json` run.
 fn bars(out: &Output) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout)
@@ -44,13 +56,7 @@ fn bars(out: &Output) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_prints_each_bar_on_the_shared_timeline() {
     let server = TestServer::start().await;
-    let mut lead = leader(&server, "bars").await;
-    lead.send(ClientEvent::SetTempo(SetTempo::new(240.0)))
-        .await
-        .unwrap();
-    lead.send(ClientEvent::Play(Play::new(Some(0.0))))
-        .await
-        .unwrap();
+    let _lead = playing_at_240(&server, "bars").await;
     let out = run(&[
         "follow",
         "--url",
@@ -135,13 +141,7 @@ async fn follow_refuses_a_bar_of_no_beats() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_switches_bars_at_a_scheduled_tempo_change() {
     let server = TestServer::start().await;
-    let mut lead = leader(&server, "sched").await;
-    lead.send(ClientEvent::SetTempo(SetTempo::new(240.0)))
-        .await
-        .unwrap();
-    lead.send(ClientEvent::Play(Play::new(Some(0.0))))
-        .await
-        .unwrap();
+    let mut lead = playing_at_240(&server, "sched").await;
     let url = server.ws_url();
     let follow = tokio::spawn(async move {
         run(&[
