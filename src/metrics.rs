@@ -394,7 +394,7 @@ impl Metrics {
             .chain(self.stream_manager.collectors())
             .chain(self.http.collectors())
             .chain(self.alerts.collectors())
-            .chain(process_collector());
+            .chain(crate::ops::metrics::process_collector());
         for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");
         }
@@ -421,23 +421,6 @@ impl Metrics {
         if let Some(reason) = error.refused_start_reason() {
             self.share_starts_refused.with_label_values(&[reason]).inc();
         }
-    }
-}
-
-/// CPU seconds, resident and virtual memory, open and maximum file descriptors, threads and
-/// start time of this process (`bandsync_process_*`: the registry's prefix applies). Read
-/// from `/proc` at each scrape, so only on Linux. Its CPU counter counts whole seconds (the
-/// crate's choice): `rate()` over a minute or more is what to graph.
-fn process_collector() -> Vec<Box<dyn prometheus::core::Collector>> {
-    #[cfg(target_os = "linux")]
-    {
-        vec![Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        )]
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        Vec::new()
     }
 }
 

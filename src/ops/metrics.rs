@@ -1,5 +1,6 @@
-//! The alerts in `/metrics`: how often each was raised, which are raised now, and the CPU
-//! count that `ALERT_CPU_PERCENT` is a percentage of (so a Prometheus rule can say the same).
+//! The operator's metrics in `/metrics`: how often each alert was raised, which are raised
+//! now, the CPU count that `ALERT_CPU_PERCENT` is a percentage of (so a Prometheus rule can
+//! say the same), and the process's own resources (CPU, memory, file descriptors).
 
 use super::alerts::AlertKind;
 use prometheus::core::Collector;
@@ -57,5 +58,22 @@ impl AlertMetrics {
 impl Default for AlertMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// CPU seconds, resident and virtual memory, open and maximum file descriptors, threads and
+/// start time of this process (`bandsync_process_*`: the registry's prefix applies). Read
+/// from `/proc` at each scrape, so only on Linux. Its CPU counter counts whole seconds (the
+/// crate's choice): `rate()` over a minute or more is what to graph.
+pub fn process_collector() -> Vec<Box<dyn prometheus::core::Collector>> {
+    #[cfg(target_os = "linux")]
+    {
+        vec![Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        )]
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Vec::new()
     }
 }
