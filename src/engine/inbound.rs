@@ -12,10 +12,19 @@ use crate::outbox::Outbox;
 use bandsync_protocol::{ClientEvent, ProtocolError, RequestId};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use futures_util::future::{ready, BoxFuture, Either, Ready};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{oneshot, Notify};
+
+/// What [`EngineHandle::send`] returns: the outcome when the queue took the message at
+/// once, or the wait for room when it was full.
+/// It borrows nothing, so a connection can keep it in its own state while it waits.
+pub type Sending = Either<Ready<Result<(), EngineStopped>>, WaitingForRoom>;
+
+/// A message the engine's queue had no room for, offered again as room comes.
+pub type WaitingForRoom = BoxFuture<'static, Result<(), EngineStopped>>;
 
 /// The outcome of verifying a `join_session`'s token off the engine thread.
 pub type Verified = Result<Grant, crate::auth::AuthError>;
@@ -133,7 +142,30 @@ impl EngineHandle {
     }
 
     /// Sends to the engine, waiting (asynchronously) while its queue is full.
-    pub async fn send(&self, mut msg: Inbound) -> Result<(), EngineStopped> {
+    ///
+    /// The message is offered at once, when this is called; the future only reports the
+    /// outcome (and, when the queue was full, waits for room and offers it again). That
+    /// keeps the future small: an `async fn` holding the message across its wait would
+    /// make every caller's future as large as an [`Inbound`] twice over, and callers are
+    /// the connection tasks, whose futures live as long as an idle connection (and the
+    /// reader's per-message future, boxed for each message read).
+    pub fn send(&self, msg: Inbound) -> Sending {
+        match self.tx.try_send(msg) {
+            Ok(()) => Either::Left(ready(Ok(()))),
+            Err(TrySendError::Disconnected(_)) => Either::Left(ready(Err(EngineStopped))),
+            Err(TrySendError::Full(back)) => {
+                (self.on_full)();
+                let handle = self.clone();
+                Either::Right(Box::pin(async move { handle.send_when_room(back).await }))
+            }
+        }
+    }
+
+    /// The slow path of [`EngineHandle::send`]: the queue was full.
+    async fn send_when_room(&self, mut msg: Inbound) -> Result<(), EngineStopped> {
+        // `send` counted the full queue that sent us here; a retry failing before any wait
+        // is the same full queue.
+        let mut counted = true;
         loop {
             // Register interest before trying, so a drain between the try and the wait
             // still wakes us.
@@ -144,7 +176,9 @@ impl EngineHandle {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => return Err(EngineStopped),
                 Err(TrySendError::Full(back)) => {
-                    (self.on_full)();
+                    if !std::mem::take(&mut counted) {
+                        (self.on_full)();
+                    }
                     msg = back;
                     room.await;
                 }
