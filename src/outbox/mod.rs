@@ -26,13 +26,14 @@
 //! kernel did not take stays queued for the task to finish once the socket is writable
 //! (see [`write`]).
 
+mod signal;
 mod write;
 
 pub use write::{Sink, WireFrame, Written};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::Notify;
+use std::task::{Context, Poll};
 
 /// Something that can sit in an outbox and knows its size on the wire.
 pub trait Frame {
@@ -104,6 +105,13 @@ pub struct Drained {
     pub dropped_audio: u64,
 }
 
+/// Why a connection's task was woken ([`Outbox::poll_wakes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wakes {
+    pub work: bool,
+    pub ping: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
     State,
@@ -146,7 +154,7 @@ impl<F: Frame> Inner<F> {
 
 pub struct Outbox<F> {
     inner: Mutex<Inner<F>>,
-    notify: Notify,
+    signal: signal::Signal,
     limits: OutboxLimits,
     /// The writer sends the compressed form of shared frames (the WebSocket negotiated
     /// permessage-deflate). The engine compresses a broadcast only if a recipient does.
@@ -172,7 +180,7 @@ impl<F: Frame> Outbox<F> {
                 dropped_audio: 0,
                 started: false,
             }),
-            notify: Notify::new(),
+            signal: signal::Signal::default(),
             limits,
             deflate: false,
             socket_io: false,
@@ -231,7 +239,7 @@ impl<F: Frame> Outbox<F> {
             inner.closed = Some(CloseReason::SlowConsumer);
             inner.discard();
             drop(inner);
-            self.notify.notify_one();
+            self.signal.raise(signal::WORK);
             return Err(PushError::SlowConsumer);
         }
         let was_empty = inner.queue.is_empty();
@@ -295,7 +303,7 @@ impl<F: Frame> Outbox<F> {
             }
         }
         drop(inner);
-        self.notify.notify_one();
+        self.signal.raise(signal::WORK);
     }
 
     /// Whether a drain would find anything: frames, or a close to send.
@@ -310,13 +318,29 @@ impl<F: Frame> Outbox<F> {
 
     /// Wakes the writer. Cheap; a wake with nothing queued is harmless.
     pub fn wake(&self) {
-        self.notify.notify_one();
+        self.signal.raise(signal::WORK);
     }
 
     /// Waits until there is something to drain (or the outbox closed). A wake that came
     /// while the writer was busy is remembered, so none is lost.
     pub async fn ready(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| self.signal.poll_take(cx, signal::WORK).map(drop)).await;
+    }
+
+    /// Tells the connection's task it is due a ping (the engine's ping sweep).
+    pub fn ping_due(&self) {
+        self.signal.raise(signal::PING);
+    }
+
+    /// What the task was woken for since it last asked: something to drain (or a close),
+    /// a ping due, or both. With neither, the next wake of either kind wakes `cx`.
+    pub fn poll_wakes(&self, cx: &mut Context<'_>) -> Poll<Wakes> {
+        self.signal
+            .poll_take(cx, signal::WORK | signal::PING)
+            .map(|bits| Wakes {
+                work: bits & signal::WORK != 0,
+                ping: bits & signal::PING != 0,
+            })
     }
 
     /// Moves every queued frame into `out` (in order) and reports closure and drops.
