@@ -26,7 +26,7 @@ impl Engine {
             // A scheduled change's instant is a deadline like a tick's.
             let next_change = self.timers.next().map(|ms| self.clock.instant_at(ms));
             let next_deadline = next_change.map_or(next_tick, |at| at.min(next_tick));
-            let wake_at = next_deadline.min(next_housekeeping);
+            let wake_at = next_deadline.min(next_housekeeping).min(self.pings.next());
             match inbox.rx.recv_deadline(wake_at) {
                 Ok(first) => {
                     batch.push(first);
@@ -67,6 +67,9 @@ impl Engine {
                     deadline += behind as u64;
                     self.metrics.tick_deadlines_missed.inc_by(behind as u64);
                 }
+            }
+            if now >= self.pings.next() {
+                self.ping_sweep(now);
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);

@@ -37,6 +37,10 @@ impl Engine {
         client_ip: std::net::IpAddr,
         url_grant: Option<crate::auth::jwt::Grant>,
     ) {
+        if self.stopping {
+            outbox.close(crate::outbox::CloseReason::Shutdown);
+            return;
+        }
         self.conns.insert(
             key,
             Conn {

@@ -28,6 +28,7 @@ pub mod inbound;
 mod joining;
 mod loading;
 mod membership;
+mod pings;
 mod remote;
 mod replay;
 pub mod resume;
@@ -40,7 +41,7 @@ mod writers;
 pub use access::Access;
 pub use share::{ShareClaim, ShareClaims, ShareNotice};
 
-pub use inbound::{ConnKey, EngineHandle, Inbound};
+pub use inbound::{ConnKey, EngineHandle, EngineStopped, Inbound, Sending, WaitingForRoom};
 
 use crate::clock::ServerClock;
 use crate::cluster::{Broker, Ticket};
@@ -146,6 +147,10 @@ pub struct Engine {
     presence_dirty: HashSet<Arc<str>>,
     next_token_refresh: Instant,
     conns: HashMap<ConnKey, Conn>,
+    /// When each `/ws` connection is due a ping (`pings`).
+    pings: pings::PingSweep,
+    /// Set by the shutdown: a connection that opens after it is closed at once.
+    stopping: bool,
     sessions: HashMap<Arc<str>, Session>,
     /// When pending scheduled changes take effect (`schedule`).
     timers: schedule::Timers,
@@ -235,6 +240,8 @@ pub fn spawn(
         presence_dirty: HashSet::new(),
         next_token_refresh: Instant::now(),
         conns: HashMap::new(),
+        pings: pings::PingSweep::new(config.ping_interval(), Instant::now()),
+        stopping: false,
         sessions: HashMap::new(),
         timers: schedule::Timers::default(),
         resume: ResumeRegistry::default(),
@@ -360,6 +367,7 @@ impl Engine {
 
     /// Every connection closes: WebSockets with 1001, SSE streams after a final event.
     fn shutdown(&mut self) {
+        self.stopping = true;
         let event = bandsync_protocol::ServerEvent::Shutdown(bandsync_protocol::server::Shutdown {
             reason: "server shutting down".into(),
         });

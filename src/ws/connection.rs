@@ -5,21 +5,27 @@
 //! by whoever queued them (the engine at the end of a batch, this task after a read; see
 //! `outbox::write`), and this task is woken only to finish a write the socket did not
 //! take at once (it then waits until the socket is writable, reading on meanwhile), to send
-//! the close, or because the socket failed.
+//! a ping (the engine's ping sweep says when), to send the close, or because the socket
+//! failed.
+//!
+//! The task's future is [`Connection`], a struct polled by hand rather than an `async fn`
+//! around `select!`: it lives as long as the connection, so its size is paid by every idle
+//! connection, and a hand-written future holds only its fields (the `async` version held
+//! every branch's future and every argument twice, 1.9 KB a task; see BENCHMARKS.md).
 
 use super::guarded_io::GuardedStream;
 use super::incoming::{Flow, Reader};
 use super::socket::{WireIo, WsSink};
 use crate::context::{AppContext, ConnectionPermit};
-use crate::engine::Inbound;
+use crate::engine::{EngineStopped, Inbound, Sending, WaitingForRoom};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::close;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -45,17 +51,14 @@ pub(super) struct Conn {
     pub(super) url_grant: Option<crate::auth::jwt::Grant>,
 }
 
-/// Serves one upgraded socket.
-///
-/// The socket comes boxed: an async fn keeps its arguments twice (as captured and as
-/// locals), and this future lives as long as the connection, so every byte of it counts
-/// in the memory of each idle connection.
-pub(super) async fn serve(
+/// Serves one upgraded socket until it closes: registers it with the engine, runs it, and
+/// tells the engine it is gone.
+pub(super) fn serve(
     socket: Box<Socket>,
     conn: Conn,
     ctx: Arc<AppContext>,
     permit: ConnectionPermit,
-) {
+) -> impl Future<Output = ()> + Send {
     let key = ctx.next_key();
     // Debug level: a span the log subscriber keeps for the life of every connection would
     // cost memory per idle connection at the default level. `session` is recorded at the join.
@@ -65,133 +68,253 @@ pub(super) async fn serve(
         session = tracing::field::Empty,
         deflate = conn.deflate
     );
-    async move {
-        let _permit = permit;
-        let open = Inbound::OpenWs {
-            key,
-            outbox: conn.outbox.clone(),
-            client_ip: conn.client_ip,
-            url_grant: conn.url_grant,
-        };
-        if ctx.engine.send(open).await.is_err() {
-            return;
-        }
-        let gauge = ctx.metrics.connections.with_label_values(&["ws"]);
-        gauge.inc();
-        ctx.metrics
-            .connections_total
-            .with_label_values(&["ws"])
-            .inc();
-        tracing::debug!("websocket open");
-        run(socket, key, &conn.outbox, &conn.sink, &ctx).await;
-        let _ = ctx.engine.send(Inbound::ClosedWs { key }).await;
-        gauge.dec();
-        tracing::debug!("websocket closed");
+    let open = Inbound::OpenWs {
+        key,
+        outbox: conn.outbox.clone(),
+        client_ip: conn.client_ip,
+        url_grant: conn.url_grant,
+    };
+    let opening = ctx.engine.send(open);
+    Connection {
+        reader: Reader::new(key, &ctx),
+        socket,
+        outbox: conn.outbox,
+        sink: conn.sink,
+        ctx,
+        _permit: permit,
+        phase: Phase::Opening(opening),
+        waiting: None,
+        last_seen: Instant::now(),
+        closing_until: None,
+        blocked: false,
+        close_sent: false,
     }
     .instrument(span)
-    .await
 }
 
-/// The connection's loop: read, finish writes, ping, and close.
-async fn run(
-    mut socket: Box<Socket>,
-    key: crate::engine::ConnKey,
-    outbox: &Outbox<WsFrame>,
-    sink: &WsSink,
-    ctx: &AppContext,
-) {
-    let mut reader = Reader::new(key, ctx);
-    let ping_every = ctx.config.ping_interval();
-    let ping_timeout = ctx.config.ping_timeout();
-    let message_timeout = ctx.config.message_timeout();
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let shutdown = ctx.shutdown.cancelled();
-    tokio::pin!(shutdown);
-    let mut last_seen = Instant::now();
-    // The socket did not take everything queued: wait until it is writable.
-    let mut blocked = false;
-    // Set once the outbox is closed: what is queued, then our close frame, then the peer's
-    // close must all happen by then. Boxed, and only then: a timer in every idle
-    // connection's future would cost its size in each.
-    let mut closing_until: Option<Pin<Box<Sleep>>> = None;
-    let mut close_sent = false;
-    loop {
-        tokio::select! {
-            // Biased, outbox first: a wake-up for queued frames then polls nothing else.
-            // Reading cannot starve: the outbox is ready only when something was queued
-            // that its writer could not write at once.
-            biased;
-            () = outbox.ready(), if closing_until.is_none() => {}
-            writable = sink.writable(), if blocked => {
-                if writable.is_err() {
-                    return;
-                }
-            }
-            message = socket.next() => {
-                let Some(message) = message else {
-                    // The close handshake is over: tungstenite queued its reply to the
-                    // peer's close (in the outbox, see `WireIo`) on this last read.
-                    outbox.write(&ctx.clock).count(&ctx.metrics);
-                    return;
-                };
-                last_seen = Instant::now();
-                if closing_until.is_some() {
-                    if message.is_err() {
-                        return;
+/// Where a connection is in its life.
+enum Phase {
+    /// Its `OpenWs` is on the way to the engine (waiting only if the engine's queue is full).
+    Opening(Sending),
+    Open,
+    /// Over; its `ClosedWs` is on the way to the engine.
+    Ending(Sending),
+}
+
+/// One connection's task: reads, finishes writes, pings, and closes.
+struct Connection {
+    socket: Box<Socket>,
+    outbox: Arc<Outbox<WsFrame>>,
+    sink: Arc<WsSink>,
+    ctx: Arc<AppContext>,
+    reader: Reader,
+    _permit: ConnectionPermit,
+    phase: Phase,
+    /// A message read while the engine's queue was full: nothing more is read until it is
+    /// taken, so backpressure reaches the socket.
+    waiting: Option<WaitingForRoom>,
+    /// When the peer was last heard from (any frame, pongs included).
+    last_seen: Instant,
+    /// Set once the outbox is closed: what is queued, then our close frame, then the peer's
+    /// close must all happen by then. Boxed, and only then: a timer in every idle
+    /// connection would cost its size in each.
+    closing_until: Option<Pin<Box<Sleep>>>,
+    /// The socket did not take everything queued: wait until it is writable.
+    blocked: bool,
+    close_sent: bool,
+}
+
+/// What one event asks of the loop.
+enum Step {
+    /// Write what is queued (and the close, once the outbox is closed).
+    Write,
+    /// The connection is over.
+    End,
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Opening(opening) => match ready!(opening.poll_unpin(cx)) {
+                    Ok(()) => {
+                        this.gauge().inc();
+                        this.ctx
+                            .metrics
+                            .connections_total
+                            .with_label_values(&["ws"])
+                            .inc();
+                        tracing::debug!("websocket open");
+                        this.phase = Phase::Open;
                     }
-                } else if Box::pin(reader.on_message(message, outbox, ctx)).await == Flow::Stop {
-                    // Keeps a reason the reader set (its close frame goes out below);
-                    // otherwise the peer is gone and there is nothing left to write.
-                    outbox.close(CloseReason::PeerGone);
+                    // The engine has stopped: the connection was never registered.
+                    Err(EngineStopped) => return Poll::Ready(()),
+                },
+                Phase::Open => {
+                    ready!(this.poll_open(cx));
+                    let key = this.reader.key();
+                    this.phase = Phase::Ending(this.ctx.engine.send(Inbound::ClosedWs { key }));
+                }
+                Phase::Ending(ending) => {
+                    let _ = ready!(ending.poll_unpin(cx));
+                    this.gauge().dec();
+                    tracing::debug!("websocket closed");
+                    return Poll::Ready(());
                 }
             }
-            _ = ping.tick(), if closing_until.is_none() => {
-                let unfinished = socket
-                    .get_ref()
-                    .partial_since()
-                    .is_some_and(|since| since.elapsed() > message_timeout);
-                if unfinished {
-                    // Pongs keep `last_seen` fresh, but a message begun and never finished
-                    // holds memory: the deadline is for the message, not the socket.
-                    tracing::info!("message not finished within MESSAGE_TIMEOUT_MS; closing (4003)");
-                    ctx.metrics.ws_messages_refused.with_label_values(&["timeout"]).inc();
-                    outbox.close(CloseReason::MessageTimeout);
-                } else if last_seen.elapsed() > ping_timeout {
-                    tracing::debug!("ping timeout");
-                    outbox.close(CloseReason::PingTimeout);
-                } else {
-                    let _ = outbox.push(WsFrame::control(crate::frames::PING_FRAME.clone()));
-                }
+        }
+    }
+}
+
+impl Connection {
+    fn gauge(&self) -> prometheus::IntGauge {
+        self.ctx.metrics.connections.with_label_values(&["ws"])
+    }
+
+    /// Runs the open connection: each event, then the writes it calls for. Ready when the
+    /// connection is over.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if let Step::End = ready!(self.poll_event(cx)) {
+                return Poll::Ready(());
             }
-            () = &mut shutdown, if !outbox.is_closed() => outbox.close(CloseReason::Shutdown),
-            () = std::future::poll_fn(|cx| closing_until.as_mut().map_or(Poll::Pending, |s| s.as_mut().poll(cx))), if closing_until.is_some() => return,
+            if self.close_sent {
+                continue;
+            }
+            if let Step::End = self.write_queued() {
+                return Poll::Ready(());
+            }
         }
-        if close_sent {
-            continue;
+    }
+
+    /// The next event, in this order: a message waiting for the engine's queue; the
+    /// outbox's wakes (frames to finish, a close, a ping due); the socket writable again
+    /// after a partial write; a read; the end of the close's grace period. The outbox comes
+    /// first, so a wake for queued frames polls nothing else; reading cannot starve, as the
+    /// outbox is woken only for what its writer could not write at once.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        if let Some(waiting) = &mut self.waiting {
+            let forwarded = ready!(waiting.poll_unpin(cx));
+            self.waiting = None;
+            if forwarded.is_err() {
+                self.outbox.close(CloseReason::PeerGone);
+            }
+            return Poll::Ready(Step::Write);
         }
-        let written = outbox.write(&ctx.clock);
-        written.count(&ctx.metrics);
+        if self.closing_until.is_none() {
+            if let Poll::Ready(wakes) = self.outbox.poll_wakes(cx) {
+                if wakes.ping {
+                    self.ping();
+                }
+                return Poll::Ready(Step::Write);
+            }
+        }
+        if self.blocked {
+            if let Poll::Ready(writable) = self.sink.poll_writable(cx) {
+                return Poll::Ready(match writable {
+                    Ok(()) => Step::Write,
+                    Err(_) => Step::End,
+                });
+            }
+        }
+        if let Poll::Ready(message) = self.socket.poll_next_unpin(cx) {
+            return Poll::Ready(self.on_read(message));
+        }
+        if let Some(until) = &mut self.closing_until {
+            if until.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Step::End);
+            }
+        }
+        Poll::Pending
+    }
+
+    fn on_read(
+        &mut self,
+        message: Option<
+            Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        >,
+    ) -> Step {
+        let Some(message) = message else {
+            // The close handshake is over: tungstenite queued its reply to the peer's
+            // close (in the outbox, see `WireIo`) on this last read.
+            self.outbox.write(&self.ctx.clock).count(&self.ctx.metrics);
+            return Step::End;
+        };
+        self.last_seen = Instant::now();
+        if self.closing_until.is_some() {
+            return match message {
+                Ok(_) => Step::Write,
+                Err(_) => Step::End,
+            };
+        }
+        match self.reader.on_message(message, &self.outbox, &self.ctx) {
+            Flow::Continue => {}
+            // Keeps a reason the reader set (its close frame goes out below); otherwise
+            // the peer is gone and there is nothing left to write.
+            Flow::Stop => self.outbox.close(CloseReason::PeerGone),
+            Flow::Wait(waiting) => self.waiting = Some(waiting),
+        }
+        Step::Write
+    }
+
+    /// The ping sweep came round: close a connection that went quiet or left a message
+    /// unfinished too long, or ping it.
+    fn ping(&mut self) {
+        let config = &self.ctx.config;
+        let unfinished = self
+            .socket
+            .get_ref()
+            .partial_since()
+            .is_some_and(|since| since.elapsed() > config.message_timeout());
+        if unfinished {
+            // Pongs keep `last_seen` fresh, but a message begun and never finished holds
+            // memory: the deadline is for the message, not the socket.
+            tracing::info!("message not finished within MESSAGE_TIMEOUT_MS; closing (4003)");
+            self.ctx
+                .metrics
+                .ws_messages_refused
+                .with_label_values(&["timeout"])
+                .inc();
+            self.outbox.close(CloseReason::MessageTimeout);
+        } else if self.last_seen.elapsed() > config.ping_timeout() {
+            tracing::debug!("ping timeout");
+            self.outbox.close(CloseReason::PingTimeout);
+        } else {
+            let _ = self
+                .outbox
+                .push(WsFrame::control(crate::frames::PING_FRAME.clone()));
+        }
+    }
+
+    /// Writes what is queued; once the outbox is closed and drained, the close frame.
+    fn write_queued(&mut self) -> Step {
+        let written = self.outbox.write(&self.ctx.clock);
+        written.count(&self.ctx.metrics);
         if written.failed {
-            return;
+            return Step::End;
         }
-        blocked = written.pending;
+        self.blocked = written.pending;
         let Some(reason) = written.closed else {
-            continue;
+            return Step::Write;
         };
         if reason == CloseReason::PeerGone {
-            return;
+            return Step::End;
         }
-        closing_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+        self.closing_until
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
         if !written.pending {
             if let Some(frame) = close_frame(reason) {
                 let bytes = crate::frames::close_frame(u16::from(frame.code), &frame.reason);
                 // Best effort: a socket with no room for a close frame is dropped anyway.
-                let _ = sink.try_write(&bytes);
+                let _ = self.sink.try_write(&bytes);
             }
-            close_sent = true;
-            blocked = false;
+            self.close_sent = true;
+            self.blocked = false;
         }
+        Step::Write
     }
 }
 

@@ -6,7 +6,7 @@ use super::guard::{self, GuardError};
 use super::guarded_io::guard_error;
 use super::ratelimit::{SocketRateLimit, Verdict};
 use crate::context::AppContext;
-use crate::engine::{ConnKey, Inbound};
+use crate::engine::{ConnKey, EngineStopped, Inbound, Sending, WaitingForRoom};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::client::ClientEvent;
@@ -14,16 +14,32 @@ use bandsync_protocol::server::{ErrorEvent, RateLimitExceeded};
 use bandsync_protocol::{
     decode_client_frame, encode_server_frame, ErrorCode, RequestId, ServerEvent,
 };
+use futures_util::future::Either;
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Whether the connection reads on after a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Flow {
     Continue,
     /// Stop reading: the socket failed, or the outbox was closed with a reason to send.
     Stop,
+    /// The engine's queue was full: the message waits for room in this, and nothing more
+    /// is read until it has gone (backpressure reaches the socket, not a queue of ours).
+    Wait(WaitingForRoom),
+}
+
+impl Flow {
+    /// The flow after handing a message to the engine.
+    fn forwarded(sending: Sending) -> Self {
+        match sending {
+            Either::Left(sent) => match sent.into_inner() {
+                Ok(()) => Flow::Continue,
+                Err(EngineStopped) => Flow::Stop,
+            },
+            Either::Right(waiting) => Flow::Wait(waiting),
+        }
+    }
 }
 
 /// The reading side's state: who we are and the socket's rate limit.
@@ -45,8 +61,12 @@ impl Reader {
         }
     }
 
+    pub(super) fn key(&self) -> ConnKey {
+        self.key
+    }
+
     /// Handles one message (or read error) from the socket.
-    pub(super) async fn on_message(
+    pub(super) fn on_message(
         &mut self,
         message: Result<Message, WsError>,
         outbox: &Outbox<WsFrame>,
@@ -65,18 +85,10 @@ impl Reader {
                 }
                 // Binary frames are audio (protocol/src/audio.rs); the engine checks that
                 // this connection is an authorized sharer and decodes the header.
-                if ctx
-                    .engine
-                    .send(Inbound::AudioIn {
-                        key: self.key,
-                        frame: data,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return Flow::Stop;
-                }
-                return Flow::Continue;
+                return Flow::forwarded(ctx.engine.send(Inbound::AudioIn {
+                    key: self.key,
+                    frame: data,
+                }));
             }
             Ok(Message::Pong(payload)) => {
                 let Some((compressed, size)) = guard::parse_oversize_marker(&payload) else {
@@ -187,9 +199,7 @@ impl Reader {
                     verified,
                     ack: false,
                 };
-                if ctx.engine.send(command).await.is_err() {
-                    return Flow::Stop;
-                }
+                return Flow::forwarded(ctx.engine.send(command));
             }
         }
         Flow::Continue

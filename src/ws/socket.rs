@@ -28,9 +28,10 @@ pub struct WsSink {
 }
 
 impl WsSink {
-    /// Resolves when the socket can take bytes again after it would have blocked.
-    pub async fn writable(&self) -> io::Result<()> {
-        self.write.writable().await
+    /// Ready when the socket can take bytes again after a write would have blocked. Only
+    /// the connection's task waits for this (tokio keeps one waker for it).
+    pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.write.as_ref().poll_write_ready(cx)
     }
 
     /// Writes what the socket takes now, without blocking (the close frame at the end),

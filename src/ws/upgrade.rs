@@ -195,7 +195,11 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             client_ip: peer.client_ip,
             url_grant: peer.url_grant,
         };
-        connection::serve(socket, conn, ctx, peer.permit).await;
+        // The connection gets a task of its own, and this one ends: a task's memory is its
+        // largest state, and the upgrade's states (hyper's, the handshake's) are larger
+        // than an idle connection's, which is what stays.
+        let serve = connection::serve(socket, conn, ctx.clone(), peer.permit);
+        ctx.tracker.spawn(serve);
     });
 }
 
