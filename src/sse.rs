@@ -105,7 +105,10 @@ fn admit<B>(req: &Request<B>, ctx: &AppContext, session_id: &str) -> Result<Acce
         Some(token) => ctx.auth.share_token_ok(token).map(|()| true)?,
         None => grant.is_some(),
     };
-    Ok(Access { grant, share_ok })
+    Ok(Access {
+        grant: grant.map(Box::new),
+        share_ok,
+    })
 }
 
 /// The event id a reconnecting listener last saw, from its `Last-Event-ID` header.

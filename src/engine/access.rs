@@ -15,8 +15,9 @@ use std::time::Instant;
 /// What a membership or SSE stream was admitted with.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
-    /// Authenticated mode: the verified token (`None` in the open mode).
-    pub grant: Option<Grant>,
+    /// Authenticated mode: the verified token (`None` in the open mode). Boxed: it is
+    /// 56 bytes, in every connection's record, and most servers run in the open mode.
+    pub grant: Option<Box<Grant>>,
     /// Whether this receiver gets the session's share data (metadata, audio, share end):
     /// it presented the share token, or, in the authenticated mode, a token for the session.
     pub share_ok: bool,
@@ -25,7 +26,7 @@ pub struct Access {
 impl Access {
     /// The identity a resume must present again (the token's subject), if any.
     pub fn identity(&self) -> Option<String> {
-        self.grant.as_ref().map(Grant::identity)
+        self.grant.as_deref().map(Grant::identity)
     }
 
     /// Whether the grant (if any) lets its holder lead now.
@@ -82,7 +83,7 @@ impl Engine {
             let grant = match (join.token.as_deref(), url_grant, verified) {
                 (Some(_), _, Some(verified)) => verified.and_then(admits),
                 (Some(token), _, None) => self.auth.admit(Some(token), &join.session_id),
-                (None, Some(grant), _) => admits(grant.clone()),
+                (None, Some(grant), _) => admits(Grant::clone(grant)),
                 (None, None, _) => Err(AuthError::Missing),
             };
             grant.map_err(deny)?
@@ -107,6 +108,7 @@ impl Engine {
             }
             None => grant.is_some(),
         };
+        let grant = grant.map(Box::new);
         Ok(Access { grant, share_ok })
     }
 

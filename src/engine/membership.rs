@@ -52,7 +52,7 @@ impl Engine {
                 resume_token: None,
                 sharing: None,
                 client_ip,
-                url_grant,
+                url_grant: url_grant.map(Box::new),
                 access: Access::default(),
             },
         );

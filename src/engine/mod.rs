@@ -103,7 +103,7 @@ struct Conn {
     /// per-address limits of `share_start` and shared audio. SSE listeners never need it.
     client_ip: std::net::IpAddr,
     /// Authenticated mode: the grant of the `/ws` URL's `?token=` (WebSocket only).
-    url_grant: Option<crate::auth::jwt::Grant>,
+    url_grant: Option<Box<crate::auth::jwt::Grant>>,
     /// What the current membership was admitted with.
     access: Access,
 }

@@ -192,7 +192,9 @@ pub fn parse_oversize_marker(payload: &[u8]) -> Option<(bool, u64)> {
 pub struct FrameGuard {
     state: State,
     message: Option<Assembly>,
-    inflater: Inflater,
+    /// Made at the first compressed message and kept: boxed, so a connection that never
+    /// compresses does not carry its 72 bytes.
+    inflater: Option<Box<Inflater>>,
     limits: GuardLimits,
     budget: Arc<PartialBudget>,
     /// Bytes this connection has taken from the budget.
@@ -206,7 +208,7 @@ impl FrameGuard {
         Self {
             state: State::Header,
             message: None,
-            inflater: Inflater::new(limits.hard),
+            inflater: None,
             limits,
             budget,
             reserved: 0,
@@ -323,7 +325,10 @@ impl FrameGuard {
                 let compressed = h.rsv1;
                 if compressed {
                     let keep = self.limit_for(h.opcode);
-                    self.inflater.begin_with(keep, self.limits.hard);
+                    let hard = self.limits.hard;
+                    self.inflater
+                        .get_or_insert_with(|| Box::new(Inflater::new(hard)))
+                        .begin_with(keep, hard);
                 }
                 self.message = Some(Assembly {
                     opcode: h.opcode,
@@ -375,11 +380,18 @@ impl FrameGuard {
         }
     }
 
+    /// The inflater of the compressed message in assembly (made when it began).
+    fn inflater_mut(&mut self) -> &mut Inflater {
+        self.inflater
+            .as_mut()
+            .expect("a compressed message's inflater is made when it begins")
+    }
+
     /// Adds unmasked payload bytes to the message in assembly.
     fn take_payload(&mut self, chunk: &[u8]) -> Result<(), GuardError> {
         let message = self.message.as_mut().expect("payload belongs to a message");
         if message.compressed {
-            self.inflater.push(chunk).map_err(|e| match e {
+            self.inflater_mut().push(chunk).map_err(|e| match e {
                 InflateError::TooBig { limit } => GuardError::InflatedTooBig { limit },
                 _ => GuardError::Corrupt,
             })?;
@@ -395,13 +407,15 @@ impl FrameGuard {
     fn finish_message(&mut self, out: &mut BytesMut) -> Result<(), GuardError> {
         let message = self.message.take().expect("a final frame ends a message");
         if message.compressed {
-            let inflated = self.inflater.finish().map_err(|e| match e {
+            let inflater = self.inflater_mut();
+            let inflated = inflater.finish().map_err(|e| match e {
                 InflateError::TooBig { limit } => GuardError::InflatedTooBig { limit },
                 _ => GuardError::Corrupt,
             });
-            self.inflater.abandon();
+            inflater.abandon();
+            let overflowed = inflater.overflowed();
             let inflated = inflated?;
-            if self.inflater.overflowed() {
+            if overflowed {
                 put_oversize_marker(out, true, self.limits.text as u64 + 1);
             } else {
                 put_frame(out, message.opcode, &inflated);
@@ -420,7 +434,7 @@ impl FrameGuard {
     fn account(&mut self) -> Result<(), GuardError> {
         let held = match &self.message {
             None => 0,
-            Some(m) if m.compressed => self.inflater.held(),
+            Some(m) if m.compressed => self.inflater.as_ref().map_or(0, |i| i.held()),
             Some(m) => m.body.capacity(),
         };
         if held > self.reserved {
