@@ -20,7 +20,8 @@ OUTPUT
   ticks, sse, mixed: ticks, expected_ticks_per_s, ticks_per_s_per_client {mean, min, max},
     missing_seq, out_of_order, jitter_us (|arrival gap - seq step * interval|), lag_us
     (receive wall clock - serverTime), negative_lag.
-  connect: join_latency_us, connect_s, joins_per_s, rss_kib {before, after, per_connection},
+  connect: join_latency_us, connect_s, joins_per_s, frames_per_join, rss_kib {before, after,
+    per_connection},
     hold {seconds, server_cpu_percent}.
   churn: churn {drop_every_s, away_s, last_version (resumes sent lastVersion), state_events_sent,
     skipped_leader_away, first_version, last_version_seen, versions, pairs (clients x

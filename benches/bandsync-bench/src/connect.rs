@@ -48,6 +48,8 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
         let mut extra = lock(&rec.extra);
         extra.connect_s = Some((connect_s * 1000.0).round() / 1000.0);
         extra.joins_per_s = Some((connected as f64 / connect_s).round());
+        let frames = rec.frames.load(Relaxed) as f64;
+        extra.frames_per_join = Some((frames / connected.max(1) as f64 * 100.0).round() / 100.0);
     }
 
     tokio::time::sleep(SETTLE).await;

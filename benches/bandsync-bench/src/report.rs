@@ -103,6 +103,10 @@ pub struct Extra {
     pub joins_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_s: Option<f64>,
+    /// connect: frames the clients received while joining, per join (the snapshot and
+    /// what the others' joins sent them): servers that send more do more work per join.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_per_join: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_kib: Option<Rss>,
     #[serde(skip_serializing_if = "Option::is_none")]
