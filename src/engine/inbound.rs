@@ -147,8 +147,8 @@ impl EngineHandle {
     /// outcome (and, when the queue was full, waits for room and offers it again). That
     /// keeps the future small: an `async fn` holding the message across its wait would
     /// make every caller's future as large as an [`Inbound`] twice over, and callers are
-    /// the connection tasks, whose futures live as long as an idle connection (and the
-    /// reader's per-message future, boxed for each message read).
+    /// the connection tasks, whose futures live as long as an idle connection. A `/ws`
+    /// connection keeps only the slow path's box, and only while the queue is full.
     pub fn send(&self, msg: Inbound) -> Sending {
         match self.tx.try_send(msg) {
             Ok(()) => Either::Left(ready(Ok(()))),
