@@ -1,4 +1,5 @@
-//! The frame guard: every byte a client sends passes through it before tungstenite reads it.
+//! The frame guard: every byte a client sends passes through it before it is read as
+//! messages (by `messages` on `/ws`, by tungstenite on the other endpoints).
 //!
 //! tungstenite assembles messages itself and knows no extensions, so on its own it would
 //! hold a half-sent message of up to `MAX_FRAME_BYTES` per socket for as long as the client
@@ -25,12 +26,13 @@
 //!   oversized control frames, and continuations out of place are
 //!   [`GuardError::Protocol`], which the connection answers with close 1002.
 //!
-//! Control frames are passed on as they are, at once, even between the fragments of a
-//! message, as RFC 6455 allows. Messages are handed on unmasked, under the all-zero mask:
-//! tungstenite insists that client frames are masked, and XOR with zero changes nothing.
+//! Control frames are passed on at once, even between the fragments of a message, as RFC
+//! 6455 allows; messages when they are whole ([`Checked`]). For tungstenite they are
+//! frames again, under the all-zero mask: it insists that client frames are masked, and
+//! XOR with zero changes nothing.
 //!
-//! Pure and synchronous: [`super::guarded_io::GuardedStream`] feeds it what it reads; tests
-//! and the fuzz targets feed it anything.
+//! Pure and synchronous: [`super::guarded_io::GuardedStream`] and `/ws`'s message reader
+//! feed it what they read; tests and the fuzz targets feed it anything.
 
 use super::budget::PartialBudget;
 use crate::deflate::codec::{InflateError, Inflater};
@@ -172,12 +174,40 @@ fn put_frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
     out.put_slice(payload);
 }
 
-/// Appends the pong that stands for a discarded oversized text message.
-fn put_oversize_marker(out: &mut BytesMut, compressed: bool, size: u64) {
+/// The payload of the pong that stands for a discarded oversized text message.
+pub fn oversize_marker(compressed: bool, size: u64) -> Vec<u8> {
     let mut payload = OVERSIZE_MARKER.to_vec();
     payload.push(if compressed { b'c' } else { b'p' });
     payload.extend_from_slice(size.to_string().as_bytes());
-    put_frame(out, OP_PONG, &payload);
+    payload
+}
+
+/// Where the guard puts what it lets through, in order.
+pub trait Checked {
+    /// A control frame, whole and checked, as it came: its header is `header_len` bytes,
+    /// its payload is masked with `mask`.
+    fn control(&mut self, opcode: u8, frame: &[u8], header_len: usize, mask: [u8; 4]);
+    /// A data message, whole, unmasked and inflated.
+    fn message(&mut self, opcode: u8, payload: &[u8]);
+    /// A text message over its limit, discarded: `size` bytes (compressed: the size at
+    /// which it was refused).
+    fn oversize(&mut self, compressed: bool, size: u64);
+}
+
+/// The checked stream as frames again, for tungstenite (`guarded_io`): messages under the
+/// all-zero mask, control frames as they came, an oversized message as a marker pong.
+impl Checked for BytesMut {
+    fn control(&mut self, _: u8, frame: &[u8], _: usize, _: [u8; 4]) {
+        self.extend_from_slice(frame);
+    }
+
+    fn message(&mut self, opcode: u8, payload: &[u8]) {
+        put_frame(self, opcode, payload);
+    }
+
+    fn oversize(&mut self, compressed: bool, size: u64) {
+        put_frame(self, OP_PONG, &oversize_marker(compressed, size));
+    }
 }
 
 /// Reads an [`OVERSIZE_MARKER`] pong's payload back: (compressed, size).
@@ -191,7 +221,9 @@ pub fn parse_oversize_marker(payload: &[u8]) -> Option<(bool, u64)> {
 /// The client-to-server frame guard of one connection.
 pub struct FrameGuard {
     state: State,
-    message: Option<Assembly>,
+    /// Boxed: it exists only while a message is arriving, and an idle connection would
+    /// otherwise carry its 64 bytes.
+    message: Option<Box<Assembly>>,
     /// Made at the first compressed message and kept: boxed, so a connection that never
     /// compresses does not carry its 72 bytes.
     inflater: Option<Box<Inflater>>,
@@ -224,7 +256,11 @@ impl FrameGuard {
     /// Consumes what it can of `input` (leaving an incomplete header or control frame
     /// there) and appends the checked stream to `out`. After an error the guard must not be
     /// used again.
-    pub fn process(&mut self, input: &mut BytesMut, out: &mut BytesMut) -> Result<(), GuardError> {
+    pub fn process(
+        &mut self,
+        input: &mut BytesMut,
+        out: &mut impl Checked,
+    ) -> Result<(), GuardError> {
         loop {
             match self.state {
                 State::Header => {
@@ -275,15 +311,15 @@ impl FrameGuard {
         &mut self,
         h: &Header,
         input: &mut BytesMut,
-        out: &mut BytesMut,
+        out: &mut impl Checked,
     ) -> Result<bool, GuardError> {
         use GuardError::Protocol;
         if h.rsv23 {
             return Err(Protocol("RSV2 or RSV3 set"));
         }
-        if h.mask.is_none() {
+        let Some(mask) = h.mask else {
             return Err(Protocol("client frames must be masked"));
-        }
+        };
         if h.rsv1 && !self.limits.deflate {
             return Err(Protocol(
                 "RSV1 set, but permessage-deflate was not negotiated",
@@ -304,8 +340,8 @@ impl FrameGuard {
                 if input.len() < total {
                     return Ok(false);
                 }
-                // Whole and valid: tungstenite answers pings and reads closes itself.
-                out.extend_from_slice(&input[..total]);
+                // Whole and valid: the reader answers pings and closes.
+                out.control(h.opcode, &input[..total], h.size, mask);
                 input.advance(total);
                 return Ok(true);
             }
@@ -330,14 +366,14 @@ impl FrameGuard {
                         .get_or_insert_with(|| Box::new(Inflater::new(hard)))
                         .begin_with(keep, hard);
                 }
-                self.message = Some(Assembly {
+                self.message = Some(Box::new(Assembly {
                     opcode: h.opcode,
                     compressed,
                     wire_len: h.len,
                     body: BytesMut::new(),
                     discarding: false,
                     started: Instant::now(),
-                });
+                }));
             }
             _ => return Err(Protocol("reserved opcode")),
         }
@@ -403,8 +439,8 @@ impl FrameGuard {
         self.account()
     }
 
-    /// Hands the finished message to tungstenite (unless it was discarded).
-    fn finish_message(&mut self, out: &mut BytesMut) -> Result<(), GuardError> {
+    /// Hands the finished message on (or, discarded, what stands for it).
+    fn finish_message(&mut self, out: &mut impl Checked) -> Result<(), GuardError> {
         let message = self.message.take().expect("a final frame ends a message");
         if message.compressed {
             let inflater = self.inflater_mut();
@@ -416,15 +452,15 @@ impl FrameGuard {
             let overflowed = inflater.overflowed();
             let inflated = inflated?;
             if overflowed {
-                put_oversize_marker(out, true, self.limits.text as u64 + 1);
+                out.oversize(true, self.limits.text as u64 + 1);
             } else {
-                put_frame(out, message.opcode, &inflated);
+                out.message(message.opcode, &inflated);
                 self.inflated += 1;
             }
         } else if message.discarding {
-            put_oversize_marker(out, false, message.wire_len);
+            out.oversize(false, message.wire_len);
         } else {
-            put_frame(out, message.opcode, &message.body);
+            out.message(message.opcode, &message.body);
         }
         drop(message);
         self.account()

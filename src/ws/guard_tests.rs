@@ -234,7 +234,7 @@ fn text_over_the_message_limit_is_discarded_with_a_marker_and_reading_goes_on() 
 #[test]
 fn an_oversize_marker_reads_back() {
     let mut out = BytesMut::new();
-    put_oversize_marker(&mut out, true, 16385);
+    out.oversize(true, 16385);
     let payload = &frames(&out)[0].3;
     assert!(payload.len() <= 125);
     assert_eq!(parse_oversize_marker(payload), Some((true, 16385)));
