@@ -190,6 +190,16 @@ pub fn payload_of(wire: &Bytes) -> Bytes {
 /// two bytes every time, so none are made per ping.
 pub static PING_FRAME: Bytes = Bytes::from_static(&[0x89, 0x00]);
 
+/// A pong answering a ping with `payload` (at most 125 bytes, which the guard checked).
+pub fn pong_frame(payload: &[u8]) -> Bytes {
+    frame(OpCode::Control(Control::Pong), false, payload)
+}
+
+/// A close frame without a code: the answer to a peer's empty close.
+pub fn close_frame_empty() -> Bytes {
+    Bytes::from_static(&[0x88, 0x00])
+}
+
 /// A close frame with `code` and `reason` (at most 123 bytes, as a control frame allows).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut payload = Vec::with_capacity(2 + reason.len());

@@ -436,3 +436,72 @@ async fn frames_sent_with_the_handshake_are_read_first() {
         "the close is answered: {ending:?}"
     );
 }
+
+impl Raw {
+    /// Reads until a frame with `opcode`; its payload. Frames of other kinds are skipped.
+    async fn next_of(&mut self, opcode: u8) -> Vec<u8> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            while let Some((op, payload, used)) = parse(&self.buf) {
+                self.buf.drain(..used);
+                if op == opcode {
+                    return payload;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, self.tcp.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => self.buf.extend_from_slice(&chunk[..n]),
+                other => panic!("no frame with opcode {opcode:#x}: {other:?}"),
+            }
+        }
+    }
+
+    /// Whether the server closes the TCP connection (EOF) within [`WAIT`].
+    async fn closed_by_server(&mut self) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match timeout(WAIT, self.tcp.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// `/ws` reads the guard's output as messages itself (no tungstenite there): a ping is
+/// answered with a pong carrying its payload, and the peer's close with its own code and
+/// reason (1002 for a code no endpoint may send, an empty close for an empty one), after
+/// which the server closes the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_and_a_close_is_echoed() {
+    let server = TestServer::start().await;
+    let mut raw = Raw::connect(&server, false).await;
+    assert!(raw.send(&Raw::frame(0x89, b"are you there", true)).await);
+    assert_eq!(raw.next_of(0xA).await, b"are you there");
+    assert!(raw.send(&Raw::frame(0x88, b"\x03\xe8bye", true)).await);
+    assert_eq!(raw.next_of(0x8).await, b"\x03\xe8bye");
+    assert!(
+        raw.closed_by_server().await,
+        "the socket ends after the close"
+    );
+
+    // 1005 is reserved: it may not be sent on the wire.
+    let mut raw = Raw::connect(&server, false).await;
+    assert!(
+        raw.send(&Raw::frame(0x88, &1005u16.to_be_bytes(), true))
+            .await
+    );
+    let reply = raw.next_of(0x8).await;
+    assert_eq!(
+        u16::from_be_bytes([reply[0], reply[1]]),
+        close::PROTOCOL_ERROR
+    );
+    assert!(raw.closed_by_server().await);
+
+    let mut raw = Raw::connect(&server, false).await;
+    assert!(raw.send(&Raw::frame(0x88, b"", true)).await);
+    assert_eq!(raw.next_of(0x8).await, b"");
+    assert!(raw.closed_by_server().await);
+}

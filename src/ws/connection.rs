@@ -13,15 +13,15 @@
 //! connection, and a hand-written future holds only its fields (the `async` version held
 //! every branch's future and every argument twice, 1.9 KB a task; see BENCHMARKS.md).
 
-use super::guarded_io::GuardedStream;
 use super::incoming::{Flow, Reader};
-use super::socket::{WireIo, WsSink};
+use super::messages::{MessageReader, Read};
+use super::socket::WsSink;
 use crate::context::{AppContext, ConnectionPermit};
 use crate::engine::{EngineStopped, Inbound, Sending, WaitingForRoom};
 use crate::frames::WsFrame;
 use crate::outbox::{CloseReason, Outbox};
 use bandsync_protocol::close;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::FutureExt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -30,11 +30,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Utf8Bytes;
-use tokio_tungstenite::WebSocketStream;
-use tracing::Instrument;
-
-pub(super) type Socket = WebSocketStream<GuardedStream<WireIo>>;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 /// How long we wait, once the outbox is closed, for what is queued and our close frame to
 /// go out and for the peer's half of the close handshake.
@@ -54,14 +50,15 @@ pub(super) struct Conn {
 /// Serves one upgraded socket until it closes: registers it with the engine, runs it, and
 /// tells the engine it is gone.
 pub(super) fn serve(
-    socket: Box<Socket>,
+    messages: MessageReader,
     conn: Conn,
     ctx: Arc<AppContext>,
     permit: ConnectionPermit,
 ) -> impl Future<Output = ()> + Send {
     let key = ctx.next_key();
     // Debug level: a span the log subscriber keeps for the life of every connection would
-    // cost memory per idle connection at the default level. `session` is recorded at the join.
+    // cost memory per idle connection at the default level (and a disabled one is not
+    // kept at all). `session` is recorded at the join.
     let span = tracing::debug_span!(
         "ws",
         conn = key,
@@ -77,42 +74,43 @@ pub(super) fn serve(
     let opening = ctx.engine.send(open);
     Connection {
         reader: Reader::new(key, &ctx),
-        socket,
+        messages,
         outbox: conn.outbox,
         sink: conn.sink,
         ctx,
         _permit: permit,
         phase: Phase::Opening(opening),
-        waiting: None,
+        span: (!span.is_disabled()).then(|| Box::new(span)),
         last_seen: Instant::now(),
         closing_until: None,
         blocked: false,
         close_sent: false,
     }
-    .instrument(span)
 }
 
 /// Where a connection is in its life.
 enum Phase {
     /// Its `OpenWs` is on the way to the engine (waiting only if the engine's queue is full).
     Opening(Sending),
-    Open,
+    /// Registered. While the engine's queue is full, the message read last waits here for
+    /// room, and nothing more is read until it is taken (backpressure reaches the socket).
+    Open(Option<WaitingForRoom>),
     /// Over; its `ClosedWs` is on the way to the engine.
     Ending(Sending),
 }
 
 /// One connection's task: reads, finishes writes, pings, and closes.
 struct Connection {
-    socket: Box<Socket>,
+    messages: MessageReader,
     outbox: Arc<Outbox<WsFrame>>,
     sink: Arc<WsSink>,
     ctx: Arc<AppContext>,
     reader: Reader,
     _permit: ConnectionPermit,
     phase: Phase,
-    /// A message read while the engine's queue was full: nothing more is read until it is
-    /// taken, so backpressure reaches the socket.
-    waiting: Option<WaitingForRoom>,
+    /// The connection's log span, entered while it is polled; none when debug logs are
+    /// off (boxed: a `Span` is 40 bytes, in every connection's task).
+    span: Option<Box<tracing::Span>>,
     /// When the peer was last heard from (any frame, pongs included).
     last_seen: Instant,
     /// Set once the outbox is closed: what is queued, then our close frame, then the peer's
@@ -137,6 +135,9 @@ impl Future for Connection {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
+        // A handle on the span (no allocation), so the fields stay free to borrow.
+        let span = this.span.as_deref().cloned();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         loop {
             match &mut this.phase {
                 Phase::Opening(opening) => match ready!(opening.poll_unpin(cx)) {
@@ -148,12 +149,12 @@ impl Future for Connection {
                             .with_label_values(&["ws"])
                             .inc();
                         tracing::debug!("websocket open");
-                        this.phase = Phase::Open;
+                        this.phase = Phase::Open(None);
                     }
                     // The engine has stopped: the connection was never registered.
                     Err(EngineStopped) => return Poll::Ready(()),
                 },
-                Phase::Open => {
+                Phase::Open(_) => {
                     ready!(this.poll_open(cx));
                     let key = this.reader.key();
                     this.phase = Phase::Ending(this.ctx.engine.send(Inbound::ClosedWs { key }));
@@ -196,9 +197,9 @@ impl Connection {
     /// first, so a wake for queued frames polls nothing else; reading cannot starve, as the
     /// outbox is woken only for what its writer could not write at once.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
-        if let Some(waiting) = &mut self.waiting {
+        if let Phase::Open(Some(waiting)) = &mut self.phase {
             let forwarded = ready!(waiting.poll_unpin(cx));
-            self.waiting = None;
+            self.phase = Phase::Open(None);
             if forwarded.is_err() {
                 self.outbox.close(CloseReason::PeerGone);
             }
@@ -220,7 +221,7 @@ impl Connection {
                 });
             }
         }
-        if let Poll::Ready(message) = self.socket.poll_next_unpin(cx) {
+        if let Poll::Ready(message) = self.messages.poll_next(cx) {
             return Poll::Ready(self.on_read(message));
         }
         if let Some(until) = &mut self.closing_until {
@@ -231,15 +232,10 @@ impl Connection {
         Poll::Pending
     }
 
-    fn on_read(
-        &mut self,
-        message: Option<
-            Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
-        >,
-    ) -> Step {
+    fn on_read(&mut self, message: Option<Read>) -> Step {
         let Some(message) = message else {
-            // The close handshake is over: tungstenite queued its reply to the peer's
-            // close (in the outbox, see `WireIo`) on this last read.
+            // Nothing more will be read: the peer closed (our reply to its close is
+            // queued) or went away. What is queued goes out, then the connection ends.
             self.outbox.write(&self.ctx.clock).count(&self.ctx.metrics);
             return Step::End;
         };
@@ -250,12 +246,22 @@ impl Connection {
                 Err(_) => Step::End,
             };
         }
+        let reply = match &message {
+            Ok(Message::Ping(payload)) => Some(crate::frames::pong_frame(&payload[..])),
+            Ok(Message::Close(close)) => Some(close_reply(close.as_ref())),
+            _ => None,
+        };
+        if let Some(reply) = reply {
+            // Queued like any frame, so it never cuts into a frame written in part.
+            let _ = self.outbox.push(WsFrame::control(reply));
+            return Step::Write;
+        }
         match self.reader.on_message(message, &self.outbox, &self.ctx) {
             Flow::Continue => {}
             // Keeps a reason the reader set (its close frame goes out below); otherwise
             // the peer is gone and there is nothing left to write.
             Flow::Stop => self.outbox.close(CloseReason::PeerGone),
-            Flow::Wait(waiting) => self.waiting = Some(waiting),
+            Flow::Wait(waiting) => self.phase = Phase::Open(Some(waiting)),
         }
         Step::Write
     }
@@ -265,8 +271,7 @@ impl Connection {
     fn ping(&mut self) {
         let config = &self.ctx.config;
         let unfinished = self
-            .socket
-            .get_ref()
+            .messages
             .partial_since()
             .is_some_and(|since| since.elapsed() > config.message_timeout());
         if unfinished {
@@ -315,6 +320,18 @@ impl Connection {
             self.blocked = false;
         }
         Step::Write
+    }
+}
+
+/// The answer to the peer's close: its own code echoed (RFC 6455 5.5.1), or 1002 for a code
+/// no endpoint may send, or an empty close for an empty one.
+fn close_reply(close: Option<&CloseFrame>) -> bytes::Bytes {
+    match close {
+        None => crate::frames::close_frame_empty(),
+        Some(frame) if frame.code.is_allowed() => {
+            crate::frames::close_frame(u16::from(frame.code), &frame.reason)
+        }
+        Some(_) => crate::frames::close_frame(close::PROTOCOL_ERROR, "Protocol violation"),
     }
 }
 

@@ -16,7 +16,7 @@ use bandsync_protocol::{
 };
 use futures_util::future::Either;
 use std::time::Instant;
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Whether the connection reads on after a message.
@@ -118,20 +118,10 @@ impl Reader {
                 reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
                 return Flow::Continue;
             }
-            // Pings are answered by tungstenite; a Close is answered on the next poll,
-            // after which the stream ends.
+            // The connection answered pings and the peer's close before they came here.
             Ok(_) => return Flow::Continue,
-            Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size })) => {
-                tracing::info!(size, max_size, "frame over MAX_FRAME_BYTES; closing (1009)");
-                let message = format!(
-                    "frame of {size} bytes exceeds MAX_FRAME_BYTES ({max_size}); closing (1009)"
-                );
-                reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
-                outbox.close(CloseReason::FrameTooBig);
-                return Flow::Stop;
-            }
             Err(WsError::Utf8(_)) => {
-                // tungstenite cannot read past an invalid text frame: say why, then 1007.
+                // A text message (or a close reason) that is not UTF-8: say why, then 1007.
                 let message = "text frame is not valid UTF-8; closing (1007)".to_owned();
                 reply_error(outbox, ctx, ErrorCode::InvalidMessage, message, None);
                 outbox.close(CloseReason::InvalidPayload);

@@ -1,23 +1,21 @@
 //! A `/ws` connection's socket, shared by the two sides that use it: whoever holds the
 //! connection's outbox writes it directly (the engine thread after a batch, the
 //! connection's task after a read; see `outbox::write`), and the task reads it through
-//! tungstenite.
+//! the frame guard (`messages`).
 //!
 //! hyper hands an upgraded connection over as a boxed stream; `take` gets our own socket
 //! back out of it, with the bytes hyper had read past the handshake, and splits it so each
 //! side owns its half.
 
-use crate::frames::WsFrame;
 use crate::net::io::{Activity, SocketSlot};
-use crate::outbox::{Outbox, Sink};
-use bytes::{Bytes, BytesMut};
+use crate::outbox::Sink;
+use bytes::BytesMut;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// The write half, with the socket's slot: it lives as long as anyone may still write
@@ -91,52 +89,4 @@ pub fn take(upgraded: Upgraded, activity: &Activity) -> Option<(WsSource, WsSink
     let (read, write) = stream.into_split();
     let source = WsSource { read, early };
     Some((source, WsSink { write, _slot: slot }))
-}
-
-/// What tungstenite reads from and writes to. It reads the socket. The only frames it
-/// writes itself are its automatic replies (a pong to a ping, the close reply); they are
-/// queued in the outbox like any frame, so they never cut into a frame written in part,
-/// and the task's next write sends them.
-pub struct WireIo {
-    read: OwnedReadHalf,
-    outbox: Arc<Outbox<WsFrame>>,
-}
-
-impl WireIo {
-    pub fn new(read: OwnedReadHalf, outbox: Arc<Outbox<WsFrame>>) -> Self {
-        Self { read, outbox }
-    }
-}
-
-impl AsyncRead for WireIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WireIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        // A closed outbox means the connection is ending: the reply no longer matters.
-        let _ = self
-            .outbox
-            .push(WsFrame::control(Bytes::copy_from_slice(buf)));
-        self.outbox.wake();
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
 }

@@ -5,7 +5,8 @@
 use super::connection;
 use super::guard::{FrameGuard, GuardLimits};
 use super::guarded_io::GuardedStream;
-use super::socket::{self, WireIo};
+use super::messages::MessageReader;
+use super::socket;
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
 use crate::auth::AuthError;
@@ -164,7 +165,6 @@ struct WsPeer {
 fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
     let on_upgrade = hyper::upgrade::on(req);
     let limits = ctx.guard_limits(peer.deflate);
-    let config = config_with_cap(limits.hard);
     let ctx = ctx.clone();
     ctx.clone().tracker.spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -185,9 +185,9 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             .with_deflate(peer.deflate)
             .with_sink(sink.clone());
         let outbox = Arc::new(outbox);
-        let io = WireIo::new(source.read, outbox.clone());
-        let socket = guarded_websocket(io, source.early, &ctx, limits, config).await;
-        let socket = Box::new(socket);
+        let guard = FrameGuard::new(limits, ctx.partial_budget.clone());
+        let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
+        let messages = MessageReader::new(source.read, source.early, guard, inflated);
         let conn = connection::Conn {
             outbox,
             sink,
@@ -196,9 +196,9 @@ fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
             url_grant: peer.url_grant,
         };
         // The connection gets a task of its own, and this one ends: a task's memory is its
-        // largest state, and the upgrade's states (hyper's, the handshake's) are larger
-        // than an idle connection's, which is what stays.
-        let serve = connection::serve(socket, conn, ctx.clone(), peer.permit);
+        // largest state, and the upgrade's (hyper's handover) is larger than an idle
+        // connection's, which is what stays.
+        let serve = connection::serve(messages, conn, ctx.clone(), peer.permit);
         ctx.tracker.spawn(serve);
     });
 }
