@@ -184,9 +184,8 @@ pub fn oversize_marker(compressed: bool, size: u64) -> Vec<u8> {
 
 /// Where the guard puts what it lets through, in order.
 pub trait Checked {
-    /// A control frame, whole and checked, as it came: its header is `header_len` bytes,
-    /// its payload is masked with `mask`.
-    fn control(&mut self, opcode: u8, frame: &[u8], header_len: usize, mask: [u8; 4]);
+    /// A control frame, whole and checked: the frame as it came, and its payload unmasked.
+    fn control(&mut self, opcode: u8, frame: &[u8], payload: &[u8]);
     /// A data message, whole, unmasked and inflated.
     fn message(&mut self, opcode: u8, payload: &[u8]);
     /// A text message over its limit, discarded: `size` bytes (compressed: the size at
@@ -197,7 +196,7 @@ pub trait Checked {
 /// The checked stream as frames again, for tungstenite (`guarded_io`): messages under the
 /// all-zero mask, control frames as they came, an oversized message as a marker pong.
 impl Checked for BytesMut {
-    fn control(&mut self, _: u8, frame: &[u8], _: usize, _: [u8; 4]) {
+    fn control(&mut self, _: u8, frame: &[u8], _: &[u8]) {
         self.extend_from_slice(frame);
     }
 
@@ -207,6 +206,13 @@ impl Checked for BytesMut {
 
     fn oversize(&mut self, compressed: bool, size: u64) {
         put_frame(self, OP_PONG, &oversize_marker(compressed, size));
+    }
+}
+
+/// Removes a client's mask from `bytes`, which start `offset` bytes into the payload.
+fn unmask(bytes: &mut [u8], mask: [u8; 4], offset: usize) {
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte ^= mask[(offset + i) % 4];
     }
 }
 
@@ -282,9 +288,7 @@ impl FrameGuard {
                     }
                     let n = remaining.min(input.len() as u64) as usize;
                     let mut chunk = input.split_to(n);
-                    for (i, byte) in chunk.iter_mut().enumerate() {
-                        *byte ^= mask[(offset + i) % 4];
-                    }
+                    unmask(&mut chunk, mask, offset);
                     let remaining = remaining - n as u64;
                     self.state = if remaining == 0 {
                         State::Header
@@ -341,7 +345,11 @@ impl FrameGuard {
                     return Ok(false);
                 }
                 // Whole and valid: the reader answers pings and closes.
-                out.control(h.opcode, &input[..total], h.size, mask);
+                let mut payload = [0u8; MAX_CONTROL_PAYLOAD as usize];
+                let payload = &mut payload[..h.len as usize];
+                payload.copy_from_slice(&input[h.size..total]);
+                unmask(payload, mask, 0);
+                out.control(h.opcode, &input[..total], payload);
                 input.advance(total);
                 return Ok(true);
             }

@@ -112,22 +112,32 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedStream<S> {
                 // An incomplete frame at EOF is dropped; tungstenite sees the EOF.
                 return Poll::Ready(Ok(()));
             }
-            // What the guard consumed whole leaves nothing to keep: an idle connection holds
-            // no read buffer at all (this is most of what it would otherwise cost).
-            if this.input.is_empty() {
-                this.input = BytesMut::new();
-            }
-            // Read into the stack, uninitialized (no memset per wake-up), and keep only
-            // what arrived: the read that waits (and most do) holds no heap memory.
-            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut read = ReadBuf::uninit(&mut chunk);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
+            if ready!(poll_read_into(&mut this.inner, cx, &mut this.input))? == 0 {
                 this.eof = true;
             }
-            this.input.extend_from_slice(read.filled());
         }
     }
+}
+
+/// Reads what the socket has into `input`, the guard's input; `Ready(Ok(0))` at the end of
+/// the stream. What the guard consumed whole leaves nothing to keep, so an empty `input`
+/// gives its memory back first: an idle connection holds no read buffer at all (this is most
+/// of what it would otherwise cost). The read goes into the stack, uninitialized (no memset
+/// per wake-up), and only what arrived is kept: the read that waits (and most do) holds no
+/// heap memory.
+pub(super) fn poll_read_into<S: AsyncRead + Unpin>(
+    inner: &mut S,
+    cx: &mut Context<'_>,
+    input: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if input.is_empty() {
+        *input = BytesMut::new();
+    }
+    let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+    let mut read = ReadBuf::uninit(&mut chunk);
+    ready!(Pin::new(inner).poll_read(cx, &mut read))?;
+    input.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedStream<S> {

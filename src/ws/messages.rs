@@ -13,22 +13,18 @@
 //! peer's close is the connection's (`connection.rs`).
 
 use super::guard::{oversize_marker, Checked, FrameGuard};
+use super::guarded_io::poll_read_into;
 use bytes::{Bytes, BytesMut};
 use prometheus::IntCounter;
 use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-
-/// Bytes read from the socket at a time (on the stack: a read that waits holds no heap).
-const READ_CHUNK: usize = 4 * 1024;
 
 const OP_TEXT: u8 = 0x1;
 const OP_CLOSE: u8 = 0x8;
@@ -104,20 +100,15 @@ impl MessageReader {
             if !self.ready.is_empty() {
                 continue;
             }
-            if self.input.is_empty() {
-                self.input = BytesMut::new();
-            }
-            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
-            let mut buf = ReadBuf::uninit(&mut chunk);
-            match Pin::new(&mut self.read).poll_read(cx, &mut buf) {
+            match poll_read_into(&mut self.read, cx, &mut self.input) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => {
                     self.ready.push_back(Err(WsError::Io(error)));
                     self.done = true;
                 }
                 // The end of the stream; an incomplete frame before it is dropped.
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => self.done = true,
-                Poll::Ready(Ok(())) => self.input.extend_from_slice(buf.filled()),
+                Poll::Ready(Ok(0)) => self.done = true,
+                Poll::Ready(Ok(_)) => {}
             }
         }
     }
@@ -139,12 +130,8 @@ impl MessageReader {
 struct Messages<'a>(&'a mut VecDeque<Read>);
 
 impl Checked for Messages<'_> {
-    fn control(&mut self, opcode: u8, frame: &[u8], header_len: usize, mask: [u8; 4]) {
-        let mut payload = BytesMut::from(&frame[header_len..]);
-        for (i, byte) in payload.iter_mut().enumerate() {
-            *byte ^= mask[i % 4];
-        }
-        let payload = payload.freeze();
+    fn control(&mut self, opcode: u8, _: &[u8], payload: &[u8]) {
+        let payload = Bytes::copy_from_slice(payload);
         self.0.push_back(match opcode {
             OP_CLOSE => close(&payload),
             OP_PING => Ok(Message::Ping(payload)),
@@ -209,18 +196,26 @@ mod tests {
     }
 
     #[test]
-    fn control_payloads_are_unmasked() {
+    fn a_masked_ping_through_the_guard_is_a_ping_with_its_payload() {
+        use super::super::budget::PartialBudget;
+        use super::super::guard::GuardLimits;
         let mask = [1, 2, 3, 4];
-        let masked: Vec<u8> = b"ping!"
-            .iter()
-            .zip(mask.iter().cycle())
-            .map(|(b, m)| b ^ m)
-            .collect();
         let mut frame = vec![0x89, 0x80 | 5];
         frame.extend_from_slice(&mask);
-        frame.extend_from_slice(&masked);
-        let read = messages(|m| m.control(OP_PING, &frame, 6, mask));
-        assert!(matches!(&read[0], Ok(Message::Ping(p)) if &p[..] == b"ping!"));
+        frame.extend(b"ping!".iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+        let limits = GuardLimits {
+            text: 1024,
+            hard: 1024,
+            deflate: false,
+        };
+        let mut guard = FrameGuard::new(limits, std::sync::Arc::new(PartialBudget::new(1 << 20)));
+        let mut ready = VecDeque::new();
+        let mut input = BytesMut::from(&frame[..]);
+        guard
+            .process(&mut input, &mut Messages(&mut ready))
+            .unwrap();
+        assert!(input.is_empty());
+        assert!(matches!(ready.front(), Some(Ok(Message::Ping(p))) if &p[..] == b"ping!"));
     }
 
     #[test]
