@@ -12,8 +12,8 @@ OUTPUT
   stdout: one JSON object per scenario, one line each. Always: scenario, n, [sessions, members,
   rate_hz,] duration_s, tick_interval_ms, connect_concurrency, url, spawned, window_s (measured
   window), timed_out, [error,] connections {connected, failed, closed_early, [first_error]},
-  client_cpu {cpu_ms, percent_of_core, us_per_msg}, server_cpu (null without a server pid)
-  {cpu_ms, percent_of_core, us_per_delivery | us_per_tick | us_per_connection}, server_errors,
+  client_cpu {cpu_ms, percent_of_core, kernel_percent, us_per_msg}, server_cpu (null without a server pid)
+  {cpu_ms, percent_of_core, kernel_percent, us_per_delivery | us_per_tick | us_per_connection}, server_errors,
   undecodable. Latencies are in microseconds as {count, min, mean, p50, p90, p99, p999, max}.
   fanout, mixed: sent, expected_deliveries, deliveries, lost, latency_us (leader send to
     follower receive, one monotonic clock).

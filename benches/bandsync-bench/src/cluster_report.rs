@@ -78,6 +78,7 @@ impl PhaseResult {
         let mut client_cpu = client_cpu.unwrap_or(Cpu {
             cpu_ms: 0.0,
             percent_of_core: 0.0,
+            kernel_percent: None,
             us_per_msg: None,
             us_per_delivery: None,
             us_per_tick: None,

@@ -73,15 +73,29 @@ pub fn read_fd_count(pid: u32) -> Option<u64> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CpuUsage {
     pub cpu_us: u64,
+    /// The part of `cpu_us` spent in the kernel (`stime`): on loopback, a server's writes
+    /// also run the receiver's TCP input, so this is most of the cost of a delivery or a
+    /// join, and the same for every server doing the same writes. The kernel keeps the
+    /// total exact but splits it by sampling at its scheduler tick, so the split is
+    /// approximate, and skewed for work that wakes on a timer (the 16 ms ticks): `perf`
+    /// measures that case better.
+    pub kernel_us: u64,
     pub wall: Duration,
 }
 
 impl CpuUsage {
     pub fn between(start: CpuTime, end: CpuTime, wall: Duration) -> Self {
+        let tick_us = 1_000_000 / USER_HZ;
         Self {
             cpu_us: end.total_us().saturating_sub(start.total_us()),
+            kernel_us: end.stime_ticks.saturating_sub(start.stime_ticks) * tick_us,
             wall,
         }
+    }
+
+    /// The kernel's share of the CPU time, in percent (`None` without CPU time).
+    pub fn kernel_percent(&self) -> Option<f64> {
+        (self.cpu_us > 0).then(|| self.kernel_us as f64 / self.cpu_us as f64 * 100.0)
     }
 
     /// CPU time as a percentage of one core over the wall time (200 = two cores busy).
@@ -138,17 +152,23 @@ mod tests {
             stime_ticks: 20,
         };
         let b = CpuTime {
-            utime_ticks: 150,
-            stime_ticks: 20,
+            utime_ticks: 140,
+            stime_ticks: 30,
         };
         let u = CpuUsage::between(a, b, Duration::from_secs(2));
         assert_eq!(u.cpu_us, 500_000);
         assert!((u.percent_of_core() - 25.0).abs() < 1e-9);
         assert_eq!(u.us_per(1000), Some(500.0));
         assert_eq!(u.us_per(0), None);
+        assert_eq!(u.kernel_us, 100_000);
+        assert!((u.kernel_percent().unwrap() - 20.0).abs() < 1e-9);
         assert_eq!(
             CpuUsage::between(b, a, Duration::ZERO).percent_of_core(),
             0.0
+        );
+        assert_eq!(
+            CpuUsage::between(b, a, Duration::ZERO).kernel_percent(),
+            None
         );
     }
 }

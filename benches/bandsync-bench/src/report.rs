@@ -209,6 +209,10 @@ pub struct PerClient {
 pub struct Cpu {
     pub cpu_ms: f64,
     pub percent_of_core: f64,
+    /// Share of `cpu_ms` spent in the kernel, percent (what no server's code can shave);
+    /// sampled, see `CpuUsage::kernel_us`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_percent: Option<f64>,
     /// Client: per frame received. Server (mixed only): per delivery or tick.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub us_per_msg: Option<f64>,
@@ -230,6 +234,7 @@ impl Cpu {
         Self {
             cpu_ms: round(u.cpu_us as f64 / 1000.0, 1),
             percent_of_core: round(u.percent_of_core(), 1),
+            kernel_percent: u.kernel_percent().map(|p| round(p, 1)),
             us_per_msg: None,
             us_per_delivery: None,
             us_per_tick: None,
