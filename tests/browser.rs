@@ -50,8 +50,9 @@ async fn the_click_agrees_across_pages_and_the_sheet_scrolls_in_chromium() {
     run_script("click_sheet.mjs").await;
 }
 
-/// The page's pure modules (the clock estimator, the timeline, the ChordPro parser) under
-/// `node --test tests/browser/unit/`: no browser, no server.
+/// The page's pure modules (the clock estimator, the click's audio-clock mapping, the
+/// timeline, the ChordPro parser) under `node --test tests/browser/unit/`: no browser, no
+/// server.
 #[test]
 fn the_page_modules_pass_their_node_unit_tests() {
     if !runs("node") {
