@@ -12,9 +12,11 @@ OUTPUT
   stdout: one JSON object per scenario, one line each. Always: scenario, n, [sessions, members,
   rate_hz,] duration_s, tick_interval_ms, connect_concurrency, url, spawned, window_s (measured
   window), timed_out, [error,] connections {connected, failed, closed_early, [first_error]},
-  client_cpu {cpu_ms, percent_of_core, kernel_percent, us_per_msg}, server_cpu (null without a server pid)
-  {cpu_ms, percent_of_core, kernel_percent, us_per_delivery | us_per_tick | us_per_connection}, server_errors,
-  undecodable. Latencies are in microseconds as {count, min, mean, p50, p90, p99, p999, max}.
+  client_cpu {cpu_ms, percent_of_core, kernel_percent, us_per_msg}, server_cpu (null without
+  a server pid) {cpu_ms, percent_of_core, kernel_percent, us_per_delivery | us_per_tick |
+  us_per_connection}, server_errors, undecodable. Latencies are in microseconds as {count,
+  min, mean, p50, p90, p99, p999, max}. kernel_percent is the kernel's share of the CPU time,
+  as the kernel samples it at its tick (approximate; skewed for the timer-driven ticks).
   fanout, mixed: sent, expected_deliveries, deliveries, lost, latency_us (leader send to
     follower receive, one monotonic clock).
   ticks, sse, mixed: ticks, expected_ticks_per_s, ticks_per_s_per_client {mean, min, max},
