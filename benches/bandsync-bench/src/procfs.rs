@@ -20,6 +20,11 @@ impl CpuTime {
     pub fn total_us(&self) -> u64 {
         (self.utime_ticks + self.stime_ticks) * (1_000_000 / USER_HZ)
     }
+
+    /// The part of [`CpuTime::total_us`] spent in the kernel.
+    pub fn kernel_us(&self) -> u64 {
+        self.stime_ticks * (1_000_000 / USER_HZ)
+    }
 }
 
 /// Parses `/proc/PID/stat`. The command name (field 2) is in parentheses and may hold
@@ -85,10 +90,9 @@ pub struct CpuUsage {
 
 impl CpuUsage {
     pub fn between(start: CpuTime, end: CpuTime, wall: Duration) -> Self {
-        let tick_us = 1_000_000 / USER_HZ;
         Self {
             cpu_us: end.total_us().saturating_sub(start.total_us()),
-            kernel_us: end.stime_ticks.saturating_sub(start.stime_ticks) * tick_us,
+            kernel_us: end.kernel_us().saturating_sub(start.kernel_us()),
             wall,
         }
     }
