@@ -6,9 +6,12 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { Click, MAPPING_WINDOW } from '../../../static/js/click.js';
 
+/** A click with a still timeline, a zero clock offset and 4/4. */
+const newClick = () => new Click({ timeline: () => ({}), clockOffset: () => 0, beatsPerBar: () => 4 });
+
 /** A click whose audio context reports `performanceTime - contextTime * 1000 = next()`. */
 function clickWithMapping(next) {
-  const click = new Click({ timeline: () => ({}), clockOffset: () => 0, beatsPerBar: () => 4 });
+  const click = newClick();
   let contextTime = 1;
   click.ctx = {
     getOutputTimestamp() {
@@ -54,7 +57,7 @@ test('one early sample does not move the mapping either', () => {
 });
 
 test('without samples the mapping falls back to currentTime and the reported latency', () => {
-  const click = new Click({ timeline: () => ({}), clockOffset: () => 0, beatsPerBar: () => 4 });
+  const click = newClick();
   click.ctx = { currentTime: 2, outputLatency: 0.03 };
   const before = performance.timeOrigin + performance.now();
   const heard = click.contextToClient(2);
