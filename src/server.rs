@@ -361,7 +361,13 @@ fn cors(config: &Config) -> CorsLayer {
             header::HeaderName::from_static("last-event-id"),
         ])
         .max_age(Duration::from_secs(600))
+        // `Vary` is set by `service` from a constant: the CORS layer would build the same
+        // value anew for every response (two allocations).
+        .vary([])
 }
+
+/// The request headers a response varies with under CORS (the CORS layer's own default).
+const CORS_VARY: &str = "origin, access-control-request-method, access-control-request-headers";
 
 /// The whole HTTP service: router plus CORS and security headers, all of it counted and
 /// timed by the outermost layer (`bandsync_http_*`).
@@ -383,6 +389,11 @@ pub fn service(
     };
     ServiceBuilder::new()
         .layer(routes::observe::ObserveLayer::new(ctx.metrics.clone()))
+        // Outside the CORS layer, so its preflight answers get it too.
+        .layer(SetResponseHeaderLayer::appending(
+            header::VARY,
+            HeaderValue::from_static(CORS_VARY),
+        ))
         .layer(cors(&ctx.config))
         .layer(secure("x-content-type-options", "nosniff"))
         .layer(secure("x-frame-options", "DENY"))

@@ -298,6 +298,7 @@ async fn every_response_has_security_headers_and_cors() {
         assert_security_headers(&response, path);
         let origin = response.headers().get("access-control-allow-origin");
         assert_eq!(origin.map(|v| v.to_str().unwrap()), Some("*"), "{path}");
+        assert_eq!(vary(&response), CORS_VARY, "{path}");
     }
 
     // A preflight for the SSE endpoint, which sends Last-Event-ID.
@@ -319,6 +320,20 @@ async fn every_response_has_security_headers_and_cors() {
     assert_eq!(header("access-control-allow-origin").as_deref(), Some("*"));
     assert!(header("access-control-allow-methods").is_some_and(|m| m.contains("get")));
     assert!(header("access-control-allow-headers").is_some_and(|h| h.contains("last-event-id")));
+    assert_eq!(vary(&response), CORS_VARY);
+}
+
+/// What a response to a cross-origin request varies with: caches must key on these.
+const CORS_VARY: &str = "origin, access-control-request-method, access-control-request-headers";
+
+fn vary(response: &reqwest::Response) -> String {
+    let values: Vec<&str> = response
+        .headers()
+        .get_all("vary")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    values.join(", ")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
