@@ -55,7 +55,16 @@ pub async fn run(
     );
 
     tokio::pin!(shutdown);
-    crate::net::accept_loop(&listener, &ctx, service, &graceful, shutdown.as_mut()).await;
+    let direct = direct_route(ctx.clone());
+    crate::net::accept_loop(
+        &listener,
+        &ctx,
+        service,
+        direct,
+        &graceful,
+        shutdown.as_mut(),
+    )
+    .await;
 
     tracing::info!("shutting down");
     drop(listener);
@@ -361,7 +370,7 @@ fn cors(config: &Config) -> CorsLayer {
             header::HeaderName::from_static("last-event-id"),
         ])
         .max_age(Duration::from_secs(600))
-        // `Vary` is set by `service` from a constant: the CORS layer would build the same
+        // `Vary` is set by `layered` from a constant: the CORS layer would build the same
         // value anew for every response (two allocations).
         .vary([])
 }
@@ -381,6 +390,58 @@ pub fn service(
        + Send
        + 'static {
     let warp_service = warp::service(routes::routes(ctx.clone()));
+    let handler_ctx = ctx.clone();
+    layered(
+        &ctx,
+        tower::service_fn(move |req: Request<Incoming>| {
+            let ctx = handler_ctx.clone();
+            let warp_service = warp_service.clone();
+            async move { Ok::<_, Infallible>(route(req, ctx, warp_service).await) }
+        }),
+    )
+}
+
+/// `/ws` behind the same layers as [`service`], for a handshake the accept loop answers
+/// without hyper (`net::first_request`).
+pub fn direct_route(
+    ctx: Arc<AppContext>,
+) -> crate::net::DirectRoute<
+    impl Service<Request<()>, Response = Response<Body>, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+> {
+    let handler_ctx = ctx.clone();
+    let service = layered(
+        &ctx,
+        tower::service_fn(move |req: Request<()>| {
+            let ctx = handler_ctx.clone();
+            async move { Ok::<_, Infallible>(ws::upgrade::handle(req, ctx)) }
+        }),
+    );
+    crate::net::DirectRoute {
+        path: WS_PATH,
+        service,
+    }
+}
+
+/// The path of the sync WebSocket.
+const WS_PATH: &str = "/ws";
+
+/// `inner` behind every response's layers: counted and timed (outermost), CORS, security
+/// headers.
+fn layered<S, B>(
+    ctx: &AppContext,
+    inner: S,
+) -> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
     let secure = |name: &'static str, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(
             header::HeaderName::from_static(name),
@@ -402,11 +463,7 @@ pub fn service(
             "content-security-policy",
             "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'",
         ))
-        .service_fn(move |req: Request<Incoming>| {
-            let ctx = ctx.clone();
-            let warp_service = warp_service.clone();
-            async move { Ok::<_, Infallible>(route(req, ctx, warp_service).await) }
-        })
+        .service(inner)
 }
 
 async fn route<S>(req: Request<Incoming>, ctx: Arc<AppContext>, warp_service: S) -> Response<Body>
@@ -414,7 +471,7 @@ where
     S: Service<Request<Incoming>, Response = warp::reply::Response, Error = Infallible>,
 {
     let path = req.uri().path().to_owned();
-    if path == "/ws" {
+    if path == WS_PATH {
         return ws::upgrade::handle(req, ctx);
     }
     if path == crate::ops::stream::PATH {

@@ -4,6 +4,7 @@
 //! idle and first-request watchdog.
 
 use crate::limits::ConnPermit;
+use bytes::{Buf, BytesMut};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,6 +14,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// How many bytes a connection's first read takes. A browser's WebSocket handshake is 400
+/// to 800 bytes, more with cookies; a longer head goes to hyper, which reads on.
+pub const FIRST_READ_BYTES: usize = 4096;
 
 /// What the watchdog reads: when the connection started, when bytes last moved, and
 /// whether a request head has arrived.
@@ -34,7 +39,19 @@ pub struct Activity {
     /// Set by a route that takes the socket over after an upgrade (`/ws`): when hyper drops
     /// the upgraded connection, the socket is put in `handed_over` instead of closed.
     hand_over: AtomicBool,
-    handed_over: std::sync::Mutex<Option<(TcpStream, SocketSlot)>>,
+    handed_over: std::sync::Mutex<Option<HandedOver>>,
+    /// Signalled when the socket is put in `handed_over`: a request answered without
+    /// hyper (see `net::first_request`) has no upgrade future to wait on instead.
+    handed: tokio::sync::Notify,
+}
+
+/// A socket handed over after an upgrade: the stream, its slot, and the bytes read from
+/// it that no one consumed yet (they come after any that hyper had buffered).
+#[derive(Debug)]
+pub struct HandedOver {
+    pub stream: TcpStream,
+    pub slot: SocketSlot,
+    pub unread: BytesMut,
 }
 
 impl Activity {
@@ -48,6 +65,7 @@ impl Activity {
             body_sent: AtomicBool::new(false),
             hand_over: AtomicBool::new(false),
             handed_over: std::sync::Mutex::new(None),
+            handed: tokio::sync::Notify::new(),
         })
     }
 
@@ -62,11 +80,17 @@ impl Activity {
     }
 
     /// The socket, once hyper dropped it after [`Activity::hand_over_socket`].
-    pub fn take_socket(&self) -> Option<(TcpStream, SocketSlot)> {
+    pub fn take_socket(&self) -> Option<HandedOver> {
         self.handed_over
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
+    }
+
+    /// Waits until the socket has been handed over (or the connection ended without it:
+    /// then [`Activity::take_socket`] finds nothing), for a request answered without hyper.
+    pub async fn socket_released(&self) {
+        self.handed.notified().await;
     }
 
     fn touch(&self) {
@@ -187,6 +211,9 @@ async fn watch(activity: &Activity, header: Duration, idle: Duration) -> Timeout
 pub struct ConnIo {
     /// `None` only once `Drop` has taken it.
     held: Option<Held>,
+    /// What [`ConnIo::read_first`] read and no one has consumed yet: the next reads get
+    /// it before the socket's bytes. Unallocated once drained.
+    early: BytesMut,
     activity: Arc<Activity>,
     /// The client closed its side (a read returned end of stream): nothing to linger for.
     peer_closed: bool,
@@ -238,10 +265,63 @@ impl ConnIo {
                     open,
                 },
             }),
+            early: BytesMut::new(),
             activity,
             peer_closed: false,
             failed: false,
             cut_short,
+        }
+    }
+
+    /// Reads the connection's first bytes, at most [`FIRST_READ_BYTES`], waiting until
+    /// some arrive (or the client closes: then nothing). They stay here, to be consumed by
+    /// [`ConnIo::consume_early`] or read again by whoever reads this stream next: looking at
+    /// the request head before choosing who serves it costs no extra `recv`.
+    pub async fn read_first(&mut self) -> io::Result<&[u8]> {
+        let stream = &self.held.as_ref().expect("taken only by drop").stream;
+        let read = loop {
+            if let Err(error) = stream.readable().await {
+                break Err(error);
+            }
+            // On the stack, and only between awaits: what is kept is allocated at its
+            // size, not the buffer's.
+            let mut buf = [0u8; FIRST_READ_BYTES];
+            match stream.try_read(&mut buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(error) => break Err(error),
+                Ok(n) => {
+                    if n > 0 && n < buf.len() {
+                        // A short read drained the socket (edge-triggered readiness): say
+                        // so, as tokio's own `poll_read` does, so the next read waits for
+                        // bytes instead of asking the kernel for none.
+                        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+                            Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                        });
+                    }
+                    break Ok(BytesMut::from(&buf[..n]));
+                }
+            }
+        };
+        match read {
+            Ok(bytes) if bytes.is_empty() => self.peer_closed = true,
+            Ok(bytes) => {
+                self.activity.touch();
+                self.early = bytes;
+            }
+            Err(error) => {
+                self.failed = true;
+                return Err(error);
+            }
+        }
+        Ok(&self.early)
+    }
+
+    /// Drops the first `n` bytes of what [`ConnIo::read_first`] read (a request head
+    /// answered without hyper).
+    pub fn consume_early(&mut self, n: usize) {
+        self.early.advance(n);
+        if self.early.is_empty() {
+            self.early = BytesMut::new();
         }
     }
 
@@ -263,14 +343,27 @@ impl Drop for ConnIo {
         let Some(mut held) = self.held.take() else {
             return;
         };
-        if self.activity.hand_over.load(Ordering::Relaxed) && !self.failed {
+        let hand_over = self.activity.hand_over.load(Ordering::Relaxed);
+        // Not after a failure, nor after the watchdog ended the connection: its handshake
+        // may not have been answered in full.
+        if hand_over && !self.failed && !self.activity.closed_hard() {
             let mut slot = self
                 .activity
                 .handed_over
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            *slot = Some((held.stream, held.slot));
+            *slot = Some(HandedOver {
+                stream: held.stream,
+                slot: held.slot,
+                unread: std::mem::take(&mut self.early),
+            });
+            drop(slot);
+            self.activity.handed.notify_one();
             return;
+        }
+        if hand_over {
+            // Wakes whoever waits for the socket, to find nothing.
+            self.activity.handed.notify_one();
         }
         let linger = !self.peer_closed && !self.failed && self.activity.lingers();
         // Outside a runtime (never in the server) the socket is simply closed.
@@ -299,6 +392,12 @@ impl AsyncRead for ConnIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() && buf.remaining() > 0 {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early[..n]);
+            self.consume_early(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let room = buf.remaining() > 0;
         let result = self.stream().poll_read(cx, buf);

@@ -1,19 +1,24 @@
 //! The accept loop: admits or refuses each TCP connection, serves the admitted ones with
-//! hyper under a header and idle watchdog, and backs off when `accept` fails.
+//! hyper under a header and idle watchdog (a whole WebSocket handshake in the first read is
+//! answered without hyper), and backs off when `accept` fails.
 //!
 //! - `fds`: the connection budget derived from the open-file limit.
+//! - `first_request`: the first request's head, read before hyper; the direct route.
 //! - `io`: the socket wrapper that carries the connection's slot and its activity clock.
 //! - `linger`: closing in stages, so an answer sent before the body was read is not lost.
 //! - `refuse`: the cheap answer to a connection over a cap.
 
 pub mod fds;
+pub mod first_request;
 pub mod io;
 pub mod linger;
 mod refuse;
 
 use crate::context::AppContext;
+use crate::http::errors::Body;
 use crate::http::share::RemoteAddr;
-use crate::limits::ClientIp;
+use crate::limits::{ClientIp, TrustedProxies};
+pub use first_request::Direct;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -21,9 +26,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use io::{Activity, ConnIo};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 
@@ -51,24 +58,42 @@ pub fn builder(ctx: &AppContext) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The route answered without hyper when its handshake arrives whole in a connection's
+/// first read (see [`first_request`]): its path, and the service (with the same layers as
+/// every other route) that answers it.
+#[derive(Clone)]
+pub struct DirectRoute<D> {
+    pub path: &'static str,
+    pub service: D,
+}
+
 /// Accepts until `shutdown` resolves. Each connection is admitted against the TCP cap and
 /// the per-address cap before hyper reads a byte; refused ones get a short HTTP answer (or
 /// are just closed when too many refusals are in flight).
-pub async fn accept_loop<S>(
+pub async fn accept_loop<S, D>(
     listener: &TcpListener,
     ctx: &Arc<AppContext>,
     service: S,
+    direct: DirectRoute<D>,
     graceful: &GracefulShutdown,
     mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) where
     S: Service<
             http::Request<Incoming>,
-            Response = http::Response<crate::http::errors::Body>,
+            Response = http::Response<Body>,
             Error = std::convert::Infallible,
         > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    D: Service<
+            http::Request<()>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    D::Future: Send + 'static,
 {
     let builder = builder(ctx);
     let refusals = refuse::Refusals::new(ctx.config.limits.fd_reserve);
@@ -117,31 +142,44 @@ pub async fn accept_loop<S>(
             ctx.metrics.tcp_connections.clone(),
             lingers_cut_short.clone(),
         );
-        let seen = activity.clone();
-        let trusted = ctx.trusted_proxies.clone();
-        let service = TowerToHyperService::new(service.clone().map_request(
-            move |mut req: http::Request<Incoming>| {
-                seen.saw_request();
-                seen.saw_body(!hyper::body::Body::is_end_stream(req.body()));
-                let client = trusted.client_ip(peer.ip(), req.headers());
-                req.extensions_mut().insert(RemoteAddr(peer));
-                req.extensions_mut().insert(ClientIp(client));
-                req.extensions_mut().insert(io::ConnAbort(seen.clone()));
-                req
-            },
-        ));
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let serving = Serving {
+            activity,
+            peer,
+            trusted: ctx.trusted_proxies.clone(),
+        };
+        let service = service.clone();
+        let direct = direct.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         let limits = ctx.config.limits.clone();
         let metrics = ctx.metrics.clone();
         tokio::spawn(async move {
             let watchdog = io::watchdog(
-                &activity,
+                &serving.activity,
                 limits.header_read_timeout(),
                 limits.idle_timeout(),
             );
+            tokio::pin!(watchdog);
+            let mut io = io;
+            let first = tokio::select! {
+                first = serving.first_request(&mut io, direct) => first,
+                why = &mut watchdog => return serving.timed_out(&metrics, why),
+            };
+            if let First::Answered = first {
+                return;
+            }
+            let annotated = serving.clone();
+            let service = TowerToHyperService::new(service.map_request(
+                move |mut req: http::Request<Incoming>| {
+                    let body = !hyper::body::Body::is_end_stream(req.body());
+                    annotated.annotate(&mut req, body);
+                    req
+                },
+            ));
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                .into_owned();
+            let connection = watcher.watch(connection);
             tokio::select! {
                 result = connection => {
                     if let Err(error) = result {
@@ -154,12 +192,83 @@ pub async fn accept_loop<S>(
                         tracing::debug!(%error, "http connection ended with an error");
                     }
                 }
-                why = watchdog => {
-                    // Dropping the connection closes the socket.
-                    metrics.http_timeouts.with_label_values(&[why.label()]).inc();
-                    tracing::debug!(%peer, timeout = why.label(), "http connection timed out");
-                }
+                why = watchdog => serving.timed_out(&metrics, why),
             }
         });
+    }
+}
+
+/// What became of a connection's first request.
+enum First {
+    /// Answered without hyper, and the connection is over or its socket handed over.
+    Answered,
+    /// hyper serves the connection from here (its bytes so far still unread).
+    Hyper,
+}
+
+/// One accepted connection's record for its requests.
+#[derive(Clone)]
+struct Serving {
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    trusted: TrustedProxies,
+}
+
+impl Serving {
+    /// What every request of the connection carries: its peer, the client's address
+    /// (behind a trusted proxy, the one it names) and a handle on the connection.
+    fn annotate<B>(&self, req: &mut http::Request<B>, body: bool) {
+        let seen = &self.activity;
+        seen.saw_request();
+        seen.saw_body(body);
+        let client = self.trusted.client_ip(self.peer.ip(), req.headers());
+        req.extensions_mut().insert(RemoteAddr(self.peer));
+        req.extensions_mut().insert(ClientIp(client));
+        req.extensions_mut().insert(io::ConnAbort(seen.clone()));
+    }
+
+    /// Reads the connection's first bytes and answers them here when they are the direct
+    /// route's whole handshake: after a `101` whose route took the socket the connection is
+    /// over for us; after a refusal hyper serves the connection's next requests.
+    async fn first_request<D>(&self, io: &mut ConnIo, direct: DirectRoute<D>) -> First
+    where
+        D: Service<
+            http::Request<()>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+        >,
+    {
+        let bytes = match io.read_first().await {
+            Ok([]) | Err(_) => return First::Answered,
+            Ok(bytes) => bytes,
+        };
+        let Some((mut req, head_len)) = first_request::parse(bytes, direct.path) else {
+            return First::Hyper;
+        };
+        io.consume_early(head_len);
+        self.annotate(&mut req, false);
+        req.extensions_mut().insert(Direct);
+        let response = match direct.service.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let switched = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        let Some(bytes) = first_request::encode(response).await else {
+            return First::Answered;
+        };
+        if io.write_all(&bytes).await.is_err() || switched {
+            // Dropping the socket hands it to the route that took it (or closes it).
+            return First::Answered;
+        }
+        First::Hyper
+    }
+
+    fn timed_out(&self, metrics: &crate::metrics::Metrics, why: io::Timeout) {
+        // Dropping the connection closes the socket.
+        metrics
+            .http_timeouts
+            .with_label_values(&[why.label()])
+            .inc();
+        tracing::debug!(peer = %self.peer, timeout = why.label(), "http connection timed out");
     }
 }

@@ -5,9 +5,10 @@
 //!
 //! hyper hands an upgraded connection over as a boxed stream; `take` gets our own socket
 //! back out of it, with the bytes hyper had read past the handshake, and splits it so each
-//! side owns its half.
+//! side owns its half. A handshake answered without hyper (`net::first_request`) hands the
+//! socket over directly: `take_released`.
 
-use crate::net::io::{Activity, SocketSlot};
+use crate::net::io::{Activity, HandedOver, SocketSlot};
 use crate::outbox::Sink;
 use bytes::BytesMut;
 use hyper::upgrade::Upgraded;
@@ -85,8 +86,31 @@ pub fn take(upgraded: Upgraded, activity: &Activity) -> Option<(WsSource, WsSink
         }
     }
     drop(io);
-    let (stream, slot) = activity.take_socket()?;
-    let (read, write) = stream.into_split();
+    Some(split(activity.take_socket()?, early))
+}
+
+/// Our socket, split, once the handshake's answer went out without hyper and the connection
+/// let go of it; none if the connection failed first.
+pub async fn take_released(activity: &Activity) -> Option<(WsSource, WsSink)> {
+    activity.socket_released().await;
+    Some(split(activity.take_socket()?, BytesMut::new()))
+}
+
+/// Splits a handed-over socket; `early` (what hyper had buffered) is read first, then what
+/// the connection had read and not consumed.
+fn split(handed: HandedOver, mut early: BytesMut) -> (WsSource, WsSink) {
+    if early.is_empty() {
+        early = handed.unread;
+    } else {
+        early.extend_from_slice(&handed.unread);
+    }
+    let (read, write) = handed.stream.into_split();
     let source = WsSource { read, early };
-    Some((source, WsSink { write, _slot: slot }))
+    (
+        source,
+        WsSink {
+            write,
+            _slot: handed.slot,
+        },
+    )
 }

@@ -163,18 +163,24 @@ struct WsPeer {
 /// waits for, its socket shared by that task (reading) and its outbox (writing directly:
 /// see [`super::socket`]). The caller answers 101.
 fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
-    let on_upgrade = hyper::upgrade::on(req);
+    // Answered without hyper (`net::first_request`): no upgrade future, the connection
+    // hands the socket over once the 101 is written.
+    let direct = req.extensions().get::<crate::net::Direct>().is_some();
+    let on_upgrade = (!direct).then(|| hyper::upgrade::on(req));
     let limits = ctx.guard_limits(peer.deflate);
     let ctx = ctx.clone();
     ctx.clone().tracker.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
+        let taken = match (on_upgrade, peer.activity.as_ref()) {
+            (None, Some(activity)) => match socket::take_released(activity).await {
+                Some(taken) => Some(taken),
+                None => return tracing::debug!("the connection ended before its 101 went out"),
+            },
+            (Some(on_upgrade), activity) => match on_upgrade.await {
+                Ok(upgraded) => activity.and_then(|activity| socket::take(upgraded, activity)),
+                Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
+            },
+            (None, None) => None,
         };
-        let taken = peer
-            .activity
-            .as_ref()
-            .and_then(|activity| socket::take(upgraded, activity));
         // The connection's HTTP record is no longer needed once the socket is ours.
         drop(peer.activity);
         let Some((source, sink)) = taken else {
