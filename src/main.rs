@@ -23,7 +23,18 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    bandsync::run(listener, config, shutdown_signal()).await
+    let server = bandsync::run(listener, config, shutdown_signal());
+    // With one worker thread (one core), the server runs as a task of that worker rather
+    // than on this thread: otherwise this thread's accept loop and the worker take turns on
+    // the core, two context switches for every connection accepted. With several workers
+    // the accept loop keeps this thread, which hands new connections to whichever worker
+    // is free (as a worker's task it would queue them on its own worker, to be stolen
+    // late). Measured in BENCHMARKS.md (issue 12, fourth round).
+    if tokio::runtime::Handle::current().metrics().num_workers() == 1 {
+        tokio::spawn(server).await.context("the server task")?
+    } else {
+        server.await
+    }
 }
 
 /// Logs to stderr, as text (colored on a terminal) or, with `LOG_FORMAT=json`, one JSON
