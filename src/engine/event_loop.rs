@@ -91,26 +91,20 @@ impl Engine {
         next_tick: Instant,
     ) {
         let max = self.settings.max_batch;
-        // Relayed audio is forwarded, not decided: holding it would merge nothing (each
-        // chunk goes out on its own) and only add latency. The same for the cluster's
-        // answers: a commit coming back from Redis was decided already, and holding it
-        // would delay the leader's own instance by the window (measured: +4.6 ms p50).
-        let relay = matches!(
-            batch.first(),
-            Some(
-                Inbound::AudioIn { .. }
-                    | Inbound::Share(ShareNotice::Change(ShareChange::Audio { .. }))
-                    | Inbound::Cluster(_)
-            )
-        );
         let window_end = last_batch
-            .filter(|(_, was_full)| !was_full && !relay)
+            .filter(|(_, was_full)| !was_full && !batch.first().is_some_and(never_held))
             .map(|(t, _)| t + self.settings.batch_interval);
         if let Some(window_end) = window_end.filter(|end| *end > Instant::now()) {
             let hold_until = window_end.min(next_tick);
             while batch.len() < max {
                 match inbox.rx.recv_deadline(hold_until) {
-                    Ok(msg) => batch.push(msg),
+                    Ok(msg) => {
+                        let urgent = never_held(&msg);
+                        batch.push(msg);
+                        if urgent {
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
@@ -133,4 +127,25 @@ impl Engine {
         }
         stop
     }
+}
+
+/// Events the batching window never holds (the batch they arrive in is processed at once),
+/// because holding them would merge nothing and only add latency:
+/// - relayed audio is forwarded, not decided (each chunk goes out on its own);
+/// - the cluster's answers: a commit coming back from Redis was decided already, and holding
+///   it would delay the leader's own instance by the window (measured: +4.6 ms p50);
+/// - a `join_session`: its answer goes to the joiner alone (what it changes for the others,
+///   `room_stats`, is coalesced on its own interval), and the joiner is waiting for it
+///   (measured: BENCHMARKS.md, issue 12, fourth round).
+fn never_held(event: &Inbound) -> bool {
+    matches!(
+        event,
+        Inbound::AudioIn { .. }
+            | Inbound::Share(ShareNotice::Change(ShareChange::Audio { .. }))
+            | Inbound::Cluster(_)
+            | Inbound::Command {
+                event: bandsync_protocol::ClientEvent::JoinSession(_),
+                ..
+            }
+    )
 }

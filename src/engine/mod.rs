@@ -15,9 +15,10 @@
 //! Batching (`BATCH_INTERVAL_MS`, `MAX_EVENT_BATCH_SIZE`): an event that arrives while the
 //! engine is idle is processed at once, with whatever else is already queued. Only events
 //! arriving within the window after a batch started are held until the window ends, so
-//! bursts are coalesced without adding latency to a lone event. Relayed audio and the
-//! cluster's answers are never held: they are forwarded or already decided, so holding them
-//! would only add latency.
+//! bursts are coalesced without adding latency to a lone event. Relayed audio, the
+//! cluster's answers and joins are never held (and a join arriving during a hold ends it):
+//! they are forwarded, already decided, or answered to the joiner alone, so holding them
+//! would only add latency (`event_loop::never_held`).
 
 mod access;
 mod commands;
