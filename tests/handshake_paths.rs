@@ -4,6 +4,7 @@
 //! refusals, the same session afterwards, and bytes sent right behind the head are not lost.
 
 mod common;
+mod support;
 
 use common::TestServer;
 use std::net::SocketAddr;
@@ -114,12 +115,7 @@ async fn a_whole_handshake_and_a_cut_one_get_the_same_head_and_session() {
     assert_eq!(second["data"]["members"].as_array().unwrap().len(), 2);
 
     // Both counted as upgrades, like any request.
-    let metrics = reqwest::get(server.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&server).await;
     let upgrades = metrics
         .lines()
         .find(|l| {
