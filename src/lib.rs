@@ -39,6 +39,7 @@ pub mod ops;
 pub mod outbox;
 pub mod repo;
 pub mod server;
+pub mod service;
 pub mod share;
 pub mod socketio;
 pub mod sse;

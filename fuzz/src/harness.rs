@@ -1,5 +1,5 @@
 //! A real bandsync server without sockets, for the HTTP-level targets: the engine thread,
-//! the share registry and the whole HTTP service (`bandsync::server::service`: router,
+//! the share registry and the whole HTTP service (`bandsync::service::service`: router,
 //! warp routes, share API, CORS and security headers), served by hyper over an in-memory
 //! pipe exactly as the accept loop serves a TCP connection.
 //!
@@ -147,7 +147,7 @@ impl Server {
     /// Sends `request` (raw bytes, as a client would write them) on a fresh connection and
     /// reads the first response.
     pub fn exchange(&self, request: &[u8]) -> Result<Reply, NoReply> {
-        let service = bandsync::server::service(self.ctx.clone());
+        let service = bandsync::service::service(self.ctx.clone());
         let head_request = request.starts_with(b"HEAD ");
         let request = request.to_vec();
         self.rt.block_on(async move {

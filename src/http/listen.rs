@@ -19,7 +19,7 @@ const LISTEN_CSS: &str = include_str!("../../static/listen.css");
 /// original streaming server's browser client loads. See `static/vendor/README.md`.
 const TONE_JS: &[u8] = include_bytes!("../../static/vendor/tone.js");
 
-/// The server-wide policy (see `server::service`) with two changes for this page.
+/// The server-wide policy (see `service::service`) with two changes for this page.
 /// `worker-src blob:`: Tone.js runs its clock in a Web Worker made from a `blob:` URL, so that
 /// its timing survives the throttling of timers in a background tab (where a listening page
 /// spends most of its life); without it the browser reports a violation and Tone.js falls

@@ -1,6 +1,6 @@
 //! The tower layer that counts and times every HTTP request (see [`super::metrics`]).
 //!
-//! It sits outermost in `server::service`, so it sees what the client sees: CORS preflights
+//! It sits outermost in `service::service`, so it sees what the client sees: CORS preflights
 //! answered by the CORS layer, the WebSocket and SSE routes served outside warp, and every
 //! error the router makes. It times until the response head is ready (the service's future
 //! resolves), not until the body ends: a stream's life is not a response time.

@@ -7,7 +7,7 @@
 //! has a network dependency.
 //!
 //! Each page sends its own Content-Security-Policy (the server-wide one is only set when a
-//! response has none, see `server::service`):
+//! response has none, see `service::service`):
 //!
 //! - The overlay may be framed by this origin (`frame-ancestors 'self'`, and
 //!   `X-Frame-Options: SAMEORIGIN` for browsers that only know that header), because the
