@@ -186,3 +186,41 @@ async fn an_http_1_0_handshake_goes_to_hyper_and_is_answered_as_before() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_written_in_small_pieces_are_all_answered() {
+    // The first read catches some prefix of the head: hyper takes over from those bytes,
+    // and whoever reads next must still be woken for the rest as it comes (a wake-up lost
+    // there leaves the connection waiting for its header timeout).
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let mut clients = Vec::new();
+    for n in 0..40 {
+        clients.push(tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.set_nodelay(true).unwrap();
+            let request = if n % 2 == 0 {
+                handshake(addr, 13)
+            } else {
+                format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+            };
+            for piece in request.as_bytes().chunks(3) {
+                tcp.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            let head = tokio::time::timeout(Duration::from_secs(3), read_head(&mut tcp))
+                .await
+                .unwrap_or_else(|_| panic!("request {n} was not answered within 3 s"));
+            let expected = if n % 2 == 0 {
+                "HTTP/1.1 101 "
+            } else {
+                "HTTP/1.1 200 "
+            };
+            assert!(head.starts_with(expected), "{n}: {head}");
+        }));
+    }
+    for client in clients {
+        client.await.unwrap();
+    }
+    server.shutdown().await;
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -286,20 +286,23 @@ impl ConnIo {
             // On the stack, and only between awaits: what is kept is allocated at its
             // size, not the buffer's.
             let mut buf = [0u8; FIRST_READ_BYTES];
-            match stream.try_read(&mut buf) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(error) => break Err(error),
-                Ok(n) => {
-                    if n > 0 && n < buf.len() {
-                        // A short read drained the socket (edge-triggered readiness): say
-                        // so, as tokio's own `poll_read` does, so the next read waits for
-                        // bytes instead of asking the kernel for none.
-                        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-                            Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
-                        });
-                    }
-                    break Ok(BytesMut::from(&buf[..n]));
+            let mut got = 0;
+            let result = stream.try_io(Interest::READABLE, || {
+                got = std::io::Read::read(&mut &*socket2::SockRef::from(stream), &mut buf)?;
+                if got > 0 && got < buf.len() {
+                    // A short read drained the socket (edge-triggered readiness): clear the
+                    // readiness this read was made under, as tokio's own `poll_read` does,
+                    // so the next read waits for bytes instead of asking the kernel for
+                    // none. Only here, with the read: bytes that arrived since set a newer
+                    // readiness, which this leaves alone.
+                    return Err(io::ErrorKind::WouldBlock.into());
                 }
+                Ok(())
+            });
+            match result {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock && got == 0 => continue,
+                Err(error) if error.kind() != io::ErrorKind::WouldBlock => break Err(error),
+                _ => break Ok(BytesMut::from(&buf[..got])),
             }
         };
         match read {
