@@ -16,7 +16,7 @@
 //! engine is idle is processed at once, with whatever else is already queued. Only events
 //! arriving within the window after a batch started are held until the window ends, so
 //! bursts are coalesced without adding latency to a lone event. Relayed audio, the
-//! cluster's answers and joins are never held (and a join arriving during a hold ends it):
+//! cluster's answers and joins are never held (and one arriving during a hold ends it):
 //! they are forwarded, already decided, or answered to the joiner alone, so holding them
 //! would only add latency (`event_loop::never_held`).
 
