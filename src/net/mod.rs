@@ -61,7 +61,6 @@ pub fn builder(ctx: &AppContext) -> auto::Builder<TokioExecutor> {
 /// The route answered without hyper when its handshake arrives whole in a connection's
 /// first read (see [`first_request`]): its path, and the service (with the same layers as
 /// every other route) that answers it.
-#[derive(Clone)]
 pub struct DirectRoute<D> {
     pub path: &'static str,
     pub service: D,
@@ -92,10 +91,14 @@ pub async fn accept_loop<S, D>(
             Error = std::convert::Infallible,
         > + Clone
         + Send
+        + Sync
         + 'static,
     D::Future: Send + 'static,
 {
-    let builder = builder(ctx);
+    // Shared by every connection's task: what a task holds, it holds for the connection's
+    // whole life (an SSE stream's included).
+    let builder = Arc::new(builder(ctx));
+    let direct = Arc::new(direct);
     let refusals = refuse::Refusals::new(ctx.config.limits.fd_reserve);
     let lingers_cut_short = ctx.metrics.http_timeouts.with_label_values(&["linger"]);
     let mut backoff = Duration::ZERO;
@@ -142,11 +145,11 @@ pub async fn accept_loop<S, D>(
             ctx.metrics.tcp_connections.clone(),
             lingers_cut_short.clone(),
         );
-        let serving = Serving {
+        let serving = Arc::new(Serving {
             activity,
             peer,
             trusted: ctx.trusted_proxies.clone(),
-        };
+        });
         let service = service.clone();
         let direct = direct.clone();
         let builder = builder.clone();
@@ -162,9 +165,10 @@ pub async fn accept_loop<S, D>(
             tokio::pin!(watchdog);
             let mut io = io;
             let first = tokio::select! {
-                first = serving.first_request(&mut io, direct) => first,
+                first = serving.first_request(&mut io, &direct) => first,
                 why = &mut watchdog => return serving.timed_out(&metrics, why),
             };
+            drop(direct);
             if let First::Answered = first {
                 return;
             }
@@ -207,7 +211,6 @@ enum First {
 }
 
 /// One accepted connection's record for its requests.
-#[derive(Clone)]
 struct Serving {
     activity: Arc<Activity>,
     peer: SocketAddr,
@@ -230,13 +233,13 @@ impl Serving {
     /// Reads the connection's first bytes and answers them here when they are the direct
     /// route's whole handshake: after a `101` whose route took the socket the connection is
     /// over for us; after a refusal hyper serves the connection's next requests.
-    async fn first_request<D>(&self, io: &mut ConnIo, direct: DirectRoute<D>) -> First
+    async fn first_request<D>(&self, io: &mut ConnIo, direct: &DirectRoute<D>) -> First
     where
         D: Service<
-            http::Request<()>,
-            Response = http::Response<Body>,
-            Error = std::convert::Infallible,
-        >,
+                http::Request<()>,
+                Response = http::Response<Body>,
+                Error = std::convert::Infallible,
+            > + Clone,
     {
         let bytes = match io.read_first().await {
             Ok([]) | Err(_) => return First::Answered,
@@ -248,7 +251,7 @@ impl Serving {
         io.consume_early(head_len);
         self.annotate(&mut req, false);
         req.extensions_mut().insert(Direct);
-        let response = match direct.service.oneshot(req).await {
+        let response = match direct.service.clone().oneshot(req).await {
             Ok(response) => response,
             Err(never) => match never {},
         };
