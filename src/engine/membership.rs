@@ -3,7 +3,7 @@
 
 use super::access::Access;
 use super::commit::AfterCommit;
-use super::resume::{new_token, ResumeEntry};
+use super::resume::ResumeEntry;
 use super::session::Session;
 use super::{Conn, ConnKey, Engine, Peer};
 use crate::cluster::{LeaderCheck, Loaded};
@@ -25,8 +25,12 @@ pub(super) enum Departure {
     Replaced,
 }
 
+/// `c` and 64 random bits in hex: unique among a session's members, and not a resume token.
 fn new_client_id() -> Arc<str> {
-    format!("c{}", &new_token()[..16]).into()
+    let mut id = *b"c0000000000000000";
+    hex::encode_to_slice(rand::random::<u64>().to_le_bytes(), &mut id[1..])
+        .expect("8 bytes fill 16 hex digits");
+    std::str::from_utf8(&id).expect("ascii").into()
 }
 
 impl Engine {

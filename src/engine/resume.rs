@@ -33,10 +33,10 @@ pub struct ResumeRegistry {
 }
 
 /// A new unguessable token: 128 random bits, hex.
-pub fn new_token() -> String {
+fn new_token() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 impl ResumeRegistry {

@@ -52,7 +52,7 @@ impl std::fmt::Debug for Composition {
 pub fn composition_id(params: &MusicalParams) -> String {
     let canonical = serde_json::to_vec(params).expect("parameters always serialize");
     let digest = Sha1::digest(&canonical);
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..8])
 }
 
 impl Composition {

@@ -133,8 +133,7 @@ fn file_of_key(key: &str) -> String {
         return "default.json".into();
     }
     let digest = Sha256::digest(key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("s-{hex}.json")
+    format!("s-{}.json", hex::encode(digest))
 }
 
 #[cfg(test)]
