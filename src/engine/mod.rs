@@ -153,6 +153,10 @@ pub struct Engine {
     /// Set by the shutdown: a connection that opens after it is closed at once.
     stopping: bool,
     sessions: HashMap<Arc<str>, Session>,
+    /// The sessions a tick deadline looks at: every session that plays or has a pending
+    /// change is here (listed by `arm`, which runs after every change to a transport), and
+    /// may stay a little after it stopped (`tick_all` takes it out).
+    ticking: HashSet<Arc<str>>,
     /// When pending scheduled changes take effect (`schedule`).
     timers: schedule::Timers,
     resume: ResumeRegistry,
@@ -244,6 +248,7 @@ pub fn spawn(
         pings: pings::PingSweep::new(config.ping_interval(), Instant::now()),
         stopping: false,
         sessions: HashMap::new(),
+        ticking: HashSet::new(),
         timers: schedule::Timers::default(),
         resume: ResumeRegistry::default(),
         stats_dirty: HashSet::new(),

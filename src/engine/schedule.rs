@@ -111,11 +111,17 @@ impl Engine {
         self.settings.tick_interval.as_secs_f64() * 1000.0
     }
 
-    /// Arms a timer for the session's pending change, if it has one (idempotent).
+    /// Called after anything that may have changed a session's transport or pending change
+    /// (a change proposed here, a commit, a refusal's projection, a revival): arms a timer
+    /// for its pending change, if it has one (idempotent), and lists a session that may now
+    /// tick among those the tick deadlines look at (`Engine::ticking`).
     pub(super) fn arm(&mut self, session_id: &str) {
         if let Some((id, session)) = self.sessions.get_key_value(session_id) {
             if let Some(change) = &session.scheduled {
                 self.timers.arm(id, change);
+            }
+            if session.may_tick() && !self.ticking.contains(id) {
+                self.ticking.insert(id.clone());
             }
         }
         if self.timers.needs_compaction(self.sessions.len()) {

@@ -216,6 +216,12 @@ impl Session {
             && self.pending == 0
     }
 
+    /// Whether a tick deadline can find this session playing: it plays, or a pending change
+    /// (which may start it) is waiting for its instant.
+    pub fn may_tick(&self) -> bool {
+        self.transport.playing || self.scheduled.is_some()
+    }
+
     pub fn audience(&self) -> usize {
         self.members.len() + self.listeners.len()
     }
