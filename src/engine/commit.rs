@@ -391,7 +391,7 @@ impl Engine {
 }
 
 fn session_pending(
-    sessions: &mut std::collections::HashMap<Arc<str>, Session>,
+    sessions: &mut std::collections::HashMap<Arc<str>, Box<Session>>,
     session_id: &str,
     delta: i32,
 ) {

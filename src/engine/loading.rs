@@ -78,7 +78,7 @@ impl Engine {
             sheet = &record.sheet;
         }
         let id = session.id.clone();
-        self.sessions.insert(id.clone(), session);
+        self.sessions.insert(id.clone(), Box::new(session));
         self.metrics.sessions.set(self.sessions.len() as i64);
         self.arm(&id);
         Ok(id)

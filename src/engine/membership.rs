@@ -4,7 +4,6 @@
 use super::access::Access;
 use super::commit::AfterCommit;
 use super::resume::ResumeEntry;
-use super::session::Session;
 use super::{Conn, ConnKey, Engine, Peer};
 use crate::cluster::{LeaderCheck, Loaded};
 use crate::frames::WsFrame;
@@ -188,7 +187,7 @@ impl Engine {
         if !self
             .sessions
             .get(session_id)
-            .is_some_and(Session::is_abandoned)
+            .is_some_and(|session| session.is_abandoned())
         {
             return;
         }
