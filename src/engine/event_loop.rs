@@ -35,7 +35,7 @@ impl Engine {
                     last_batch = Some((started, batch.len() >= self.settings.max_batch));
                     inbox.signal_room();
                     let stop = self.process_batch(&mut batch);
-                    self.flush_room_stats(false);
+                    self.flush_room_stats();
                     self.wakes.flush(&self.writers, &self.clock, &self.metrics);
                     if stop {
                         return;
@@ -55,7 +55,7 @@ impl Engine {
                     .tick_lag
                     .observe(now.duration_since(next_tick).as_secs_f64());
                 self.tick_all(deadline);
-                self.flush_room_stats(false);
+                self.flush_room_stats();
                 self.wakes.flush(&self.writers, &self.clock, &self.metrics);
                 // Absolute deadlines: the schedule never drifts; ticks missed while the
                 // thread was busy are skipped (a gap in `seq`), not bunched.

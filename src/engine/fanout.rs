@@ -12,6 +12,7 @@ use crate::outbox::{Outbox, PushError};
 use bandsync_protocol::server::{RoomStats, ScrollTick};
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::Bytes;
+use std::cmp::Reverse;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
@@ -303,47 +304,75 @@ impl Engine {
     }
 
     /// Sends `room_stats` for changed sessions whose last one is at least
-    /// `ROOM_STATS_INTERVAL_MS` old; the others wait for a later pass (every tick).
-    pub(super) fn flush_room_stats(&mut self, force: bool) {
+    /// `ROOM_STATS_INTERVAL_MS` old. A changed session whose last one is more recent waits
+    /// in `stats_waiting`, by the instant it is due, for the first pass at or after that
+    /// instant (passes follow every batch and every tick). A pass looks only at the sessions
+    /// changed since the last pass and at those that came due: with every session of a busy
+    /// server waiting, looking at each of them after every batch was a cost per batch that
+    /// grew with the sessions (BENCHMARKS.md, issue 12, fifth round).
+    pub(super) fn flush_room_stats(&mut self) {
         self.publish_presence();
-        if self.stats_dirty.is_empty() {
+        let now = Instant::now();
+        let next_due = self.stats_waiting.peek().map(|Reverse((due, _))| *due);
+        if self.stats_dirty.is_empty() && next_due.is_none_or(|due| due > now) {
             return;
         }
-        let now = Instant::now();
         let interval = self.settings.room_stats_interval;
         let now_ms = self.clock.now_ms();
-        let mut still_dirty = Vec::new();
-        for session_id in std::mem::take(&mut self.stats_dirty) {
-            let Some(session) = self.sessions.get_mut(&session_id) else {
+        let (sessions, waiting) = (&mut self.sessions, &mut self.stats_waiting);
+        let (wakes, metrics, deflater) = (&mut self.wakes, &self.metrics, &mut self.deflater);
+        for session_id in self.stats_dirty.drain() {
+            let Some(session) = sessions.get_mut(&session_id) else {
                 continue;
             };
-            let due = force
-                || session
-                    .stats_sent_at
-                    .is_none_or(|t| now.duration_since(t) >= interval);
-            if !due {
-                still_dirty.push(session_id);
+            if session.stats_due.is_some() {
+                // Already waiting: it sends the totals of its instant, this change included.
                 continue;
             }
-            session.stats_sent_at = Some(now);
-            let (members, followers, listeners) = session.totals();
-            let event = ServerEvent::RoomStats(RoomStats {
-                session_id: session.id.to_string(),
-                members,
-                followers,
-                listeners,
-                leader_id: session.leader.as_deref().map(str::to_owned),
-            });
-            broadcast(
-                session,
-                &mut self.wakes,
-                &self.metrics,
-                &mut self.deflater,
-                &event,
-                now_ms,
-                None,
-            );
+            match session.stats_sent_at {
+                Some(sent) if now.duration_since(sent) < interval => {
+                    session.stats_due = Some(sent + interval);
+                    waiting.push(Reverse((sent + interval, session_id)));
+                }
+                _ => send_room_stats(session, now, now_ms, wakes, metrics, deflater),
+            }
         }
-        self.stats_dirty.extend(still_dirty);
+        while let Some(Reverse((due, _))) = waiting.peek() {
+            if *due > now {
+                break;
+            }
+            let Reverse((due, session_id)) = waiting.pop().expect("peeked");
+            // A retired session leaves its entry behind; a new session of the same id has
+            // its own (or none).
+            let Some(session) = sessions
+                .get_mut(&session_id)
+                .filter(|s| s.stats_due == Some(due))
+            else {
+                continue;
+            };
+            session.stats_due = None;
+            send_room_stats(session, now, now_ms, wakes, metrics, deflater);
+        }
     }
+}
+
+/// Sends the session's `room_stats` (its totals now) to everyone in it.
+fn send_room_stats(
+    session: &mut Session,
+    now: Instant,
+    now_ms: f64,
+    wakes: &mut Wakes,
+    metrics: &Metrics,
+    deflater: &mut Deflater,
+) {
+    session.stats_sent_at = Some(now);
+    let (members, followers, listeners) = session.totals();
+    let event = ServerEvent::RoomStats(RoomStats {
+        session_id: session.id.to_string(),
+        members,
+        followers,
+        listeners,
+        leader_id: session.leader.as_deref().map(str::to_owned),
+    });
+    broadcast(session, wakes, metrics, deflater, &event, now_ms, None);
 }

@@ -58,7 +58,8 @@ use fanout::Wakes;
 use resume::ResumeRegistry;
 use serde::Serialize;
 use session::Session;
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -163,7 +164,11 @@ pub struct Engine {
     /// When pending scheduled changes take effect (`schedule`).
     timers: schedule::Timers,
     resume: ResumeRegistry,
+    /// Sessions whose audience changed since the last `room_stats` pass.
     stats_dirty: HashSet<Arc<str>>,
+    /// Changed sessions whose last `room_stats` is too recent, by the instant they are due
+    /// (at most one live entry a session: `Session::stats_due`).
+    stats_waiting: BinaryHeap<Reverse<(Instant, Arc<str>)>>,
     wakes: Wakes,
     /// Writes a batch's `/ws` frames on every core.
     writers: WritePool,
@@ -255,6 +260,7 @@ pub fn spawn(
         timers: schedule::Timers::default(),
         resume: ResumeRegistry::default(),
         stats_dirty: HashSet::new(),
+        stats_waiting: BinaryHeap::new(),
         wakes: Wakes::default(),
         writers,
         deflater: Deflater::new(codec::LEVEL, config.compression_threshold),

@@ -69,6 +69,8 @@ pub struct Session {
     /// [`Self::with_state_log`] gives it a capacity).
     pub states: StateLog,
     pub stats_sent_at: Option<Instant>,
+    /// When its next `room_stats` is due, while it waits in the engine's `stats_waiting`.
+    pub stats_due: Option<Instant>,
 }
 
 impl Session {
@@ -105,6 +107,7 @@ impl Session {
             history_floor: id_base,
             states: StateLog::default(),
             stats_sent_at: None,
+            stats_due: None,
         }
     }
 
