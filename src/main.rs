@@ -20,7 +20,7 @@ async fn main() -> anyhow::Result<()> {
     let config = bandsync::Config::parse();
     init_logs(&config);
     let addr = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = bandsync::net::listen(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
     let server = bandsync::run(listener, config, shutdown_signal());

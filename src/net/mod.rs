@@ -6,12 +6,14 @@
 //! - `first_request`: the first request's head, read before hyper; the direct route.
 //! - `io`: the socket wrapper that carries the connection's slot and its activity clock.
 //! - `linger`: closing in stages, so an answer sent before the body was read is not lost.
+//! - `listen`: the listening socket, with a backlog for a crowd arriving at once.
 //! - `refuse`: the cheap answer to a connection over a cap.
 
 pub mod fds;
 pub mod first_request;
 pub mod io;
 pub mod linger;
+mod listen;
 mod refuse;
 
 use crate::context::AppContext;
@@ -25,6 +27,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use io::{Activity, ConnIo};
+pub use listen::listen;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
