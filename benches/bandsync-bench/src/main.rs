@@ -40,6 +40,7 @@ mod cluster_report;
 mod connect;
 mod fanout;
 mod fleet;
+mod handshake;
 mod leader;
 mod listener;
 mod metrics;

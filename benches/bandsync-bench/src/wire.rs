@@ -192,9 +192,7 @@ pub async fn connect_join_with(
     join: &str,
     config: WebSocketConfig,
 ) -> Result<Ws, String> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let mut ws = crate::handshake::open(url, config).await?;
     ws.send(Message::text(join))
         .await
         .map_err(|e| format!("send join: {e}"))?;
