@@ -219,7 +219,7 @@ impl Engine {
     ///
     /// Only the sessions listed in `ticking` are looked at, and one that can no longer tick
     /// (stopped, retired) leaves the list here: an idle session costs nothing 62.5 times a
-    /// second. (Looking at every session was 5 to 9 % of a core with 10,000 idle ones, in
+    /// second. (Looking at every session was 4 to 9 % of a core with 10,000 idle ones, in
     /// the profiles of BENCHMARKS.md, issue 12, fifth round.)
     pub(super) fn tick_all(&mut self, deadline: u64) {
         let now_ms = self.clock.now_ms();
