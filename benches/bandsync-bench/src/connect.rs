@@ -1,7 +1,8 @@
 //! `connect`: N connections, each joining one of S sessions, at most
-//! `--connect-concurrency` at a time: connect+join latency, joins per second, and the
-//! server's resident memory before and after (KiB per connection). Then the connections
-//! are held for D seconds to show what the server spends idling with them (pings).
+//! `--connect-concurrency` at a time: connect+join latency, joins per second, the joins done
+//! in each 100 ms (the pace), and the server's resident memory before and after (KiB per
+//! connection). Then the connections are held for D seconds to show what the server spends
+//! idling with them (pings).
 
 use crate::fleet::{self, Member, Transport};
 use crate::procfs::{read_cpu, read_rss_kib, CpuUsage};
@@ -14,9 +15,12 @@ use crate::Settings;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// Time for the server to finish per-join work (room_stats) before RSS is read.
 const SETTLE: Duration = Duration::from_secs(1);
+/// How often the joins done so far are sampled while connecting.
+const PACE_EVERY: Duration = Duration::from_millis(100);
 
 pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Result<()> {
     let sessions: Vec<Arc<str>> = (0..s.sessions)
@@ -40,9 +44,13 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
 
     rec.begin_window();
     let started = Instant::now();
+    let (stop_pace, pace_stopped) = oneshot::channel();
+    let pace = tokio::spawn(join_pace(rec.clone(), pace_stopped));
     let fleet = fleet::open(&rec, &transport, members, s.concurrency, track).await;
     let connect_s = started.elapsed().as_secs_f64();
     rec.end_window();
+    let _ = stop_pace.send(());
+    let joins_per_100ms = pace.await.unwrap_or_default();
     let connected = rec.connected.load(Relaxed);
     {
         let mut extra = lock(&rec.extra);
@@ -50,6 +58,7 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
         extra.joins_per_s = Some((connected as f64 / connect_s).round());
         let frames = rec.frames.load(Relaxed) as f64;
         extra.frames_per_join = Some((frames / connected.max(1) as f64 * 100.0).round() / 100.0);
+        extra.joins_per_100ms = Some(joins_per_100ms);
     }
 
     tokio::time::sleep(SETTLE).await;
@@ -81,4 +90,23 @@ pub async fn run(s: &Settings, ep: &Endpoints, rec: Arc<Recorder>) -> anyhow::Re
 
     fleet.stop(Duration::from_secs(5)).await;
     Ok(())
+}
+
+/// Joins done in each `PACE_EVERY` of the window (whole intervals only), until `stop`. A
+/// server that slows down as connections pile up shows it here, and so does a run whose
+/// joins came early: the coalesced `room_stats` then reach more members each, which
+/// `frames_per_join` counts.
+async fn join_pace(rec: Arc<Recorder>, mut stop: oneshot::Receiver<()>) -> Vec<u64> {
+    let mut every = tokio::time::interval(PACE_EVERY);
+    every.tick().await; // the first tick is at once
+    let (mut pace, mut before) = (Vec::new(), 0);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = &mut stop => return pace,
+        }
+        let joined = rec.connected.load(Relaxed);
+        pace.push(joined - before);
+        before = joined;
+    }
 }

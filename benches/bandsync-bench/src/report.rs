@@ -107,6 +107,9 @@ pub struct Extra {
     /// what the others' joins sent them): servers that send more do more work per join.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frames_per_join: Option<f64>,
+    /// connect: joins done in each 100 ms of the window (whole intervals only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joins_per_100ms: Option<Vec<u64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_kib: Option<Rss>,
     #[serde(skip_serializing_if = "Option::is_none")]
