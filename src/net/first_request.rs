@@ -117,18 +117,11 @@ mod tests {
 
     #[test]
     fn anything_else_goes_to_hyper() {
-        let other_path = String::from_utf8(HANDSHAKE.to_vec())
-            .unwrap()
-            .replace("/ws?", "/wss?");
-        let http10 = String::from_utf8(HANDSHAKE.to_vec())
-            .unwrap()
-            .replace("HTTP/1.1", "HTTP/1.0");
-        let post = String::from_utf8(HANDSHAKE.to_vec())
-            .unwrap()
-            .replace("GET", "POST");
-        let body = String::from_utf8(HANDSHAKE.to_vec())
-            .unwrap()
-            .replace("Host: x", "Host: x\r\nContent-Length: 0");
+        let handshake = std::str::from_utf8(HANDSHAKE).unwrap();
+        let other_path = handshake.replace("/ws?", "/wss?");
+        let http10 = handshake.replace("HTTP/1.1", "HTTP/1.0");
+        let post = handshake.replace("GET", "POST");
+        let body = handshake.replace("Host: x", "Host: x\r\nContent-Length: 0");
         let cut = &HANDSHAKE[..HANDSHAKE.len() - 2];
         for bytes in [
             other_path.as_bytes(),
