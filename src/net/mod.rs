@@ -24,7 +24,7 @@ pub use first_request::Direct;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use io::{Activity, ConnIo};
 pub use listen::listen;
@@ -104,6 +104,8 @@ pub async fn accept_loop<S, D>(
     let direct = Arc::new(direct);
     let refusals = refuse::Refusals::new(ctx.config.limits.fd_reserve);
     let lingers_cut_short = ctx.metrics.http_timeouts.with_label_values(&["linger"]);
+    let header_timeout = ctx.config.limits.header_read_timeout();
+    let idle_timeout = ctx.config.limits.idle_timeout();
     let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
@@ -157,14 +159,9 @@ pub async fn accept_loop<S, D>(
         let direct = direct.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
-        let limits = ctx.config.limits.clone();
         let metrics = ctx.metrics.clone();
         tokio::spawn(async move {
-            let watchdog = io::watchdog(
-                &serving.activity,
-                limits.header_read_timeout(),
-                limits.idle_timeout(),
-            );
+            let watchdog = io::watchdog(&serving.activity, header_timeout, idle_timeout);
             tokio::pin!(watchdog);
             let mut io = io;
             let first = tokio::select! {
@@ -175,33 +172,76 @@ pub async fn accept_loop<S, D>(
             if let First::Answered = first {
                 return;
             }
-            let annotated = serving.clone();
-            let service = TowerToHyperService::new(service.map_request(
-                move |mut req: http::Request<Incoming>| {
-                    let body = !hyper::body::Body::is_end_stream(req.body());
-                    annotated.annotate(&mut req, body);
-                    req
-                },
-            ));
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                .into_owned();
-            let connection = watcher.watch(connection);
-            tokio::select! {
-                result = connection => {
-                    if let Err(error) = result {
-                        let timed_out = error
-                            .downcast_ref::<hyper::Error>()
-                            .is_some_and(hyper::Error::is_timeout);
-                        if timed_out {
-                            metrics.http_timeouts.with_label_values(&["header"]).inc();
-                        }
-                        tracing::debug!(%error, "http connection ended with an error");
-                    }
-                }
-                why = watchdog => serving.timed_out(&metrics, why),
-            }
+            // Boxed: hyper's connection future is most of the task's size, and a `/ws`
+            // join whose handshake came whole (the common case) never gets here. Inline, it
+            // made every connection's task a 7.8 KB allocation, copied on each spawn.
+            let hyper = HyperStage {
+                serving: serving.clone(),
+                service,
+                builder,
+                watcher,
+                metrics,
+            };
+            Box::pin(hyper.serve(io, watchdog.as_mut())).await;
         });
+    }
+}
+
+/// What a connection needs once hyper serves it.
+struct HyperStage<S> {
+    serving: Arc<Serving>,
+    service: S,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl<S> HyperStage<S>
+where
+    S: Service<
+            http::Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    /// Serves the connection's requests until it ends or `watchdog` fires.
+    async fn serve(self, io: ConnIo, watchdog: Pin<&mut impl Future<Output = io::Timeout>>) {
+        let Self {
+            serving,
+            service,
+            builder,
+            watcher,
+            metrics,
+        } = self;
+        let annotated = serving.clone();
+        let service = TowerToHyperService::new(service.map_request(
+            move |mut req: http::Request<Incoming>| {
+                let body = !hyper::body::Body::is_end_stream(req.body());
+                annotated.annotate(&mut req, body);
+                req
+            },
+        ));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let connection = watcher.watch(connection);
+        tokio::select! {
+            result = connection => {
+                if let Err(error) = result {
+                    let timed_out = error
+                        .downcast_ref::<hyper::Error>()
+                        .is_some_and(hyper::Error::is_timeout);
+                    if timed_out {
+                        metrics.http_timeouts.with_label_values(&["header"]).inc();
+                    }
+                    tracing::debug!(%error, "http connection ended with an error");
+                }
+            }
+            why = watchdog => serving.timed_out(&metrics, why),
+        }
     }
 }
 
