@@ -171,7 +171,7 @@ impl Engine {
         let now = self.clock.now_ms();
         let (transport, _, scheduled) = session.effective(now, self.tick_ms());
         SessionState {
-            session_id: session.id.to_string(),
+            session_id: String::from(&*session.id),
             transport,
             message: session.message.clone(),
             leader_id: session.leader.as_deref().map(str::to_owned),

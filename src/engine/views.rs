@@ -16,7 +16,7 @@ impl Engine {
             .take(limit)
             .filter_map(|key| self.conns.get(key))
             .map(|c| Member {
-                client_id: c.client_id.to_string(),
+                client_id: String::from(&*c.client_id),
                 name: c.name.clone(),
                 role: c.role,
             })
@@ -48,7 +48,7 @@ impl Engine {
         let (member_count, _, _) = session.totals();
         Snapshot {
             session_id: state.session_id,
-            client_id: conn.client_id.to_string(),
+            client_id: String::from(&*conn.client_id),
             role: conn.role,
             resume_token,
             leader_id: state.leader_id,
