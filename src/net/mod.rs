@@ -61,6 +61,31 @@ pub fn builder(ctx: &AppContext) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// The service hyper serves a connection's requests with (the router behind its layers).
+pub trait HttpService:
+    Service<
+        http::Request<Incoming>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<
+            http::Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// The route answered without hyper when its handshake arrives whole in a connection's
 /// first read (see [`first_request`]): its path, and the service (with the same layers as
 /// every other route) that answers it.
@@ -80,14 +105,7 @@ pub async fn accept_loop<S, D>(
     graceful: &GracefulShutdown,
     mut shutdown: Pin<&mut (impl Future<Output = ()> + Send)>,
 ) where
-    S: Service<
-            http::Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: HttpService,
     D: Service<
             http::Request<()>,
             Response = http::Response<Body>,
@@ -196,17 +214,7 @@ struct HyperStage<S> {
     metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl<S> HyperStage<S>
-where
-    S: Service<
-            http::Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+impl<S: HttpService> HyperStage<S> {
     /// Serves the connection's requests until it ends or `watchdog` fires.
     async fn serve(self, io: ConnIo, watchdog: Pin<&mut impl Future<Output = io::Timeout>>) {
         let Self {
