@@ -70,6 +70,7 @@ pub trait HttpService:
         Future: Send + 'static,
     > + Clone
     + Send
+    + Sync
     + 'static
 {
 }
@@ -82,6 +83,7 @@ impl<S> HttpService for S where
             Future: Send + 'static,
         > + Clone
         + Send
+        + Sync
         + 'static
 {
 }
@@ -119,6 +121,9 @@ pub async fn accept_loop<S, D>(
     // Shared by every connection's task: what a task holds, it holds for the connection's
     // whole life (an SSE stream's included).
     let builder = Arc::new(builder(ctx));
+    // Cloned (the whole layer stack) only for a connection that reaches hyper; a `/ws`
+    // join answered before hyper takes a reference count.
+    let service = Arc::new(service);
     let direct = Arc::new(direct);
     let refusals = refuse::Refusals::new(ctx.config.limits.fd_reserve);
     let lingers_cut_short = ctx.metrics.http_timeouts.with_label_values(&["linger"]);
@@ -208,7 +213,7 @@ pub async fn accept_loop<S, D>(
 /// What a connection needs once hyper serves it.
 struct HyperStage<S> {
     serving: Arc<Serving>,
-    service: S,
+    service: Arc<S>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: Watcher,
     metrics: Arc<crate::metrics::Metrics>,
@@ -225,7 +230,7 @@ impl<S: HttpService> HyperStage<S> {
             metrics,
         } = self;
         let annotated = serving.clone();
-        let service = TowerToHyperService::new(service.map_request(
+        let service = TowerToHyperService::new(S::clone(&service).map_request(
             move |mut req: http::Request<Incoming>| {
                 let body = !hyper::body::Body::is_end_stream(req.body());
                 annotated.annotate(&mut req, body);
