@@ -42,6 +42,7 @@ mod writers;
 pub use access::Access;
 pub use share::{ShareClaim, ShareClaims, ShareNotice};
 
+use inbound::ConnKeyHasher;
 pub use inbound::{ConnKey, EngineHandle, EngineStopped, Inbound, Sending, WaitingForRoom};
 
 use crate::clock::ServerClock;
@@ -148,7 +149,7 @@ pub struct Engine {
     /// Sessions whose local audience changed since the cluster was last told.
     presence_dirty: HashSet<Arc<str>>,
     next_token_refresh: Instant,
-    conns: HashMap<ConnKey, Conn>,
+    conns: HashMap<ConnKey, Conn, ConnKeyHasher>,
     /// When each `/ws` connection is due a ping (`pings`).
     pings: pings::PingSweep,
     /// Set by the shutdown: a connection that opens after it is closed at once.
@@ -252,7 +253,7 @@ pub fn spawn(
         last_ticket: 0,
         presence_dirty: HashSet::new(),
         next_token_refresh: Instant::now(),
-        conns: HashMap::new(),
+        conns: HashMap::default(),
         pings: pings::PingSweep::new(config.ping_interval(), Instant::now()),
         stopping: false,
         sessions: HashMap::new(),

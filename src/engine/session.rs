@@ -1,6 +1,6 @@
 //! One live session: its state, its audience, and its SSE history.
 
-use super::inbound::ConnKey;
+use super::inbound::{ConnKey, ConnKeyHasher};
 use super::replay::StateLog;
 use crate::cluster::Presence;
 use crate::frames::WsFrame;
@@ -39,8 +39,8 @@ pub struct Session {
     pub leader_key: Option<ConnKey>,
     /// The leader as of `version` (the `leader` field may be ahead: a proposed claim).
     pub committed_leader: Option<Arc<str>>,
-    pub members: IndexMap<ConnKey, Arc<Outbox<WsFrame>>>,
-    pub listeners: IndexMap<ConnKey, Arc<Outbox<Bytes>>>,
+    pub members: IndexMap<ConnKey, Arc<Outbox<WsFrame>>, ConnKeyHasher>,
+    pub listeners: IndexMap<ConnKey, Arc<Outbox<Bytes>>, ConnKeyHasher>,
     /// Dropped members whose resume window is still open.
     pub ghosts: usize,
     /// How ticks are numbered (changes only when playback starts or stops).
@@ -92,8 +92,8 @@ impl Session {
             leader: None,
             leader_key: None,
             committed_leader: None,
-            members: IndexMap::new(),
-            listeners: IndexMap::new(),
+            members: IndexMap::default(),
+            listeners: IndexMap::default(),
             ghosts: 0,
             ticks: TickCount::default(),
             dropped_leader: None,
