@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 /// A client's request id, echoed on every direct reply: a string or a number, kept exactly
 /// as sent.
@@ -223,38 +223,47 @@ pub fn encode_client_frame(event: &ClientEvent, id: Option<&RequestId>) -> Strin
 /// Encodes a server event as an envelope: `{"type","id"?,"timestamp","data"}`.
 ///
 /// Written field by field rather than through a flattened struct: this runs once per
-/// broadcast and once per tick, and the direct form is several times cheaper.
+/// broadcast and once per tick, and the direct form is several times cheaper. The data is
+/// serialized into the envelope's own buffer, not into a `String` of its own that grows and
+/// is then copied in; a snapshot, which lists the session's members, starts with more room.
 pub fn encode_server_frame(event: &ServerEvent, id: Option<&RequestId>, timestamp: f64) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str("{\"type\":\"");
-    out.push_str(event.type_name());
-    out.push('"');
+    let capacity = match event {
+        ServerEvent::Snapshot(_) => 1024,
+        _ => 256,
+    };
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(b"{\"type\":\"");
+    out.extend_from_slice(event.type_name().as_bytes());
+    out.push(b'"');
     if let Some(id) = id {
-        out.push_str(",\"id\":");
-        out.push_str(&serde_json::to_string(id).expect("ids always serialize"));
+        out.extend_from_slice(b",\"id\":");
+        serde_json::to_writer(&mut out, id).expect("ids always serialize");
     }
     // f64 timestamps are always finite here (they come from the server clock).
     let _ = write!(out, ",\"timestamp\":{}", JsonNumber(timestamp));
-    out.push_str(",\"data\":");
-    let data = match event {
-        ServerEvent::Snapshot(d) => serde_json::to_string(d),
-        ServerEvent::StateUpdate(d) | ServerEvent::SyncResponse(d) => serde_json::to_string(d),
-        ServerEvent::ScrollTick(d) => serde_json::to_string(d),
-        ServerEvent::RoomStats(d) => serde_json::to_string(d),
-        ServerEvent::HeartbeatResponse(d) => serde_json::to_string(d),
-        ServerEvent::Error(d) => serde_json::to_string(d),
-        ServerEvent::RateLimitExceeded(d) => serde_json::to_string(d),
-        ServerEvent::Shutdown(d) => serde_json::to_string(d),
-        ServerEvent::ShareStarted(d) => serde_json::to_string(d),
-        ServerEvent::ShareMetadata(d) => serde_json::to_string(d),
-        ServerEvent::ShareEnded(d) => serde_json::to_string(d),
-        ServerEvent::AudioChunk(d) => serde_json::to_string(d),
-        ServerEvent::StreamEvent(d) => serde_json::to_string(d),
-        ServerEvent::Sheet(d) => serde_json::to_string(d),
+    out.extend_from_slice(b",\"data\":");
+    let data = &mut out;
+    let written = match event {
+        ServerEvent::Snapshot(d) => serde_json::to_writer(data, d),
+        ServerEvent::StateUpdate(d) | ServerEvent::SyncResponse(d) => {
+            serde_json::to_writer(data, d)
+        }
+        ServerEvent::ScrollTick(d) => serde_json::to_writer(data, d),
+        ServerEvent::RoomStats(d) => serde_json::to_writer(data, d),
+        ServerEvent::HeartbeatResponse(d) => serde_json::to_writer(data, d),
+        ServerEvent::Error(d) => serde_json::to_writer(data, d),
+        ServerEvent::RateLimitExceeded(d) => serde_json::to_writer(data, d),
+        ServerEvent::Shutdown(d) => serde_json::to_writer(data, d),
+        ServerEvent::ShareStarted(d) => serde_json::to_writer(data, d),
+        ServerEvent::ShareMetadata(d) => serde_json::to_writer(data, d),
+        ServerEvent::ShareEnded(d) => serde_json::to_writer(data, d),
+        ServerEvent::AudioChunk(d) => serde_json::to_writer(data, d),
+        ServerEvent::StreamEvent(d) => serde_json::to_writer(data, d),
+        ServerEvent::Sheet(d) => serde_json::to_writer(data, d),
     };
-    out.push_str(&data.expect("server events always serialize"));
-    out.push('}');
-    out
+    written.expect("server events always serialize");
+    out.push(b'}');
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
 /// Formats an f64 the way serde_json does (shortest round-trip form).
