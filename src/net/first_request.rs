@@ -20,9 +20,9 @@ use std::io::Write;
 /// allows 100).
 const MAX_HEADERS: usize = 64;
 
-/// In the extensions of a request answered here: a route that upgrades it waits for the
-/// connection to hand its socket over (`Activity::socket_released`), as there is no
-/// hyper upgrade to wait for.
+/// In the extensions of a request answered here: a route that upgrades it asks the
+/// connection for its socket with `Activity::hand_over_socket_to`, as there is no hyper
+/// upgrade to wait for.
 #[derive(Clone, Copy, Debug)]
 pub struct Direct;
 

@@ -40,9 +40,31 @@ pub struct Activity {
     /// the upgraded connection, the socket is put in `handed_over` instead of closed.
     hand_over: AtomicBool,
     handed_over: std::sync::Mutex<Option<HandedOver>>,
-    /// Signalled when the socket is put in `handed_over`: a request answered without
-    /// hyper (see `net::first_request`) has no upgrade future to wait on instead.
-    handed: tokio::sync::Notify,
+    /// What to do with the socket once it is released, for a request answered without
+    /// hyper (see `net::first_request`): there is no upgrade future to wait on, and the
+    /// socket goes straight to this instead of to `handed_over`.
+    on_release: std::sync::Mutex<Option<ReleaseTo>>,
+}
+
+/// Given the socket when the connection lets go of it after a `101` answered without
+/// hyper, or `None` when the connection failed before the answer was out. Called on the
+/// connection's own task, as the connection ends: the route needs no task of its own to
+/// wait for the socket.
+pub type OnRelease = Box<dyn FnOnce(Option<HandedOver>) + Send>;
+
+/// An [`OnRelease`] kept in the record (named only for `Debug`).
+struct ReleaseTo(OnRelease);
+
+impl std::fmt::Debug for ReleaseTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReleaseTo")
+    }
+}
+
+/// The lock, whether or not a thread panicked while holding it (what it guards is a plain
+/// slot, whole either way).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A socket handed over after an upgrade: the stream, its slot, and the bytes read from
@@ -65,7 +87,7 @@ impl Activity {
             body_sent: AtomicBool::new(false),
             hand_over: AtomicBool::new(false),
             handed_over: std::sync::Mutex::new(None),
-            handed: tokio::sync::Notify::new(),
+            on_release: std::sync::Mutex::new(None),
         })
     }
 
@@ -81,16 +103,15 @@ impl Activity {
 
     /// The socket, once hyper dropped it after [`Activity::hand_over_socket`].
     pub fn take_socket(&self) -> Option<HandedOver> {
-        self.handed_over
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        lock(&self.handed_over).take()
     }
 
-    /// Waits until the socket has been handed over (or the connection ended without it:
-    /// then [`Activity::take_socket`] finds nothing), for a request answered without hyper.
-    pub async fn socket_released(&self) {
-        self.handed.notified().await;
+    /// Asks for the socket, for a request answered without hyper: `then` gets it when
+    /// the connection lets go of it after the answer (see [`OnRelease`]). `then` must not
+    /// hold this record: it is kept here until called.
+    pub fn hand_over_socket_to(&self, then: OnRelease) {
+        *lock(&self.on_release) = Some(ReleaseTo(then));
+        self.hand_over_socket();
     }
 
     fn touch(&self) {
@@ -347,26 +368,26 @@ impl Drop for ConnIo {
             return;
         };
         let hand_over = self.activity.hand_over.load(Ordering::Relaxed);
+        let on_release = match hand_over {
+            true => lock(&self.activity.on_release).take(),
+            false => None,
+        };
         // Not after a failure, nor after the watchdog ended the connection: its handshake
         // may not have been answered in full.
         if hand_over && !self.failed && !self.activity.closed_hard() {
-            let mut slot = self
-                .activity
-                .handed_over
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            *slot = Some(HandedOver {
+            let handed = HandedOver {
                 stream: held.stream,
                 slot: held.slot,
                 unread: std::mem::take(&mut self.early),
-            });
-            drop(slot);
-            self.activity.handed.notify_one();
+            };
+            match on_release {
+                Some(ReleaseTo(then)) => then(Some(handed)),
+                None => *lock(&self.activity.handed_over) = Some(handed),
+            }
             return;
         }
-        if hand_over {
-            // Wakes whoever waits for the socket, to find nothing.
-            self.activity.handed.notify_one();
+        if let Some(ReleaseTo(then)) = on_release {
+            then(None);
         }
         let linger = !self.peer_closed && !self.failed && self.activity.lingers();
         // Outside a runtime (never in the server) the socket is simply closed.
@@ -478,5 +499,84 @@ mod tests {
         let why = watchdog(&a, Duration::from_secs(10), Duration::from_secs(60)).await;
         assert_eq!(why, Timeout::Idle);
         assert_eq!(t0.elapsed(), Duration::from_secs(60));
+    }
+
+    /// What a test holds of a connection served over loopback.
+    type Served = (ConnIo, Arc<Activity>, crate::limits::ConnLimits, TcpStream);
+
+    /// A connection over loopback, served by a `ConnIo` whose first read holds `early`,
+    /// with the cap its slot is counted in and the client's end (kept open meanwhile).
+    async fn served(early: &[u8]) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let mut client = client.unwrap();
+        let (stream, peer) = accepted.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut client, early)
+            .await
+            .unwrap();
+        let limits = crate::limits::ConnLimits::new(10, 10);
+        let permit = limits.try_admit(peer.ip(), false).unwrap();
+        let activity = Activity::new();
+        let open = prometheus::IntGauge::new("open", "open").unwrap();
+        let cut_short = prometheus::IntCounter::new("cut", "cut").unwrap();
+        let mut io = ConnIo::new(stream, activity.clone(), permit, open, cut_short);
+        assert_eq!(io.read_first().await.unwrap(), early);
+        (io, activity, limits, client)
+    }
+
+    /// What an [`OnRelease`] was given: the unread bytes of the socket, if it got one.
+    fn recorder() -> (OnRelease, Arc<std::sync::Mutex<Option<Option<BytesMut>>>>) {
+        let got = Arc::new(std::sync::Mutex::new(None));
+        let seen = got.clone();
+        let then: OnRelease = Box::new(move |handed: Option<HandedOver>| {
+            *seen.lock().unwrap() = Some(handed.map(|handed| handed.unread));
+        });
+        (then, got)
+    }
+
+    #[tokio::test]
+    async fn a_socket_released_after_its_answer_goes_to_the_route_with_its_unread_bytes() {
+        let (mut io, activity, limits, _client) = served(b"HEAD\r\n\r\nframe").await;
+        io.consume_early(8);
+        let (then, got) = recorder();
+        activity.hand_over_socket_to(then);
+        drop(io);
+        let unread = got
+            .lock()
+            .unwrap()
+            .take()
+            .expect("called")
+            .expect("a socket");
+        assert_eq!(&unread[..], b"frame");
+        // The route keeps the slot with the socket (dropped here, with `got`'s value).
+        assert_eq!(limits.open().0, 0);
+        assert!(
+            activity.take_socket().is_none(),
+            "not left for a hyper upgrade"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_failed_before_its_answer_gives_the_route_nothing() {
+        let (mut io, activity, limits, _client) = served(b"HEAD\r\n\r\n").await;
+        io.failed = true;
+        let (then, got) = recorder();
+        activity.hand_over_socket_to(then);
+        drop(io);
+        assert!(got.lock().unwrap().take().expect("called").is_none());
+        assert_eq!(limits.open().0, 0, "the slot went with the socket");
+    }
+
+    #[tokio::test]
+    async fn without_a_route_waiting_the_socket_is_kept_for_hyper_s_upgrade() {
+        let (io, activity, limits, _client) = served(b"GET").await;
+        activity.hand_over_socket();
+        drop(io);
+        let handed = activity.take_socket().expect("kept");
+        assert_eq!(&handed.unread[..], b"GET");
+        assert_eq!(limits.open().0, 1, "the slot stays with the kept socket");
+        drop(handed);
+        assert_eq!(limits.open().0, 0);
     }
 }

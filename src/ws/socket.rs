@@ -89,11 +89,10 @@ pub fn take(upgraded: Upgraded, activity: &Activity) -> Option<(WsSource, WsSink
     Some(split(activity.take_socket()?, early))
 }
 
-/// Our socket, split, once the handshake's answer went out without hyper and the connection
-/// let go of it; none if the connection failed first.
-pub async fn take_released(activity: &Activity) -> Option<(WsSource, WsSink)> {
-    activity.socket_released().await;
-    Some(split(activity.take_socket()?, BytesMut::new()))
+/// Our socket, split, as the connection lets go of it after the handshake's answer went out
+/// without hyper (see [`Activity::hand_over_socket_to`]).
+pub fn released(handed: HandedOver) -> (WsSource, WsSink) {
+    split(handed, BytesMut::new())
 }
 
 /// Splits a handed-over socket; `early` (what hyper had buffered) is read first, then what

@@ -6,13 +6,14 @@ use super::connection;
 use super::guard::{FrameGuard, GuardLimits};
 use super::guarded_io::GuardedStream;
 use super::messages::MessageReader;
-use super::socket;
+use super::socket::{self, WsSink, WsSource};
 use crate::auth::credentials::Presented;
 use crate::auth::jwt::Grant;
 use crate::auth::AuthError;
 use crate::context::{AppContext, ConnectionPermit};
 use crate::deflate;
 use crate::http::errors::{error_response, full, Body};
+use crate::net::io::Activity;
 use crate::outbox::Outbox;
 use bytes::BytesMut;
 use http::{header, HeaderMap, Method, Request, Response, StatusCode};
@@ -150,63 +151,73 @@ where
 
 /// Who a `/ws` connection is, for its task.
 struct WsPeer {
-    /// The connection's activity record, through which hyper hands the socket over; none
-    /// when the service runs outside the accept loop (which cannot hand a socket over).
-    activity: Option<Arc<crate::net::io::Activity>>,
     permit: ConnectionPermit,
     deflate: bool,
     client_ip: std::net::IpAddr,
     url_grant: Option<Grant>,
 }
 
-/// Once hyper hands over the upgraded `/ws` connection, serves it in a task the shutdown
-/// waits for, its socket shared by that task (reading) and its outbox (writing directly:
-/// see [`super::socket`]). The caller answers 101.
-fn spawn_ws<B>(req: &mut Request<B>, ctx: &Arc<AppContext>, peer: WsPeer) {
-    // Answered without hyper (`net::first_request`): no upgrade future, the connection
-    // hands the socket over once the 101 is written.
-    let direct = req.extensions().get::<crate::net::Direct>().is_some();
-    let on_upgrade = (!direct).then(|| hyper::upgrade::on(req));
-    let limits = ctx.guard_limits(peer.deflate);
+/// Once the connection hands its socket over, serves it in a task the shutdown waits for,
+/// its socket shared by that task (reading) and its outbox (writing directly: see
+/// [`super::socket`]). The caller answers 101. `activity` is the connection's record,
+/// through which the socket is handed over; none when the service runs outside the accept
+/// loop (which cannot hand a socket over).
+fn spawn_ws<B>(
+    req: &mut Request<B>,
+    ctx: &Arc<AppContext>,
+    activity: Option<Arc<Activity>>,
+    peer: WsPeer,
+) {
     let ctx = ctx.clone();
+    // Answered without hyper (`net::first_request`): the connection gives the socket to
+    // `serve_ws` itself as it lets go of it, once the 101 is written; no task waits for it.
+    if req.extensions().get::<crate::net::Direct>().is_some() {
+        if let Some(activity) = activity {
+            activity.hand_over_socket_to(Box::new(move |handed| match handed {
+                Some(handed) => serve_ws(socket::released(handed), &ctx, peer),
+                None => tracing::debug!("the connection ended before its 101 went out"),
+            }));
+            return;
+        }
+    }
+    let on_upgrade = hyper::upgrade::on(req);
+    if let Some(activity) = &activity {
+        activity.hand_over_socket();
+    }
     ctx.clone().tracker.spawn(async move {
-        let taken = match (on_upgrade, peer.activity.as_ref()) {
-            (None, Some(activity)) => match socket::take_released(activity).await {
-                Some(taken) => Some(taken),
-                None => return tracing::debug!("the connection ended before its 101 went out"),
-            },
-            (Some(on_upgrade), activity) => match on_upgrade.await {
-                Ok(upgraded) => activity.and_then(|activity| socket::take(upgraded, activity)),
-                Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
-            },
-            (None, None) => None,
+        let taken = match on_upgrade.await {
+            Ok(upgraded) => activity.and_then(|activity| socket::take(upgraded, &activity)),
+            Err(error) => return tracing::debug!(%error, "websocket upgrade failed"),
         };
-        // The connection's HTTP record is no longer needed once the socket is ours.
-        drop(peer.activity);
-        let Some((source, sink)) = taken else {
+        let Some(taken) = taken else {
             return tracing::error!("an upgraded connection was not a socket this server accepted");
         };
-        let sink = Arc::new(sink);
-        let outbox = Outbox::new(ctx.outbox_limits())
-            .with_deflate(peer.deflate)
-            .with_sink(sink.clone());
-        let outbox = Arc::new(outbox);
-        let guard = FrameGuard::new(limits, ctx.partial_budget.clone());
-        let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
-        let messages = MessageReader::new(source.read, source.early, guard, inflated);
-        let conn = connection::Conn {
-            outbox,
-            sink,
-            deflate: peer.deflate,
-            client_ip: peer.client_ip,
-            url_grant: peer.url_grant,
-        };
-        // The connection gets a task of its own, and this one ends: a task's memory is its
-        // largest state, and the upgrade's (hyper's handover) is larger than an idle
-        // connection's, which is what stays.
-        let serve = connection::serve(messages, conn, ctx.clone(), peer.permit);
-        ctx.tracker.spawn(serve);
+        serve_ws(taken, &ctx, peer);
     });
+}
+
+/// Serves a `/ws` connection whose socket is ours, in a task of its own. A task's memory is
+/// its largest state: the connection's, not the upgrade's (hyper's hand-over is larger),
+/// which is why the upgrade's task, when there is one, ends here.
+fn serve_ws(taken: (WsSource, WsSink), ctx: &Arc<AppContext>, peer: WsPeer) {
+    let (source, sink) = taken;
+    let sink = Arc::new(sink);
+    let outbox = Outbox::new(ctx.outbox_limits())
+        .with_deflate(peer.deflate)
+        .with_sink(sink.clone());
+    let outbox = Arc::new(outbox);
+    let guard = FrameGuard::new(ctx.guard_limits(peer.deflate), ctx.partial_budget.clone());
+    let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
+    let messages = MessageReader::new(source.read, source.early, guard, inflated);
+    let conn = connection::Conn {
+        outbox,
+        sink,
+        deflate: peer.deflate,
+        client_ip: peer.client_ip,
+        url_grant: peer.url_grant,
+    };
+    let serve = connection::serve(messages, conn, ctx.clone(), peer.permit);
+    ctx.tracker.spawn(serve);
 }
 
 /// Once hyper hands over the upgraded connection of `req`, serves it as a server WebSocket
@@ -357,16 +368,12 @@ pub fn handle<B: Send + 'static>(mut req: Request<B>, ctx: Arc<AppContext>) -> R
         .extensions()
         .get::<crate::net::io::ConnAbort>()
         .map(|abort| abort.0.clone());
-    if let Some(activity) = &activity {
-        activity.hand_over_socket();
-    }
     let peer = WsPeer {
-        activity,
         permit,
         deflate,
         client_ip,
         url_grant,
     };
-    spawn_ws(&mut req, &ctx, peer);
+    spawn_ws(&mut req, &ctx, activity, peer);
     switching_protocols(&accept, agreement.map(|a| a.header_value()))
 }
