@@ -137,7 +137,7 @@ impl Engine {
                     self.resume.set_role(&token, wanted);
                     self.save_resume(&token);
                 }
-                let check = LeaderCheck::Is(Some(client_id.to_string()));
+                let check = LeaderCheck::Is(Some(String::from(&*client_id)));
                 self.change(session_id, check, None, AfterCommit::Nothing, |s| {
                     s.leader = None;
                 });
@@ -158,7 +158,7 @@ impl Engine {
         id: Option<RequestId>,
         ack: bool,
     ) -> (LeaderCheck, AfterCommit) {
-        let holder = self.conns.get(&key).map(|c| c.client_id.to_string());
+        let holder = self.conns.get(&key).map(|c| String::from(&*c.client_id));
         (
             LeaderCheck::Is(holder),
             AfterCommit::LeaderCommand { key, id, ack },

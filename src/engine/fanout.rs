@@ -185,7 +185,7 @@ fn tick(
     };
     let id = session.next_event_id();
     let event = ServerEvent::ScrollTick(ScrollTick {
-        session_id: session.id.to_string(),
+        session_id: String::from(&*session.id),
         seq,
         beat: transport.position_at(now_ms),
         tempo: transport.tempo,
@@ -368,7 +368,7 @@ fn send_room_stats(
     session.stats_sent_at = Some(now);
     let (members, followers, listeners) = session.totals();
     let event = ServerEvent::RoomStats(RoomStats {
-        session_id: session.id.to_string(),
+        session_id: String::from(&*session.id),
         members,
         followers,
         listeners,

@@ -256,8 +256,8 @@ impl Engine {
             None => LIVE_TOKEN_TTL,
         };
         let grant = ResumeGrant {
-            client_id: entry.client_id.to_string(),
-            session_id: entry.session_id.to_string(),
+            client_id: String::from(&*entry.client_id),
+            session_id: String::from(&*entry.session_id),
             name: entry.name.clone(),
             role: entry.role,
             identity: entry.identity.clone(),

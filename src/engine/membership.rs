@@ -107,7 +107,7 @@ impl Engine {
             }
         }
         if leader_vacated {
-            let check = LeaderCheck::Is(Some(client_id.to_string()));
+            let check = LeaderCheck::Is(Some(String::from(&*client_id)));
             self.change(&session_id, check, None, AfterCommit::Nothing, |s| {
                 s.leader = None;
             });

@@ -169,7 +169,7 @@ impl Session {
 
     pub fn record(&self) -> SessionRecord {
         SessionRecord {
-            session_id: self.id.to_string(),
+            session_id: String::from(&*self.id),
             transport: self.transport,
             message: self.message.clone(),
             version: self.version,
