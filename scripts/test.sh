@@ -21,3 +21,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy -p bandsync-client --all-targets --features playback -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+# The suite's servers run on two runtime workers, where the engine has a thread of its own.
+# On one core it is a task of the runtime's worker instead (ENGINE_PLACEMENT=auto): these
+# suites, which drive the engine hardest (ticks, scheduled changes at their instants, the
+# batching window, backpressure, resume, pings, shutdown, audio), run again with it placed
+# there.
+echo "== cargo test, the engine as a runtime task (ENGINE_PLACEMENT=worker)"
+ENGINE_PLACEMENT=worker cargo test --workspace --test ticks --test scheduling \
+  --test batching_window --test ws_protocol --test room_stats --test sse --test shutdown \
+  --test backpressure --test resume --test resume_replay --test liveness --test share_ws \
+  --test robustness

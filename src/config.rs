@@ -14,6 +14,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the session engine runs (`ENGINE_PLACEMENT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EnginePlacement {
+    /// `worker` when the runtime has one worker thread (one core), `thread` otherwise.
+    Auto,
+    /// A thread of its own, beside the runtime's workers.
+    Thread,
+    /// A task of the runtime: no context switch between the engine and the connections
+    /// when they share one core.
+    Worker,
+}
+
 /// bandsync: realtime sync server for bands.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "bandsync", version, about)]
@@ -123,6 +135,10 @@ pub struct Config {
     /// Audio frames a receiver's queue may hold; older ones are dropped (counted) beyond it.
     #[arg(long, env = "OUTBOX_MAX_AUDIO_FRAMES", default_value_t = 64)]
     pub outbox_max_audio_frames: usize,
+    /// Where the session engine runs: `thread` (its own), `worker` (a task of the async
+    /// runtime) or `auto` (`worker` on one core, where the two would take turns on it).
+    #[arg(long, env = "ENGINE_PLACEMENT", value_enum, default_value_t = EnginePlacement::Auto)]
+    pub engine_placement: EnginePlacement,
     /// Capacity of the queue from connections to the session engine, events.
     #[arg(long, env = "ENGINE_QUEUE_CAPACITY", default_value_t = 16_384)]
     pub engine_queue_capacity: usize,

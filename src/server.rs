@@ -31,7 +31,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     config.validate().map_err(anyhow::Error::msg)?;
     apply_fd_budget(&mut config);
-    let (ctx, engine_thread) = assemble(config, Arc::new(Metrics::new()))?;
+    let (ctx, engine_run) = assemble(config, Arc::new(Metrics::new()))?;
     let sweeper = tokio::spawn(sweep_share_sessions(ctx.clone()));
     let historian = tokio::spawn(record_history(ctx.clone()));
     let monitor = tokio::spawn(crate::ops::monitor::run(ctx.clone()));
@@ -74,7 +74,7 @@ pub async fn run(
     if drained.is_err() {
         tracing::warn!("shutdown deadline passed with connections still open");
     }
-    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    engine_run.finished().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -111,14 +111,15 @@ fn apply_fd_budget(config: &mut Config) {
 }
 
 /// Everything a server is made of but the listener: the store, the share registry, access
-/// control, the engine thread and the context every route and connection shares. `run`
+/// control, the engine (its thread, or its task when called on a runtime that places it
+/// there: `ENGINE_PLACEMENT`) and the context every route and connection shares. `run`
 /// serves it; the fuzz harness serves it over in-memory pipes, so both build it the same
 /// way. `metrics` is passed in so that a process running many servers (the fuzzer) can
 /// share one registry.
 pub fn assemble(
     config: Config,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<(Arc<AppContext>, std::thread::JoinHandle<()>)> {
+) -> anyhow::Result<(Arc<AppContext>, crate::engine::EngineRun)> {
     let clock = ServerClock::shared();
     // The sockets' rate-limit clock, made now so that the first joiner does not wait for
     // its calibration (about 0.6 ms here).
@@ -163,7 +164,7 @@ pub fn assemble(
         auth: auth.clone(),
         share_claims,
     };
-    let (engine, engine_thread) = engine::spawn(&config, clock, metrics.clone(), collaborators)
+    let (engine, engine_run) = engine::spawn(&config, clock, metrics.clone(), collaborators)
         .context("starting the engine thread")?;
     if config.redis_url.is_some() {
         tokio::spawn(forward_cluster_events(cluster_inbox, engine.clone()));
@@ -208,7 +209,7 @@ pub fn assemble(
         .with_auth_failures(auth_failures)
         .with_share_cluster(share_cluster),
     );
-    Ok((ctx, engine_thread))
+    Ok((ctx, engine_run))
 }
 
 /// Cluster events queued for the engine at most (the link waits beyond it).

@@ -135,8 +135,12 @@ impl Server {
             .enable_all()
             .build()
             .expect("a current-thread runtime");
-        let (ctx, engine_thread) =
+        // Called off any runtime, so the engine gets a thread of its own.
+        let (ctx, engine_run) =
             bandsync::server::assemble(config, metrics()).expect("the engine thread starts");
+        let bandsync::engine::EngineRun::Thread(engine_thread) = engine_run else {
+            unreachable!("assemble off a runtime starts the engine on a thread")
+        };
         Self {
             ctx,
             engine_thread: Some(engine_thread),

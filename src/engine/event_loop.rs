@@ -1,16 +1,23 @@
-//! The engine thread's loop: it sleeps until the next event, tick deadline, scheduled
-//! change or housekeeping, whichever comes first, and handles what is due, flushing the
-//! writers it woke after each step (module docs of `engine` say why a dedicated thread).
+//! The engine's loop: it sleeps until the next event, tick deadline, scheduled change or
+//! housekeeping, whichever comes first, and handles what is due, flushing the writers it
+//! woke after each step (module docs of `engine` say why a dedicated thread, and
+//! `waiting` when it is a task of the runtime instead). The loop is an `async fn` for the
+//! task's sake; on its own thread nothing in it ever waits but the thread itself.
 
 use super::inbound::{EngineInbox, Inbound};
+use super::waiting::Waiting;
 use super::ShareNotice;
 use super::{Engine, HOUSEKEEPING_INTERVAL};
 use crate::share::replica::ShareChange;
 use crossbeam_channel::RecvTimeoutError;
 use std::time::Instant;
 
+/// Sockets the engine task writes between two yields to the runtime: 1.5 to 5 ms of
+/// writes on loopback, the longest a connection's read then waits behind them.
+const FLUSH_SLICE: usize = 256;
+
 impl Engine {
-    pub(super) fn run(mut self, inbox: EngineInbox) {
+    pub(super) async fn run(mut self, inbox: EngineInbox, mut waiting: Waiting) {
         let tick = self.settings.tick_interval;
         // Deadlines on the shared wall-clock grid (`tick_grid`): deadline k is at
         // k x tick ms after the epoch, on every instance.
@@ -27,16 +34,25 @@ impl Engine {
             let next_change = self.timers.next().map(|ms| self.clock.instant_at(ms));
             let next_deadline = next_change.map_or(next_tick, |at| at.min(next_tick));
             let wake_at = next_deadline.min(next_housekeeping).min(self.pings.next());
-            match inbox.rx.recv_deadline(wake_at) {
+            match waiting.recv_deadline(&inbox.rx, wake_at).await {
                 Ok(first) => {
                     batch.push(first);
                     let started = Instant::now();
-                    self.collect_batch(&inbox, &mut batch, last_batch, next_deadline);
+                    let window = (self.settings.max_batch, self.settings.batch_interval);
+                    collect_batch(
+                        &inbox,
+                        &mut waiting,
+                        &mut batch,
+                        window,
+                        last_batch,
+                        next_deadline,
+                    )
+                    .await;
                     last_batch = Some((started, batch.len() >= self.settings.max_batch));
                     inbox.signal_room();
                     let stop = self.process_batch(&mut batch);
                     self.flush_room_stats();
-                    self.wakes.flush(&self.writers, &self.clock, &self.metrics);
+                    self.flush_wakes(&waiting).await;
                     if stop {
                         return;
                     }
@@ -48,7 +64,7 @@ impl Engine {
             if next_change.is_some_and(|at| now >= at) {
                 // Before the tick: a tick at the same deadline sees the applied change.
                 self.activate_due();
-                self.wakes.flush(&self.writers, &self.clock, &self.metrics);
+                self.flush_wakes(&waiting).await;
             }
             if now >= next_tick {
                 self.metrics
@@ -56,7 +72,7 @@ impl Engine {
                     .observe(now.duration_since(next_tick).as_secs_f64());
                 self.tick_all(deadline);
                 self.flush_room_stats();
-                self.wakes.flush(&self.writers, &self.clock, &self.metrics);
+                self.flush_wakes(&waiting).await;
                 // Absolute deadlines: the schedule never drifts; ticks missed while the
                 // thread was busy are skipped (a gap in `seq`), not bunched.
                 next_tick += tick;
@@ -73,46 +89,25 @@ impl Engine {
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);
-                self.wakes.flush(&self.writers, &self.clock, &self.metrics);
+                self.flush_wakes(&waiting).await;
                 next_housekeeping = now + HOUSEKEEPING_INTERVAL;
             }
         }
     }
 
-    /// Adds to `batch` what is already queued, and, when the previous batch started less
-    /// than the batching window ago, what arrives before the window closes (but never past
-    /// the next tick or scheduled change). A backlog (the previous batch was full) is never
-    /// held: its events have already waited.
-    fn collect_batch(
-        &self,
-        inbox: &EngineInbox,
-        batch: &mut Vec<Inbound>,
-        last_batch: Option<(Instant, bool)>,
-        next_tick: Instant,
-    ) {
-        let max = self.settings.max_batch;
-        let window_end = last_batch
-            .filter(|(_, was_full)| !was_full && !batch.first().is_some_and(never_held))
-            .map(|(t, _)| t + self.settings.batch_interval);
-        if let Some(window_end) = window_end.filter(|end| *end > Instant::now()) {
-            let hold_until = window_end.min(next_tick);
-            while batch.len() < max {
-                match inbox.rx.recv_deadline(hold_until) {
-                    Ok(msg) => {
-                        let urgent = never_held(&msg);
-                        batch.push(msg);
-                        if urgent {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
+    /// Writes what was queued. As a task, in slices, letting the runtime run the
+    /// connections between them: a `room_stats` burst to thousands of sockets would hold
+    /// every connection's reads (a heartbeat's too) for its whole length, and the load
+    /// client's joins stalled behind it cost more per frame than the writes themselves
+    /// (BENCHMARKS.md, issue 12, seventh round).
+    async fn flush_wakes(&mut self, waiting: &Waiting) {
+        let (pool, clock, metrics) = (&self.writers, &self.clock, &self.metrics);
+        match waiting {
+            Waiting::Thread => self.wakes.flush(pool, clock, metrics),
+            Waiting::Task { .. } => {
+                while self.wakes.flush_some(FLUSH_SLICE, pool, clock, metrics) {
+                    tokio::task::yield_now().await;
                 }
-            }
-        }
-        while batch.len() < max {
-            match inbox.rx.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(_) => break,
             }
         }
     }
@@ -126,6 +121,47 @@ impl Engine {
             self.process_contained(msg);
         }
         stop
+    }
+}
+
+/// Adds to `batch` what is already queued, and, when the previous batch started less
+/// than the batching window ago, what arrives before the window closes (but never past
+/// the next tick or scheduled change). A backlog (the previous batch was full) is never
+/// held: its events have already waited.
+///
+/// `window` is the batch's size cap and the batching window. (A free function: a borrow
+/// of the engine held across its waits would ask the engine to be `Sync`.)
+async fn collect_batch(
+    inbox: &EngineInbox,
+    waiting: &mut Waiting,
+    batch: &mut Vec<Inbound>,
+    (max, batch_interval): (usize, std::time::Duration),
+    last_batch: Option<(Instant, bool)>,
+    next_tick: Instant,
+) {
+    let window_end = last_batch
+        .filter(|(_, was_full)| !was_full && !batch.first().is_some_and(never_held))
+        .map(|(t, _)| t + batch_interval);
+    if let Some(window_end) = window_end.filter(|end| *end > Instant::now()) {
+        let hold_until = window_end.min(next_tick);
+        while batch.len() < max {
+            match waiting.recv_deadline(&inbox.rx, hold_until).await {
+                Ok(msg) => {
+                    let urgent = never_held(&msg);
+                    batch.push(msg);
+                    if urgent {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    while batch.len() < max {
+        match inbox.rx.try_recv() {
+            Ok(msg) => batch.push(msg),
+            Err(_) => break,
+        }
     }
 }
 

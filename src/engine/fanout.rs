@@ -32,6 +32,8 @@ pub(super) enum Audience {
 pub(super) struct Wakes {
     pub(super) ws: Vec<Arc<Outbox<WsFrame>>>,
     pub(super) sse: Vec<Arc<Outbox<Bytes>>>,
+    /// The sockets of one slice ([`Wakes::flush_some`]), kept to be reused.
+    slice: Vec<Arc<Outbox<WsFrame>>>,
 }
 
 impl Wakes {
@@ -39,6 +41,27 @@ impl Wakes {
     /// [`WritePool`]), and wakes every other writer.
     pub(super) fn flush(&mut self, pool: &WritePool, clock: &ServerClock, metrics: &Metrics) {
         pool.write_all(&mut self.ws, clock, metrics);
+        self.wake_sse();
+    }
+
+    /// As [`Wakes::flush`], for at most `most` of the `/ws` sockets. True while some are
+    /// left. (The slice is taken from the end: the order between sockets means nothing,
+    /// each socket's own order is its outbox's.)
+    pub(super) fn flush_some(
+        &mut self,
+        most: usize,
+        pool: &WritePool,
+        clock: &ServerClock,
+        metrics: &Metrics,
+    ) -> bool {
+        let from = self.ws.len().saturating_sub(most);
+        self.slice.extend(self.ws.drain(from..));
+        pool.write_all(&mut self.slice, clock, metrics);
+        self.wake_sse();
+        !self.ws.is_empty()
+    }
+
+    fn wake_sse(&mut self) {
         for outbox in self.sse.drain(..) {
             outbox.wake();
         }

@@ -2,7 +2,8 @@
 //!
 //! A bounded crossbeam channel: lock-free for the many connection tasks that push, and the
 //! engine thread can wait on it with a precise deadline (`recv_deadline`), which is what
-//! keeps ticks on time. Connection tasks are async and must not block a runtime thread, so
+//! keeps ticks on time. When the engine is a task of the runtime instead (one core, see
+//! `engine::waiting`), every push also signals a [`Notify`] that wakes it. Connection tasks are async and must not block a runtime thread, so
 //! a full queue makes them wait on a [`Notify`] that the engine signals after each drain:
 //! backpressure flows to the socket (we stop reading it) instead of growing a queue.
 
@@ -107,6 +108,9 @@ pub struct EngineHandle {
     on_full: Arc<dyn Fn() + Send + Sync>,
     /// Cleared when the engine thread stops (shutdown, or a fault it could not contain).
     alive: Arc<AtomicBool>,
+    /// When the engine is a task of the runtime (`engine::waiting`): signalled after every
+    /// message queued, to wake it. A thread of its own waits in the queue itself.
+    arrivals: Option<Arc<Notify>>,
 }
 
 /// The engine's side of the queue.
@@ -123,6 +127,7 @@ pub struct EngineStopped;
 pub fn channel(
     capacity: usize,
     on_full: Arc<dyn Fn() + Send + Sync>,
+    arrivals: Option<Arc<Notify>>,
 ) -> (EngineHandle, EngineInbox) {
     let (tx, rx) = crossbeam_channel::bounded(capacity);
     let room = Arc::new(Notify::new());
@@ -132,6 +137,7 @@ pub fn channel(
             room: room.clone(),
             on_full,
             alive: Arc::new(AtomicBool::new(true)),
+            arrivals,
         },
         EngineInbox { rx, room },
     )
@@ -157,7 +163,10 @@ impl EngineHandle {
     /// connection keeps only the slow path's box, and only while the queue is full.
     pub fn send(&self, msg: Inbound) -> Sending {
         match self.tx.try_send(msg) {
-            Ok(()) => Either::Left(ready(Ok(()))),
+            Ok(()) => {
+                self.announce();
+                Either::Left(ready(Ok(())))
+            }
             Err(TrySendError::Disconnected(_)) => Either::Left(ready(Err(EngineStopped))),
             Err(TrySendError::Full(back)) => {
                 (self.on_full)();
@@ -179,7 +188,10 @@ impl EngineHandle {
             tokio::pin!(room);
             room.as_mut().enable();
             match self.tx.try_send(msg) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.announce();
+                    return Ok(());
+                }
                 Err(TrySendError::Disconnected(_)) => return Err(EngineStopped),
                 Err(TrySendError::Full(back)) => {
                     if !std::mem::take(&mut counted) {
@@ -194,7 +206,18 @@ impl EngineHandle {
 
     /// Sends without waiting; for `Drop` paths that cannot await. Fails when full.
     pub fn try_send(&self, msg: Inbound) -> Result<(), Box<Inbound>> {
-        self.tx.try_send(msg).map_err(|e| Box::new(e.into_inner()))
+        self.tx
+            .try_send(msg)
+            .map_err(|e| Box::new(e.into_inner()))?;
+        self.announce();
+        Ok(())
+    }
+
+    /// Wakes an engine that runs as a task (it may be waiting for this message).
+    fn announce(&self) {
+        if let Some(arrivals) = &self.arrivals {
+            arrivals.notify_one();
+        }
     }
 }
 
@@ -212,7 +235,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_waits_instead_of_dropping() {
-        let (handle, inbox) = channel(1, Arc::new(|| {}));
+        let (handle, inbox) = channel(1, Arc::new(|| {}), None);
         handle.send(Inbound::ClosedWs { key: 1 }).await.unwrap();
         let second = tokio::spawn({
             let handle = handle.clone();
@@ -241,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stopped_engine_is_reported() {
-        let (handle, inbox) = channel(4, Arc::new(|| {}));
+        let (handle, inbox) = channel(4, Arc::new(|| {}), None);
         drop(inbox);
         assert_eq!(handle.send(Inbound::Shutdown).await, Err(EngineStopped));
     }

@@ -9,8 +9,14 @@
 //!
 //! Why a dedicated thread: session state needs no lock at all (one owner), and the thread
 //! can sleep until a tick deadline with sub-millisecond precision (`recv_deadline`), which
-//! the runtime's 1 ms timer wheel cannot. It never awaits and never blocks on a socket:
-//! outboxes are bounded and non-blocking.
+//! the runtime's 1 ms timer wheel cannot. It never blocks on a socket: outboxes are
+//! bounded and non-blocking.
+//!
+//! On one core (`ENGINE_PLACEMENT=auto` with one runtime worker) the same loop runs as a
+//! task of that worker instead (`waiting`): a thread of its own would take turns with the
+//! worker on the one core, a context switch for nearly every event. The task keeps the
+//! thread's precision with a `timerfd`, and writes a large batch in slices, letting the
+//! connections run between them.
 //!
 //! Batching (`BATCH_INTERVAL_MS`, `MAX_EVENT_BATCH_SIZE`): an event that arrives while the
 //! engine is idle is processed at once, with whatever else is already queued. Only events
@@ -37,6 +43,7 @@ mod schedule;
 mod session;
 mod share;
 mod views;
+mod waiting;
 mod writers;
 
 pub use access::Access;
@@ -64,6 +71,8 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use waiting::Waiting;
 use writers::WritePool;
 
 /// How often expired resume tokens and stored sessions are swept.
@@ -200,14 +209,38 @@ pub struct Collaborators {
     pub share_claims: Option<ShareClaims>,
 }
 
-/// Starts the engine thread. It runs until [`Inbound::Shutdown`] or until every
+/// The running engine, as started by [`spawn`].
+#[derive(Debug)]
+pub enum EngineRun {
+    /// On a thread of its own.
+    Thread(JoinHandle<()>),
+    /// As a task of the runtime (`ENGINE_PLACEMENT`, `waiting`).
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl EngineRun {
+    /// Resolves when the engine has stopped.
+    pub async fn finished(self) {
+        match self {
+            EngineRun::Thread(thread) => {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+            EngineRun::Task(task) => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// Starts the engine, on its own thread or as a task of the current runtime
+/// (`ENGINE_PLACEMENT`). It runs until [`Inbound::Shutdown`] or until every
 /// [`EngineHandle`] is dropped.
 pub fn spawn(
     config: &Config,
     clock: ServerClock,
     metrics: Arc<Metrics>,
     with: Collaborators,
-) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
+) -> std::io::Result<(EngineHandle, EngineRun)> {
     let Collaborators {
         broker,
         share,
@@ -219,7 +252,8 @@ pub fn spawn(
         let metrics = metrics.clone();
         Arc::new(move || metrics.engine_queue_full.inc())
     };
-    let (handle, inbox) = inbound::channel(config.engine_queue_capacity, on_full);
+    let arrivals = waiting::runs_as_task(config.engine_placement).then(|| Arc::new(Notify::new()));
+    let (handle, inbox) = inbound::channel(config.engine_queue_capacity, on_full, arrivals.clone());
     let sse_id_tag = broker.is_shared().then(|| {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -272,13 +306,21 @@ pub fn spawn(
         share_claims,
     };
     let alive = handle.alive_flag();
+    if let Some(arrivals) = arrivals {
+        let timer = waiting::DeadlineTimer::new()?;
+        let task = tokio::spawn(async move {
+            engine.run(inbox, Waiting::Task { arrivals, timer }).await;
+            alive.store(false, std::sync::atomic::Ordering::Release);
+        });
+        return Ok((handle, EngineRun::Task(task)));
+    }
     let thread = std::thread::Builder::new()
         .name("bandsync-engine".into())
         .spawn(move || {
-            engine.run(inbox);
+            futures_executor::block_on(engine.run(inbox, Waiting::Thread));
             alive.store(false, std::sync::atomic::Ordering::Release);
         })?;
-    Ok((handle, thread))
+    Ok((handle, EngineRun::Thread(thread)))
 }
 
 impl Engine {
