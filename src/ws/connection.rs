@@ -142,12 +142,8 @@ impl Future for Connection {
             match &mut this.phase {
                 Phase::Opening(opening) => match ready!(opening.poll_unpin(cx)) {
                     Ok(()) => {
-                        this.gauge().inc();
-                        this.ctx
-                            .metrics
-                            .connections_total
-                            .with_label_values(&["ws"])
-                            .inc();
+                        this.ctx.metrics.ws.connections.inc();
+                        this.ctx.metrics.ws.connections_total.inc();
                         tracing::debug!("websocket open");
                         this.phase = Phase::Open(None);
                     }
@@ -161,7 +157,7 @@ impl Future for Connection {
                 }
                 Phase::Ending(ending) => {
                     let _ = ready!(ending.poll_unpin(cx));
-                    this.gauge().dec();
+                    this.ctx.metrics.ws.connections.dec();
                     tracing::debug!("websocket closed");
                     return Poll::Ready(());
                 }
@@ -171,10 +167,6 @@ impl Future for Connection {
 }
 
 impl Connection {
-    fn gauge(&self) -> prometheus::IntGauge {
-        self.ctx.metrics.connections.with_label_values(&["ws"])
-    }
-
     /// Runs the open connection: each event, then the writes it calls for. Ready when the
     /// connection is over.
     fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<()> {

@@ -142,7 +142,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let guard = FrameGuard::new(limits, ctx.partial_budget.clone());
-    let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
+    let inflated = ctx.metrics.ws.deflate_in.clone();
     let io = GuardedStream::new(io, guard)
         .with_early(early)
         .counting(inflated);
@@ -207,7 +207,7 @@ fn serve_ws(taken: (WsSource, WsSink), ctx: &Arc<AppContext>, peer: WsPeer) {
         .with_sink(sink.clone());
     let outbox = Arc::new(outbox);
     let guard = FrameGuard::new(ctx.guard_limits(peer.deflate), ctx.partial_budget.clone());
-    let inflated = ctx.metrics.deflate_messages.with_label_values(&["in"]);
+    let inflated = ctx.metrics.ws.deflate_in.clone();
     let messages = MessageReader::new(source.read, source.early, guard, inflated);
     let conn = connection::Conn {
         outbox,
