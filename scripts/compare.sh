@@ -49,7 +49,7 @@ jq -rs '
          then ($b / $u * 100 | round / 100 | tostring) else "-" end) + " |";
   def fanout($n):
     row("fanout n=\($n): server CPU per delivery (us)"; "fanout"; $n; .server_cpu.us_per_delivery),
-    row("fanout n=\($n): kernel share of the server's CPU (%)"; "fanout"; $n; .server_cpu.kernel_percent),
+    row("fanout n=\($n): kernel share of server CPU (%)"; "fanout"; $n; .server_cpu.kernel_percent),
     row("fanout n=\($n): latency p50 (us)"; "fanout"; $n; .latency_us.p50),
     row("fanout n=\($n): latency p99 (us)"; "fanout"; $n; .latency_us.p99),
     row("fanout n=\($n): lost deliveries"; "fanout"; $n; .lost),
@@ -58,7 +58,7 @@ jq -rs '
     row("ticks n=\($n): ticks/s per client (mean)"; "ticks"; $n; .ticks_per_s_per_client.mean),
     row("ticks n=\($n): missing seq"; "ticks"; $n; .missing_seq),
     row("ticks n=\($n): server CPU per tick delivered (us)"; "ticks"; $n; .server_cpu.us_per_tick),
-    row("ticks n=\($n): kernel share of the server's CPU (%, skewed by the 16 ms timer)"; "ticks"; $n; .server_cpu.kernel_percent),
+    row("ticks n=\($n): kernel share of server CPU (%, skewed by the 16 ms timer)"; "ticks"; $n; .server_cpu.kernel_percent),
     row("ticks n=\($n): lag p99 (us)"; "ticks"; $n; .lag_us.p99),
     row("ticks n=\($n): load client CPU per message (us)"; "ticks"; $n; .client_cpu.us_per_msg);
   "| figure | bandsync | uWS | bandsync / uWS |",
@@ -67,7 +67,7 @@ jq -rs '
   row("connect 10,000 over 500 sessions: RSS per idle connection (KiB)"; "connect"; 10000; .rss_kib.per_connection),
   row("connect 10,000: joins per second"; "connect"; 10000; .joins_per_s),
   row("connect 10,000: server CPU per join (us)"; "connect"; 10000; .server_cpu.us_per_connection),
-  row("connect 10,000: kernel share of the server's CPU (%)"; "connect"; 10000; .server_cpu.kernel_percent),
+  row("connect 10,000: kernel share of server CPU (%)"; "connect"; 10000; .server_cpu.kernel_percent),
   row("connect 10,000: load client CPU per join (us)"; "connect"; 10000; .client_cpu.us_per_connection),
   fanout(10000), ticks(10000),
   (.[] | select(.error) | "error: \(.scenario) n=\(.n) on \(.server): \(.error)")
