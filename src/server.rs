@@ -165,7 +165,7 @@ pub fn assemble(
         share_claims,
     };
     let (engine, engine_run) = engine::spawn(&config, clock, metrics.clone(), collaborators)
-        .context("starting the engine thread")?;
+        .context("starting the engine")?;
     if config.redis_url.is_some() {
         tokio::spawn(forward_cluster_events(cluster_inbox, engine.clone()));
     }

@@ -3,9 +3,11 @@
 //! A bounded crossbeam channel: lock-free for the many connection tasks that push, and the
 //! engine thread can wait on it with a precise deadline (`recv_deadline`), which is what
 //! keeps ticks on time. When the engine is a task of the runtime instead (one core, see
-//! `engine::waiting`), every push also signals a [`Notify`] that wakes it. Connection tasks are async and must not block a runtime thread, so
-//! a full queue makes them wait on a [`Notify`] that the engine signals after each drain:
-//! backpressure flows to the socket (we stop reading it) instead of growing a queue.
+//! `engine::waiting`), every push also signals a [`Notify`] that wakes it.
+//!
+//! Connection tasks are async and must not block a runtime thread, so a full queue makes
+//! them wait on a [`Notify`] that the engine signals after each drain: backpressure flows
+//! to the socket (we stop reading it) instead of growing a queue.
 
 use crate::auth::jwt::Grant;
 use crate::frames::WsFrame;
