@@ -1,8 +1,12 @@
-//! The real `bandsync` binary: configuration from the environment, and SIGTERM closing
-//! every WebSocket with 1001 before the process exits 0.
+//! The real `bandsync` binary: configuration from the environment, SIGTERM closing every
+//! WebSocket with 1001 before the process exits 0, and, on one runtime worker, the engine
+//! running as that worker's task.
 
 mod common;
+mod support;
 
+use bandsync_client::protocol::server::ScrollTick;
+use bandsync_client::protocol::Role;
 use bandsync_client::{Incoming, WsClient};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -22,8 +26,18 @@ impl Drop for Server {
 
 /// Starts the binary on an ephemeral port and returns it with the address it logged.
 fn spawn_server() -> (Server, String) {
-    let data = std::env::temp_dir().join(format!("bandsync-binary-{}", std::process::id()));
+    spawn_server_with(&[])
+}
+
+/// [`spawn_server`] with more environment. `ENGINE_PLACEMENT` is left at its default
+/// (`auto`) whatever the test run's environment says.
+fn spawn_server_with(env: &[(&str, &str)]) -> (Server, String) {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data = std::env::temp_dir().join(format!("bandsync-binary-{}-{n}", std::process::id()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_bandsync"))
+        .env_remove("ENGINE_PLACEMENT")
+        .envs(env.iter().copied())
         .env("PORT", "0")
         .env("HOST", "127.0.0.1")
         .env("ASSET_STORAGE_PATH", data.join("assets"))
@@ -103,4 +117,82 @@ fn bad_configuration_is_refused_with_a_message() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("SCROLL_TICK_INTERVAL"), "{stderr}");
+}
+
+/// The names of the process's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the server's /proc entry")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect()
+}
+
+/// [`thread_names`] once every thread but the main one has named itself: a new thread
+/// carries its parent's name (`bandsync`) until it sets its own, a moment after it starts.
+fn named_threads(pid: u32) -> Vec<String> {
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        let names = thread_names(pid);
+        let unnamed = names.iter().filter(|n| *n == "bandsync").count();
+        if unnamed <= 1 || std::time::Instant::now() >= deadline {
+            return names;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// With one runtime worker (one core; here `TOKIO_WORKER_THREADS=1`) the engine is a task
+/// of that worker, not a thread: and it still keeps the 16 ms ticks, on its own timer, while
+/// the same worker serves the connections.
+#[tokio::test]
+async fn on_one_worker_the_engine_is_its_task_and_keeps_the_ticks() {
+    // Two workers first: there the engine has its thread (and the check below can fail).
+    let (two, _) = spawn_server_with(&[("TOKIO_WORKER_THREADS", "2")]);
+    let threads = named_threads(two.0.id());
+    assert!(
+        threads.iter().any(|n| n == "bandsync-engine"),
+        "no engine thread beside two workers: {threads:?}"
+    );
+    drop(two);
+    let (server, addr) = spawn_server_with(&[("TOKIO_WORKER_THREADS", "1")]);
+    let threads = named_threads(server.0.id());
+    assert!(
+        !threads.iter().any(|n| n == "bandsync-engine"),
+        "an engine thread beside the one worker: {threads:?}"
+    );
+
+    let url = format!("ws://{addr}/ws");
+    let mut leader = WsClient::connect(&url).await.unwrap();
+    let snapshot = leader
+        .join("one-core-band", Some(Role::Leader), Some("lead"))
+        .await
+        .unwrap();
+    assert_eq!(snapshot.role, Role::Leader);
+    let mut follower = WsClient::connect(&url).await.unwrap();
+    follower
+        .join("one-core-band", None, Some("follow"))
+        .await
+        .unwrap();
+    leader.send(support::play(None)).await.unwrap();
+    support::next_state_update(&mut follower).await;
+    let mut ticks: Vec<ScrollTick> = Vec::new();
+    while ticks.len() < 60 {
+        ticks.push(support::next_tick(&mut follower).await);
+    }
+    for pair in ticks.windows(2) {
+        assert!(pair[1].seq > pair[0].seq, "seq must increase: {pair:?}");
+    }
+    // Spacing by the server's own stamps, per seq step (a tick a slow reader missed leaves
+    // a gap in seq, not in the spacing).
+    let (first, last) = (&ticks[0], &ticks[ticks.len() - 1]);
+    let spacing = (last.server_time - first.server_time) / (last.seq - first.seq) as f64;
+    assert!(
+        (spacing - 16.0).abs() < 1.0,
+        "ticks every {spacing} ms, not 16"
+    );
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    if let Err(why) = common::engine_panics(addr) {
+        panic!("{why}");
+    }
 }
