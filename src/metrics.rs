@@ -43,7 +43,7 @@ pub struct Metrics {
     pub deflate_messages: IntCounterVec,
     /// The children of the vectors above that `/ws` counts into on every connection and
     /// every pass of writes, found once.
-    pub ws: WsSeries,
+    pub ws: crate::ws::metrics::WsSeries,
     // Connection-level and per-address limits (`src/net`, `src/limits`).
     pub tcp_connections: IntGauge,
     pub connections_refused: IntCounterVec,
@@ -91,45 +91,6 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// The `/ws` children of the labelled series: finding a child by its label hashes the
-/// label and takes a lock (about 130 instructions, measured with callgrind), and `/ws` did it
-/// five times a join. The children share their counts with the vectors, so `/metrics` shows
-/// the same series.
-#[derive(Clone)]
-pub struct WsSeries {
-    /// `connections{transport="ws"}`.
-    pub connections: IntGauge,
-    /// `connections_total{transport="ws"}`.
-    pub connections_total: IntCounter,
-    /// `messages_out_total{transport="ws"}`.
-    pub messages_out: IntCounter,
-    /// `bytes_out_total{transport="ws"}`.
-    pub bytes_out: IntCounter,
-    /// `deflate_messages_total{direction="in"}`.
-    pub deflate_in: IntCounter,
-    /// `deflate_messages_total{direction="out"}`.
-    pub deflate_out: IntCounter,
-}
-
-impl WsSeries {
-    fn of(
-        connections: &IntGaugeVec,
-        connections_total: &IntCounterVec,
-        messages_out: &IntCounterVec,
-        bytes_out: &IntCounterVec,
-        deflate_messages: &IntCounterVec,
-    ) -> Self {
-        Self {
-            connections: connections.with_label_values(&["ws"]),
-            connections_total: connections_total.with_label_values(&["ws"]),
-            messages_out: messages_out.with_label_values(&["ws"]),
-            bytes_out: bytes_out.with_label_values(&["ws"]),
-            deflate_in: deflate_messages.with_label_values(&["in"]),
-            deflate_out: deflate_messages.with_label_values(&["out"]),
-        }
-    }
-}
-
 impl Metrics {
     pub fn new() -> Self {
         let registry =
@@ -163,7 +124,7 @@ impl Metrics {
             transport,
         )
         .unwrap();
-        let ws = WsSeries::of(
+        let ws = crate::ws::metrics::WsSeries::of(
             &connections,
             &connections_total,
             &messages_out,

@@ -10,6 +10,7 @@ pub mod guard;
 pub mod guarded_io;
 mod incoming;
 mod messages;
+pub mod metrics;
 mod ratelimit;
 pub mod socket;
 pub mod upgrade;
