@@ -109,21 +109,11 @@ impl Metrics {
             transport,
         )
         .unwrap();
-        let connections_total = IntCounterVec::new(
-            Opts::new("connections_total", "Realtime connections accepted"),
-            transport,
-        )
-        .unwrap();
-        let messages_out = IntCounterVec::new(
-            Opts::new("messages_out_total", "Frames written to clients"),
-            transport,
-        )
-        .unwrap();
-        let bytes_out = IntCounterVec::new(
-            Opts::new("bytes_out_total", "Bytes written to clients"),
-            transport,
-        )
-        .unwrap();
+        let by_transport =
+            |name: &str, help: &str| IntCounterVec::new(Opts::new(name, help), transport).unwrap();
+        let connections_total = by_transport("connections_total", "Realtime connections accepted");
+        let messages_out = by_transport("messages_out_total", "Frames written to clients");
+        let bytes_out = by_transport("bytes_out_total", "Bytes written to clients");
         let ws = crate::ws::metrics::WsSeries::of(
             &connections,
             &connections_total,
