@@ -7,7 +7,7 @@
 use super::inbound::{EngineInbox, Inbound};
 use super::waiting::Waiting;
 use super::ShareNotice;
-use super::{Engine, HOUSEKEEPING_INTERVAL};
+use super::{Engine, Settings, HOUSEKEEPING_INTERVAL};
 use crate::share::replica::ShareChange;
 use crossbeam_channel::RecvTimeoutError;
 use std::time::Instant;
@@ -38,12 +38,11 @@ impl Engine {
                 Ok(first) => {
                     batch.push(first);
                     let started = Instant::now();
-                    let window = (self.settings.max_batch, self.settings.batch_interval);
                     collect_batch(
                         &inbox,
                         &mut waiting,
                         &mut batch,
-                        window,
+                        &self.settings,
                         last_batch,
                         next_deadline,
                     )
@@ -129,19 +128,20 @@ impl Engine {
 /// the next tick or scheduled change). A backlog (the previous batch was full) is never
 /// held: its events have already waited.
 ///
-/// `window` is the batch's size cap and the batching window. (A free function: a borrow
-/// of the engine held across its waits would ask the engine to be `Sync`.)
+/// A free function, given the engine's settings only: a borrow of the whole engine held
+/// across its waits would ask the engine to be `Sync`.
 async fn collect_batch(
     inbox: &EngineInbox,
     waiting: &mut Waiting,
     batch: &mut Vec<Inbound>,
-    (max, batch_interval): (usize, std::time::Duration),
+    settings: &Settings,
     last_batch: Option<(Instant, bool)>,
     next_tick: Instant,
 ) {
+    let max = settings.max_batch;
     let window_end = last_batch
         .filter(|(_, was_full)| !was_full && !batch.first().is_some_and(never_held))
-        .map(|(t, _)| t + batch_interval);
+        .map(|(t, _)| t + settings.batch_interval);
     if let Some(window_end) = window_end.filter(|end| *end > Instant::now()) {
         let hold_until = window_end.min(next_tick);
         while batch.len() < max {
