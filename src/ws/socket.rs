@@ -41,20 +41,33 @@ impl WsSink {
 }
 
 impl Sink for WsSink {
-    /// `send`/`sendmsg` rather than tokio's `write`/`writev`: a socket write that skips the
-    /// VFS layer (file position lock, iterator set-up) is measurably cheaper per delivery
-    /// (see BENCHMARKS.md). It still goes through tokio's readiness (`try_io`), so a write
-    /// that would block clears it and the connection's task can wait for room.
+    /// One `send`/`sendmsg` system call, made directly (rustix's raw syscall: no libc
+    /// cancellation point, no VFS layer), without asking tokio's readiness first. Only a
+    /// write the kernel refuses (`WouldBlock`) goes through tokio's `try_io`, which makes
+    /// it again and then clears the readiness it saw before the call, so the connection's
+    /// task can wait for room without missing the edge that brings it. A socket with room,
+    /// nearly every socket of a fan-out, costs the call alone (see BENCHMARKS.md).
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let stream: &tokio::net::TcpStream = self.write.as_ref();
-        stream.try_io(Interest::WRITABLE, || {
-            let socket = socket2::SockRef::from(stream);
-            match bufs {
-                [one] => socket.send(one),
-                _ => socket.send_vectored(bufs),
+        match send_now(stream, bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.try_io(Interest::WRITABLE, || send_now(stream, bufs))
             }
-        })
+            done => done,
+        }
     }
+}
+
+/// `send` (one slice) or `sendmsg` (several) without blocking. `NOSIGNAL`: a peer gone
+/// is an error to handle, never a SIGPIPE.
+fn send_now(stream: &tokio::net::TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+    let flags = SendFlags::NOSIGNAL | SendFlags::DONTWAIT;
+    let sent = match bufs {
+        [one] => rustix::net::send(stream, one, flags),
+        _ => rustix::net::sendmsg(stream, bufs, &mut SendAncillaryBuffer::default(), flags),
+    };
+    Ok(sent?)
 }
 
 /// The read half, and what hyper had already read of it (to be read first).
