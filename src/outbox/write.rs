@@ -123,13 +123,22 @@ impl<F: WireFrame> Outbox<F> {
                     inner.bytes = inner.bytes - before + frame.byte_len();
                 }
             }
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let mut offered = 0;
-            for (slot, (_, frame)) in slices.iter_mut().zip(inner.queue.iter().take(count)) {
-                *slot = IoSlice::new(frame.wire(deflate));
-                offered += slot.len();
-            }
-            match sink.try_write_vectored(&slices[..count]) {
+            let result = if count == 1 {
+                // The usual case (one broadcast or tick per batch): no array of slices to
+                // fill, which costs more than the one frame's bookkeeping.
+                let wire = inner.queue[0].1.wire(deflate);
+                offered = wire.len();
+                sink.try_write_vectored(&[IoSlice::new(wire)])
+            } else {
+                let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                for (slot, (_, frame)) in slices.iter_mut().zip(inner.queue.iter().take(count)) {
+                    *slot = IoSlice::new(frame.wire(deflate));
+                    offered += slot.len();
+                }
+                sink.try_write_vectored(&slices[..count])
+            };
+            match result {
                 Ok(0) if offered > 0 => written.failed = true,
                 Ok(n) => {
                     written.bytes += n as u64;
