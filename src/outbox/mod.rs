@@ -133,6 +133,18 @@ struct Inner<F> {
 }
 
 impl<F: Frame> Inner<F> {
+    /// Queues one entry. The first entry of an empty queue gets room for itself alone:
+    /// most batches queue one frame per connection, and a one-entry buffer is small enough
+    /// for the allocator's fast bins, where `VecDeque`'s usual first four are not (a
+    /// fan-out allocates and frees one per recipient, thousands in a row). A second entry
+    /// grows it as usual.
+    fn append(&mut self, class: Class, frame: F) {
+        if self.queue.capacity() == 0 {
+            self.queue.reserve_exact(1);
+        }
+        self.queue.push_back((class, frame));
+    }
+
     /// Empties the queue and the counters that describe it (after a drain, the queue is
     /// already empty and only the counters change), but keeps the rest of a frame already
     /// partly written.
@@ -244,7 +256,7 @@ impl<F: Frame> Outbox<F> {
         }
         let was_empty = inner.queue.is_empty();
         inner.bytes += frame.byte_len();
-        inner.queue.push_back((Class::State, frame));
+        inner.append(Class::State, frame);
         Ok(was_empty)
     }
 
@@ -265,7 +277,7 @@ impl<F: Frame> Outbox<F> {
         }
         let was_empty = inner.queue.is_empty();
         inner.bytes += frame.byte_len();
-        inner.queue.push_back((Class::Tick, frame));
+        inner.append(Class::Tick, frame);
         inner.tick_queued = true;
         Ok(was_empty)
     }
@@ -286,7 +298,7 @@ impl<F: Frame> Outbox<F> {
             }
         }
         let was_empty = inner.queue.is_empty();
-        inner.queue.push_back((Class::Audio, frame));
+        inner.append(Class::Audio, frame);
         inner.audio_queued += 1;
         Ok(was_empty)
     }
