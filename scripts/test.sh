@@ -31,3 +31,11 @@ ENGINE_PLACEMENT=worker cargo test --workspace --test ticks --test scheduling \
   --test batching_window --test ws_protocol --test room_stats --test sse --test shutdown \
   --test backpressure --test resume --test resume_replay --test liveness --test share_ws \
   --test robustness
+# Where the kernel allows io_uring (IO_URING=auto), the engine batches its fan-out's socket
+# writes through it, and the suite above ran that way. The portable path, one send each
+# (IO_URING=off, or a kernel without io_uring), runs again here under the suites that write
+# the most: ticks, fan-outs, slow and paused readers, deflate, audio, shutdown.
+echo "== cargo test, one send per socket write (IO_URING=off)"
+IO_URING=off cargo test --workspace --test ticks --test ws_protocol --test room_stats \
+  --test backpressure --test liveness --test deflate --test share_ws --test shutdown \
+  --test robustness

@@ -400,6 +400,7 @@ impl Metrics {
             .chain(self.stream_manager.collectors())
             .chain(self.http.collectors())
             .chain(self.alerts.collectors())
+            .chain(self.ws.collectors())
             .chain(crate::ops::metrics::process_collector());
         for c in collectors.into_iter().chain(groups) {
             self.registry.register(c).expect("metric names are unique");

@@ -100,7 +100,7 @@ impl Engine {
     /// client's joins stalled behind it cost more per frame than the writes themselves
     /// (BENCHMARKS.md, issue 12, seventh round).
     async fn flush_wakes(&mut self, waiting: &Waiting) {
-        let (pool, clock, metrics) = (&self.writers, &self.clock, &self.metrics);
+        let (pool, clock, metrics) = (&mut self.writers, &self.clock, &self.metrics);
         match waiting {
             Waiting::Thread => self.wakes.flush(pool, clock, metrics),
             Waiting::Task { .. } => {

@@ -39,7 +39,7 @@ pub(super) struct Wakes {
 impl Wakes {
     /// Writes what the batch queued for each `/ws` socket straight into it (see
     /// [`WritePool`]), and wakes every other writer.
-    pub(super) fn flush(&mut self, pool: &WritePool, clock: &ServerClock, metrics: &Metrics) {
+    pub(super) fn flush(&mut self, pool: &mut WritePool, clock: &ServerClock, metrics: &Metrics) {
         pool.write_all(&mut self.ws, clock, metrics);
         self.wake_sse();
     }
@@ -50,7 +50,7 @@ impl Wakes {
     pub(super) fn flush_some(
         &mut self,
         most: usize,
-        pool: &WritePool,
+        pool: &mut WritePool,
         clock: &ServerClock,
         metrics: &Metrics,
     ) -> bool {

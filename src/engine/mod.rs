@@ -55,7 +55,7 @@ pub use inbound::{ConnKey, EngineHandle, EngineStopped, Inbound, Sending, Waitin
 
 use crate::clock::ServerClock;
 use crate::cluster::{Broker, Ticket};
-use crate::config::Config;
+use crate::config::{Config, IoUringUse};
 use crate::deflate::{codec, Deflater};
 use crate::frames::WsFrame;
 use crate::metrics::Metrics;
@@ -261,7 +261,7 @@ pub fn spawn(
         broker.instance().hash(&mut hasher);
         hasher.finish() % session::ID_TAGS
     });
-    let writers = WritePool::start(clock, &metrics)?;
+    let writers = WritePool::start(clock, &metrics, config.io_uring == IoUringUse::Auto)?;
     let engine = Engine {
         settings: Settings {
             tick_interval: config.tick_interval(),

@@ -29,7 +29,7 @@
 mod signal;
 mod write;
 
-pub use write::{Sink, WireFrame, Written};
+pub use write::{write_batch, BatchScratch, Sink, WireFrame, Written};
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,6 +211,11 @@ impl<F: Frame> Outbox<F> {
         self.sink.is_some()
     }
 
+    /// The socket this outbox writes into directly, for a batch of sends.
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.sink.as_deref().and_then(|sink| sink.socket())
+    }
+
     /// Marks the outbox of a connection that negotiated permessage-deflate.
     pub fn with_deflate(mut self, deflate: bool) -> Self {
         self.deflate = deflate;
@@ -229,6 +234,16 @@ impl<F: Frame> Outbox<F> {
 
     pub fn socket_io(&self) -> bool {
         self.socket_io
+    }
+
+    /// The lock, if nobody holds it: the caller may hold it already (an outbox listed twice
+    /// in one batch), and locking it again would deadlock.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Inner<F>>> {
+        match self.inner.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner<F>> {

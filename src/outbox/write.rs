@@ -15,11 +15,19 @@ use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
+use std::sync::{Arc, MutexGuard};
+use uring_send::SendBatch;
 
 /// The write side of a connection's socket, written without blocking.
 pub trait Sink: Send + Sync {
     /// Writes what the socket takes now; `WouldBlock` when it takes nothing.
     fn try_write_vectored(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// The socket, for a batch of sends made in one system call ([`write_batch`]); `None`
+    /// when it has none (a test's fake), which then is written on its own.
+    fn socket(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// A frame that knows its bytes on the wire.
@@ -152,23 +160,147 @@ impl<F: WireFrame> Outbox<F> {
                 Err(_) => written.failed = true,
             }
         }
-        if written.failed {
-            inner.started = false;
-            inner.closed.get_or_insert(CloseReason::PeerGone);
-            inner.discard();
-        }
-        written.pending = !inner.queue.is_empty();
-        if !written.pending {
-            // Most connections are idle most of the time: an emptied queue gives its memory
-            // back (one allocation per burst of frames, against a `send` that costs far more).
-            inner.queue = VecDeque::new();
-        }
-        written.closed = inner.closed;
+        inner.finish(&mut written);
         written
     }
 }
 
+/// Writes each outbox of `outboxes` that [`Outbox::writes_directly`], as
+/// [`Outbox::write`] does, and hands `report` its outcome; the others are left alone.
+/// Returns how many were sent in batches.
+///
+/// The usual outbox of a fan-out or a tick holds one frame: those are sent in batches
+/// through `batch` (see `uring_send`), as many a submission as its ring takes, each outbox
+/// locked from its send's submission to its completion (one submission: about a
+/// millisecond for 256 sockets). An outbox the submission did not finish (its socket took
+/// part or nothing, or failed), and one holding several frames, is then written on its own
+/// by [`Outbox::write`], which continues where the batch stopped and handles the socket's
+/// refusal (readiness for the task's wait) and its failure the usual way.
+pub fn write_batch<F: WireFrame>(
+    outboxes: &[Arc<Outbox<F>>],
+    batch: &mut SendBatch,
+    scratch: &mut BatchScratch,
+    clock: &ServerClock,
+    mut report: impl FnMut(&Arc<Outbox<F>>, Written),
+) -> usize {
+    let per_submission = batch.capacity().max(1);
+    outboxes
+        .chunks(per_submission)
+        .map(|part| write_part(part, batch, scratch, clock, &mut report))
+        .sum()
+}
+
+/// [`write_batch`] for at most one submission's outboxes.
+fn write_part<F: WireFrame>(
+    outboxes: &[Arc<Outbox<F>>],
+    batch: &mut SendBatch,
+    scratch: &mut BatchScratch,
+    clock: &ServerClock,
+    report: &mut impl FnMut(&Arc<Outbox<F>>, Written),
+) -> usize {
+    let mut held: Vec<(usize, BorrowedFd<'_>, MutexGuard<'_, super::Inner<F>>)> =
+        Vec::with_capacity(outboxes.len());
+    scratch.alone.clear();
+    for (index, outbox) in outboxes.iter().enumerate() {
+        if !outbox.writes_directly() {
+            continue;
+        }
+        // Not `lock`: an outbox can be listed twice in one batch (its task emptied it in
+        // between and the engine queued again), and this thread may hold it already. Such
+        // an outbox, or one another thread holds now, is written alone after the batch.
+        let (Some(mut guard), Some(socket)) = (outbox.try_lock(), outbox.socket()) else {
+            scratch.alone.push(index);
+            continue;
+        };
+        if guard.queue.len() != 1 {
+            drop(guard);
+            scratch.alone.push(index);
+            continue;
+        }
+        let deflate = outbox.deflate;
+        let inner = &mut *guard;
+        let (class, frame) = &mut inner.queue[0];
+        let before = frame.byte_len();
+        frame.prepare(deflate, clock);
+        if *class != Class::Audio {
+            inner.bytes = inner.bytes - before + frame.byte_len();
+        }
+        held.push((index, socket, guard));
+    }
+    let batched = held.len();
+    {
+        let sends: Vec<uring_send::Send<'_>> = held
+            .iter()
+            .map(|(index, socket, guard)| {
+                let wire = guard.queue[0].1.wire(outboxes[*index].deflate);
+                (*socket, wire.as_ref())
+            })
+            .collect();
+        batch.send_all(&sends, &mut scratch.results);
+    }
+    for ((index, _, mut guard), result) in held.into_iter().zip(scratch.results.drain(..)) {
+        let outbox = &outboxes[index];
+        let inner = &mut *guard;
+        let mut written = Written {
+            dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
+            dropped_audio: std::mem::take(&mut inner.dropped_audio),
+            ..Written::default()
+        };
+        if let Ok(n) = result {
+            written.bytes += n as u64;
+            inner.consume(n, outbox.deflate, &mut written);
+        }
+        if inner.queue.is_empty() {
+            inner.finish(&mut written);
+            drop(guard);
+        } else {
+            drop(guard);
+            written.then(outbox.write(clock));
+        }
+        report(outbox, written);
+    }
+    for &index in &scratch.alone {
+        let outbox = &outboxes[index];
+        report(outbox, outbox.write(clock));
+    }
+    batched
+}
+
+/// What [`write_batch`] reuses from one batch to the next.
+#[derive(Default)]
+pub struct BatchScratch {
+    results: Vec<io::Result<usize>>,
+    alone: Vec<usize>,
+}
+
+impl Written {
+    /// Adds the pass that followed this one on the same socket: its figures add up, its
+    /// state (pending, closed, failed) is the socket's now.
+    fn then(&mut self, later: Written) {
+        self.add(&later);
+        self.pending = later.pending;
+        self.closed = later.closed;
+        self.failed = later.failed;
+    }
+}
+
 impl<F: WireFrame> super::Inner<F> {
+    /// Ends a write pass: a failed socket closes the outbox, and an emptied queue gives its
+    /// memory back (most connections are idle most of the time: one allocation per burst
+    /// of frames, against a `send` that costs far more).
+    fn finish(&mut self, written: &mut Written) {
+        if written.failed {
+            self.started = false;
+            self.closed.get_or_insert(CloseReason::PeerGone);
+            self.discard();
+        }
+        written.pending = !self.queue.is_empty();
+        if !written.pending {
+            self.queue = VecDeque::new();
+        }
+        written.closed = self.closed;
+    }
+
     /// Removes the first `n` written bytes from the front of the queue: whole frames are
     /// counted and dropped, a frame written in part is replaced by its unwritten rest.
     fn consume(&mut self, mut n: usize, deflate: bool, written: &mut Written) {

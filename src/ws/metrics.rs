@@ -20,6 +20,9 @@ pub struct WsSeries {
     pub deflate_in: IntCounter,
     /// `deflate_messages_total{direction="out"}`.
     pub deflate_out: IntCounter,
+    /// `ws_sends_batched_total`: the engine's socket writes made in a batch through
+    /// io_uring (the rest are one `send` each), so an operator can see which path runs.
+    pub sends_batched: IntCounter,
 }
 
 impl WsSeries {
@@ -37,6 +40,16 @@ impl WsSeries {
             bytes_out: bytes_out.with_label_values(&["ws"]),
             deflate_in: deflate_messages.with_label_values(&["in"]),
             deflate_out: deflate_messages.with_label_values(&["out"]),
+            sends_batched: IntCounter::new(
+                "ws_sends_batched_total",
+                "WebSocket socket writes submitted in batches through io_uring",
+            )
+            .expect("a valid metric"),
         }
+    }
+
+    /// The series of its own (the others are children of the server's vectors).
+    pub(crate) fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.sends_batched.clone())]
     }
 }

@@ -56,6 +56,12 @@ impl Sink for WsSink {
             done => done,
         }
     }
+
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        let stream: &tokio::net::TcpStream = self.write.as_ref();
+        Some(stream.as_fd())
+    }
 }
 
 /// `send` (one slice) or `sendmsg` (several) without blocking. `NOSIGNAL`: a peer gone
