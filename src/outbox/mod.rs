@@ -386,3 +386,6 @@ impl<F: Frame> Outbox<F> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod batch_tests;
