@@ -60,10 +60,7 @@ impl WritePool {
             std::thread::Builder::new()
                 .name(format!("bandsync-writer-{index}"))
                 .spawn(move || {
-                    let ring = io_uring
-                        .then(|| SendBatch::new(RING_ENTRIES).ok())
-                        .flatten();
-                    let mut writer = Writer::new(ring);
+                    let mut writer = Writer::new(io_uring.then(open_ring).flatten());
                     // Ends when the engine (the only sender) is gone.
                     for share in rx {
                         writer.write_share(&share, &clock, &metrics);
@@ -105,8 +102,9 @@ struct Writer {
     scratch: BatchScratch,
 }
 
-/// The engine's ring, or why there is none (an old kernel, `io_uring_disabled`, a seccomp
-/// profile that refuses it): then every write is one `send`, as with `IO_URING=off`.
+/// A writer's ring, or why there is none (an old kernel, `io_uring_disabled`, a seccomp
+/// profile that refuses it, the locked-memory limit): then every write is one `send`, as
+/// with `IO_URING=off`.
 fn open_ring() -> Option<SendBatch> {
     SendBatch::new(RING_ENTRIES)
         .map_err(|e| tracing::info!(error = %e, "io_uring unavailable: one send per socket write"))

@@ -111,11 +111,7 @@ impl<F: WireFrame> Outbox<F> {
     pub fn write(&self, clock: &ServerClock) -> Written {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let mut written = Written {
-            dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
-            dropped_audio: std::mem::take(&mut inner.dropped_audio),
-            ..Written::default()
-        };
+        let mut written = inner.start_pass();
         let Some(sink) = &self.sink else {
             written.pending = !inner.queue.is_empty();
             written.closed = inner.closed;
@@ -124,13 +120,7 @@ impl<F: WireFrame> Outbox<F> {
         let deflate = self.deflate;
         while !inner.queue.is_empty() && !written.failed {
             let count = inner.queue.len().min(MAX_IOV);
-            for (class, frame) in inner.queue.iter_mut().take(count) {
-                let before = frame.byte_len();
-                frame.prepare(deflate, clock);
-                if *class != Class::Audio {
-                    inner.bytes = inner.bytes - before + frame.byte_len();
-                }
-            }
+            inner.prepare_front(count, deflate, clock);
             let mut offered = 0;
             let result = if count == 1 {
                 // The usual case (one broadcast or tick per batch): no array of slices to
@@ -217,14 +207,7 @@ fn write_part<F: WireFrame>(
             scratch.alone.push(index);
             continue;
         }
-        let deflate = outbox.deflate;
-        let inner = &mut *guard;
-        let (class, frame) = &mut inner.queue[0];
-        let before = frame.byte_len();
-        frame.prepare(deflate, clock);
-        if *class != Class::Audio {
-            inner.bytes = inner.bytes - before + frame.byte_len();
-        }
+        guard.prepare_front(1, outbox.deflate, clock);
         held.push((index, socket, guard));
     }
     let batched = held.len();
@@ -241,11 +224,7 @@ fn write_part<F: WireFrame>(
     for ((index, _, mut guard), result) in held.into_iter().zip(scratch.results.drain(..)) {
         let outbox = &outboxes[index];
         let inner = &mut *guard;
-        let mut written = Written {
-            dropped_ticks: std::mem::take(&mut inner.dropped_ticks),
-            dropped_audio: std::mem::take(&mut inner.dropped_audio),
-            ..Written::default()
-        };
+        let mut written = inner.start_pass();
         if let Ok(n) = result {
             written.bytes += n as u64;
             inner.consume(n, outbox.deflate, &mut written);
@@ -285,6 +264,27 @@ impl Written {
 }
 
 impl<F: WireFrame> super::Inner<F> {
+    /// Begins a write pass: the ticks and audio dropped since the last one are its to count.
+    fn start_pass(&mut self) -> Written {
+        Written {
+            dropped_ticks: std::mem::take(&mut self.dropped_ticks),
+            dropped_audio: std::mem::take(&mut self.dropped_audio),
+            ..Written::default()
+        }
+    }
+
+    /// Makes the first `count` frames' wire bytes final (see [`WireFrame::prepare`]),
+    /// keeping the queue's byte count (audio has its own bound) in step with their size.
+    fn prepare_front(&mut self, count: usize, deflate: bool, clock: &ServerClock) {
+        for (class, frame) in self.queue.iter_mut().take(count) {
+            let before = frame.byte_len();
+            frame.prepare(deflate, clock);
+            if *class != Class::Audio {
+                self.bytes = self.bytes - before + frame.byte_len();
+            }
+        }
+    }
+
     /// Ends a write pass: a failed socket closes the outbox, and an emptied queue gives its
     /// memory back (most connections are idle most of the time: one allocation per burst
     /// of frames, against a `send` that costs far more).
