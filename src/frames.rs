@@ -12,13 +12,21 @@ use crate::outbox::{Frame, WireFrame};
 use bandsync_protocol::server::HeartbeatResponse;
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// An encoded envelope, and the same JSON as one whole WebSocket text frame.
+///
+/// Both sit behind one `Arc`: a broadcast clones it once per recipient, and one reference
+/// count costs less to clone and drop than the two `Bytes` handles (each a call through
+/// their vtable and an atomic), and keeps a queued frame small.
 #[derive(Debug, Clone)]
-pub struct EncodedText {
+pub struct EncodedText(Arc<Encoded>);
+
+#[derive(Debug)]
+struct Encoded {
     json: Utf8Bytes,
     wire: Bytes,
 }
@@ -26,20 +34,20 @@ pub struct EncodedText {
 impl EncodedText {
     pub fn new(json: String) -> Self {
         let wire = frame(OpCode::Data(Data::Text), false, json.as_bytes());
-        Self {
+        Self(Arc::new(Encoded {
             json: Utf8Bytes::from(json),
             wire,
-        }
+        }))
     }
 
     /// The JSON envelope.
     pub fn json(&self) -> &Utf8Bytes {
-        &self.json
+        &self.0.json
     }
 
     /// The whole frame, header included.
     pub fn wire(&self) -> &Bytes {
-        &self.wire
+        &self.0.wire
     }
 }
 
@@ -74,7 +82,7 @@ impl Frame for WsFrame {
     fn byte_len(&self) -> usize {
         match self {
             // The plain size: an upper bound on what any recipient's writer sends.
-            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => text.json.len(),
+            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => text.json().len(),
             WsFrame::Packet(text) => text.len(),
             WsFrame::Binary(bytes) | WsFrame::Raw { bytes, .. } => bytes.len(),
             WsFrame::Heartbeat { .. } => 96,
@@ -111,7 +119,7 @@ impl WireFrame for WsFrame {
     fn wire(&self, deflate: bool) -> &Bytes {
         match self {
             WsFrame::Deflated { deflated, .. } if deflate => deflated,
-            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => &text.wire,
+            WsFrame::Text(text) | WsFrame::Deflated { text, .. } => text.wire(),
             WsFrame::Binary(bytes) | WsFrame::Raw { bytes, .. } => bytes,
             WsFrame::Packet(_) | WsFrame::Heartbeat { .. } => &UNPREPARED,
         }
@@ -232,6 +240,14 @@ pub const SSE_KEEPALIVE: &[u8] = b": keep-alive\n\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every connection that has received a frame keeps a one-entry queue buffer (see
+    /// `outbox`), and every recipient of a broadcast holds a clone: the frame's size is
+    /// paid per connection. 48 bytes: a `Bytes` handle and a flag, or a heartbeat's stamps.
+    #[test]
+    fn a_queued_frame_stays_small() {
+        assert!(std::mem::size_of::<WsFrame>() <= 48);
+    }
 
     #[test]
     fn frames_are_whole_unmasked_and_their_payload_is_recoverable() {
