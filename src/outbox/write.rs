@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Arc, MutexGuard};
 use uring_send::SendBatch;
 
@@ -188,7 +188,7 @@ fn write_part<F: WireFrame>(
     clock: &ServerClock,
     report: &mut impl FnMut(&Arc<Outbox<F>>, Written),
 ) -> usize {
-    let mut held: Vec<(usize, BorrowedFd<'_>, MutexGuard<'_, super::Inner<F>>)> =
+    let mut held: Vec<(usize, RawFd, MutexGuard<'_, super::Inner<F>>)> =
         Vec::with_capacity(outboxes.len());
     scratch.alone.clear();
     for (index, outbox) in outboxes.iter().enumerate() {

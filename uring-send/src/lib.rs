@@ -15,10 +15,17 @@
 //! profile that refuses it) [`SendBatch::new`] fails, and the caller keeps its plain sends.
 
 use std::io;
-use std::os::fd::BorrowedFd;
+use std::os::fd::RawFd;
 
-/// One send: a socket and the bytes to offer it.
-pub type Send<'a> = (BorrowedFd<'a>, &'a [u8]);
+/// One send: a socket's descriptor and the bytes to offer it.
+///
+/// The descriptor is a plain number, not a `BorrowedFd`, so a caller can keep it beside
+/// the data it guards instead of reaching through the object that owns the socket (a
+/// fan-out reads thousands of them in a row; each reach was a cache miss). The caller keeps
+/// the socket open for the call, as it would for `send(2)`: a number closed and reused in
+/// between would send to whatever reused it. The kernel checks the number itself, so a
+/// wrong one is an error (`EBADF`, `ENOTSOCK`) in its result, never memory unsafety.
+pub type Send<'a> = (RawFd, &'a [u8]);
 
 #[cfg(target_os = "linux")]
 mod linux;

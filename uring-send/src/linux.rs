@@ -3,7 +3,6 @@
 use super::Send;
 use io_uring::{opcode, types, IoUring};
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// `send(2)` flags of every send: never wait for room (`MSG_DONTWAIT`, 0x40), never raise
 /// SIGPIPE (`MSG_NOSIGNAL`, 0x4000). The values are Linux's on every architecture.
@@ -65,14 +64,14 @@ impl SendBatch {
             let mut queue = self.ring.submission();
             for (index, (fd, buf)) in chunk.iter().enumerate() {
                 let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
-                let entry = opcode::Send::new(types::Fd(fd.as_raw_fd()), buf.as_ptr(), len)
+                let entry = opcode::Send::new(types::Fd(*fd), buf.as_ptr(), len)
                     .flags(FLAGS)
                     .build()
                     .user_data(index as u64);
-                // SAFETY: the entry points at `buf` and `fd`, both borrowed for the whole of
-                // `send_all`, and this function does not return before every queued entry's
-                // completion is reaped below, so the kernel never reads them after the
-                // borrow ends.
+                // SAFETY: the entry points at `buf`, borrowed for the whole of `send_all`,
+                // and this function does not return before every queued entry's completion
+                // is reaped below, so the kernel never reads it after the borrow ends. (The
+                // descriptor is a number the kernel checks; see `Send`.)
                 #[allow(unsafe_code)]
                 let pushed = unsafe { queue.push(&entry) };
                 if pushed.is_err() {
@@ -121,7 +120,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsFd;
+    use std::os::fd::AsRawFd;
 
     /// A ring, or none where the kernel refuses io_uring (then there is nothing to test).
     fn ring(entries: u32) -> Option<SendBatch> {
@@ -150,7 +149,7 @@ mod tests {
         let sends: Vec<Send<'_>> = pairs
             .iter()
             .zip(&messages)
-            .map(|((server, _), m)| (server.as_fd(), m.as_slice()))
+            .map(|((server, _), m)| (server.as_raw_fd(), m.as_slice()))
             .collect();
         let mut results = Vec::new();
         batch.send_all(&sends, &mut results);
@@ -171,7 +170,10 @@ mod tests {
         let chunk = vec![7u8; 64 * 1024];
         while server.write(&chunk).is_ok() {}
         let (room, _reader) = pair(&listener);
-        let sends = [(server.as_fd(), &chunk[..]), (room.as_fd(), &b"fits"[..])];
+        let sends = [
+            (server.as_raw_fd(), &chunk[..]),
+            (room.as_raw_fd(), &b"fits"[..]),
+        ];
         let mut results = Vec::new();
         let started = std::time::Instant::now();
         batch.send_all(&sends, &mut results);
@@ -193,7 +195,7 @@ mod tests {
         let mut results = Vec::new();
         // The first send may still be taken (the peer's reset arrives in answer to it).
         for _ in 0..10 {
-            batch.send_all(&[(server.as_fd(), &b"hello"[..])], &mut results);
+            batch.send_all(&[(server.as_raw_fd(), &b"hello"[..])], &mut results);
             if results[0].is_err() {
                 break;
             }

@@ -30,7 +30,7 @@ use rustix::event::epoll;
 use rustix::time::{clock_gettime, ClockId, Timespec};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -162,8 +162,10 @@ fn send_round_uring(
     senders: &[TcpStream],
     results: &mut Vec<std::io::Result<usize>>,
 ) -> std::io::Result<()> {
-    let sends: Vec<uring_send::Send<'_>> =
-        senders.iter().map(|s| (s.as_fd(), &MESSAGE[..])).collect();
+    let sends: Vec<uring_send::Send<'_>> = senders
+        .iter()
+        .map(|s| (s.as_raw_fd(), &MESSAGE[..]))
+        .collect();
     batch.send_all(&sends, results);
     for (index, result) in results.iter().enumerate() {
         match result {
