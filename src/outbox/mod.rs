@@ -188,7 +188,8 @@ impl<F: Frame> Outbox<F> {
     pub fn new(limits: OutboxLimits) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                // Empty until used: an idle connection costs no queue memory.
+                // Empty until the first frame: a connection that never gets one costs no
+                // queue memory (after it, one entry's room is kept; see `finish`).
                 queue: VecDeque::new(),
                 bytes: 0,
                 tick_queued: false,

@@ -285,9 +285,11 @@ impl<F: WireFrame> super::Inner<F> {
         }
     }
 
-    /// Ends a write pass: a failed socket closes the outbox, and an emptied queue gives its
-    /// memory back (most connections are idle most of the time: one allocation per burst
-    /// of frames, against a `send` that costs far more).
+    /// Ends a write pass: a failed socket closes the outbox, and an emptied queue that grew
+    /// past one entry gives its memory back. A one-entry buffer is kept: a fan-out or a
+    /// tick queues one frame per connection, and allocating and freeing that entry for each
+    /// recipient was a quarter of a delivery's user-space instructions (BENCHMARKS.md,
+    /// issue 12, ninth round), against 56 bytes a connection for keeping it.
     fn finish(&mut self, written: &mut Written) {
         if written.failed {
             self.started = false;
@@ -295,7 +297,7 @@ impl<F: WireFrame> super::Inner<F> {
             self.discard();
         }
         written.pending = !self.queue.is_empty();
-        if !written.pending {
+        if !written.pending && self.queue.capacity() > 1 {
             self.queue = VecDeque::new();
         }
         written.closed = self.closed;
