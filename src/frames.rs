@@ -241,9 +241,9 @@ pub const SSE_KEEPALIVE: &[u8] = b": keep-alive\n\n";
 mod tests {
     use super::*;
 
-    /// Every connection that has received a frame keeps a one-entry queue buffer (see
-    /// `outbox`), and every recipient of a broadcast holds a clone: the frame's size is
-    /// paid per connection. 48 bytes: a `Bytes` handle and a flag, or a heartbeat's stamps.
+    /// Every outbox holds room for one frame inline (see `outbox::queue`), and every
+    /// recipient of a broadcast holds a clone: the frame's size is paid per connection.
+    /// 48 bytes: a `Bytes` handle and a flag, or a heartbeat's stamps.
     #[test]
     fn a_queued_frame_stays_small() {
         assert!(std::mem::size_of::<WsFrame>() <= 48);

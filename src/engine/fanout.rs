@@ -68,6 +68,18 @@ impl Wakes {
     }
 }
 
+/// How many recipients ahead a broadcast asks for the outbox it will push to (see
+/// [`Outbox::prefetch`]): far enough for the load to arrive in time, near enough that it is
+/// still cached when the push comes.
+pub(super) const PREFETCH_AHEAD: usize = 8;
+
+/// Prefetches the outbox [`PREFETCH_AHEAD`] members after the one at `index`.
+fn prefetch_member(members: &super::session::Members, index: usize) {
+    if let Some((_, outbox)) = members.get_index(index + PREFETCH_AHEAD) {
+        outbox.prefetch();
+    }
+}
+
 /// Records the outcome of one push: a writer to wake, or a slow client to count.
 pub(super) fn after_push<F>(
     result: Result<bool, PushError>,
@@ -162,7 +174,8 @@ fn queue(
             .any(|(key, outbox)| admit(*key) && outbox.deflate())
     });
     let mut packet = SocketIoForm::default();
-    for (key, outbox) in &session.members {
+    for (index, (key, outbox)) in session.members.iter().enumerate() {
+        prefetch_member(&session.members, index);
         if admit(*key) {
             let frame = match outbox.socket_io() {
                 true => packet.of(&frame),
@@ -226,7 +239,8 @@ fn tick(
     }
     let text = WsFrame::Text(EncodedText::new(json));
     let mut packet = SocketIoForm::default();
-    for outbox in session.members.values() {
+    for (index, outbox) in session.members.values().enumerate() {
+        prefetch_member(&session.members, index);
         let frame = match outbox.socket_io() {
             true => packet.of(&text),
             false => text.clone(),

@@ -18,6 +18,9 @@ use std::time::Instant;
 /// How many instance tags SSE ids can carry in a cluster.
 pub const ID_TAGS: u64 = 2048;
 
+/// A session's `/ws` members by connection, each with its outbox.
+pub type Members = IndexMap<ConnKey, Arc<Outbox<WsFrame>>, ConnKeyHasher>;
+
 /// A live session. Members and listeners are kept with their outboxes in insertion-ordered
 /// maps: fan-out walks a contiguous vector, and removal is O(1) (`swap_remove`).
 pub struct Session {
@@ -39,7 +42,7 @@ pub struct Session {
     pub leader_key: Option<ConnKey>,
     /// The leader as of `version` (the `leader` field may be ahead: a proposed claim).
     pub committed_leader: Option<Arc<str>>,
-    pub members: IndexMap<ConnKey, Arc<Outbox<WsFrame>>, ConnKeyHasher>,
+    pub members: Members,
     pub listeners: IndexMap<ConnKey, Arc<Outbox<Bytes>>, ConnKeyHasher>,
     /// Dropped members whose resume window is still open.
     pub ghosts: usize,

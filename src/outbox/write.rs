@@ -13,7 +13,6 @@ use super::{Class, CloseReason, Frame, Outbox};
 use crate::clock::ServerClock;
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::{Arc, MutexGuard};
@@ -125,7 +124,12 @@ impl<F: WireFrame> Outbox<F> {
             let result = if count == 1 {
                 // The usual case (one broadcast or tick per batch): no array of slices to
                 // fill, which costs more than the one frame's bookkeeping.
-                let wire = inner.queue[0].1.wire(deflate);
+                let wire = inner
+                    .queue
+                    .front()
+                    .expect("checked not empty")
+                    .1
+                    .wire(deflate);
                 offered = wire.len();
                 sink.try_write_vectored(&[IoSlice::new(wire)])
             } else {
@@ -188,52 +192,69 @@ fn write_part<F: WireFrame>(
     clock: &ServerClock,
     report: &mut impl FnMut(&Arc<Outbox<F>>, Written),
 ) -> usize {
-    let mut held: Vec<(usize, RawFd, MutexGuard<'_, super::Inner<F>>)> =
-        Vec::with_capacity(outboxes.len());
+    let mut held: Vec<Held<'_, F>> = Vec::with_capacity(outboxes.len());
     scratch.alone.clear();
+    // Every lock first, each outbox asked for a few ahead (`Outbox::prefetch`); then the
+    // rest of each locked outbox asked for at once, so that those loads overlap too.
     for (index, outbox) in outboxes.iter().enumerate() {
+        if let Some(ahead) = outboxes.get(index + PREFETCH_AHEAD) {
+            ahead.prefetch();
+        }
         if !outbox.writes_directly() {
             continue;
         }
         // Not `lock`: an outbox can be listed twice in one batch (its task emptied it in
         // between and the engine queued again), and this thread may hold it already. Such
         // an outbox, or one another thread holds now, is written alone after the batch.
-        let (Some(mut guard), Some(socket)) = (outbox.try_lock(), outbox.socket()) else {
+        let (Some(guard), Some(socket)) = (outbox.try_lock(), outbox.socket()) else {
             scratch.alone.push(index);
             continue;
         };
-        if guard.queue.len() != 1 {
-            drop(guard);
-            scratch.alone.push(index);
-            continue;
-        }
-        guard.prepare_front(1, outbox.deflate, clock);
-        held.push((index, socket, guard));
+        guard.prefetch();
+        held.push(Held {
+            index,
+            socket,
+            deflate: outbox.deflate,
+            guard,
+        });
     }
+    held.retain_mut(|outbox| {
+        if outbox.guard.queue.len() != 1 {
+            scratch.alone.push(outbox.index);
+            return false;
+        }
+        outbox.guard.prepare_front(1, outbox.deflate, clock);
+        true
+    });
     let batched = held.len();
     {
         let sends: Vec<uring_send::Send<'_>> = held
             .iter()
-            .map(|(index, socket, guard)| {
-                let wire = guard.queue[0].1.wire(outboxes[*index].deflate);
-                (*socket, wire.as_ref())
+            .map(|outbox| {
+                let (_, frame) = outbox.guard.queue.front().expect("holds one frame");
+                (outbox.socket, frame.wire(outbox.deflate).as_ref())
             })
             .collect();
         batch.send_all(&sends, &mut scratch.results);
     }
-    for ((index, _, mut guard), result) in held.into_iter().zip(scratch.results.drain(..)) {
-        let outbox = &outboxes[index];
-        let inner = &mut *guard;
+    // The kernel's sends pushed the outboxes out of the cache: ask for all of them at once
+    // again.
+    for outbox in &held {
+        outbox.guard.prefetch();
+    }
+    for (mut held, result) in held.into_iter().zip(scratch.results.drain(..)) {
+        let outbox = &outboxes[held.index];
+        let inner = &mut *held.guard;
         let mut written = inner.start_pass();
         if let Ok(n) = result {
             written.bytes += n as u64;
-            inner.consume(n, outbox.deflate, &mut written);
+            inner.consume(n, held.deflate, &mut written);
         }
         if inner.queue.is_empty() {
             inner.finish(&mut written);
-            drop(guard);
+            drop(held);
         } else {
-            drop(guard);
+            drop(held);
             written.then(outbox.write(clock));
         }
         report(outbox, written);
@@ -244,6 +265,18 @@ fn write_part<F: WireFrame>(
     }
     batched
 }
+
+/// An outbox locked for a batch's send, and what the send needs of it.
+struct Held<'a, F> {
+    /// Its place in the batch's list.
+    index: usize,
+    socket: RawFd,
+    deflate: bool,
+    guard: MutexGuard<'a, super::Inner<F>>,
+}
+
+/// How many outboxes ahead a batch asks for the next one (see [`Outbox::prefetch`]).
+const PREFETCH_AHEAD: usize = 8;
 
 /// What [`write_batch`] reuses from one batch to the next.
 #[derive(Default)]
@@ -285,11 +318,8 @@ impl<F: WireFrame> super::Inner<F> {
         }
     }
 
-    /// Ends a write pass: a failed socket closes the outbox, and an emptied queue that grew
-    /// past one entry gives its memory back. A one-entry buffer is kept: a fan-out or a
-    /// tick queues one frame per connection, and allocating and freeing that entry for each
-    /// recipient was a quarter of a delivery's user-space instructions (BENCHMARKS.md,
-    /// issue 12, ninth round), against 56 bytes a connection for keeping it.
+    /// Ends a write pass: a failed socket closes the outbox, and a queue emptied of a
+    /// backlog gives its memory back.
     fn finish(&mut self, written: &mut Written) {
         if written.failed {
             self.started = false;
@@ -297,8 +327,8 @@ impl<F: WireFrame> super::Inner<F> {
             self.discard();
         }
         written.pending = !self.queue.is_empty();
-        if !written.pending && self.queue.capacity() > 1 {
-            self.queue = VecDeque::new();
+        if !written.pending {
+            self.queue.shrink_when_short();
         }
         written.closed = self.closed;
     }
@@ -316,7 +346,7 @@ impl<F: WireFrame> super::Inner<F> {
                 let old = frame.byte_len();
                 self.forget_class(class, old);
                 self.bytes += rest.byte_len();
-                self.queue[0] = (Class::State, rest);
+                *self.queue.front_mut().expect("front checked above") = (Class::State, rest);
                 self.started = true;
                 return;
             }
