@@ -123,6 +123,52 @@ async fn a_client_that_stops_answering_pings_is_closed_with_4000() {
     );
 }
 
+/// A peer that answers every ping is pinged every `SOCKET_PING_INTERVAL` and never closed.
+/// The engine's ping sweep queues such a peer's pings itself, without its task (which told
+/// the outbox when it last heard from the peer): this checks that those pings go out, one
+/// an interval, and that the answers keep the peer alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_answers_pings_gets_one_every_interval() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with(|c| {
+        c.socket_ping_interval = 100;
+        c.socket_ping_timeout = 1_000;
+    })
+    .await;
+    let mut tcp = mute::connect_and_send(
+        server.addr,
+        r#"{"type":"join_session","data":{"sessionId":"band"}}"#,
+    )
+    .await;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    let (mut pings, mut bytes, mut chunk) = (0, Vec::new(), [0u8; 4096]);
+    while let Ok(read) = tokio::time::timeout_at(until, tcp.read(&mut chunk)).await {
+        let n = read.expect("the connection stays open");
+        assert!(n > 0, "the server closed a peer that answers its pings");
+        bytes.extend_from_slice(&chunk[..n]);
+        // Whole frames only; every server frame here is short (a 126 length at most).
+        while bytes.len() >= 2 {
+            let (len, header) = match bytes[1] & 0x7f {
+                126 if bytes.len() >= 4 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                126 => break,
+                n => (n as usize, 2),
+            };
+            if bytes.len() < header + len {
+                break;
+            }
+            let opcode = bytes[0] & 0x0f;
+            assert_ne!(opcode, 0x8, "closed: {:?}", &bytes[header..header + len]);
+            if opcode == 0x9 {
+                pings += 1;
+                // A masked, empty pong (the server's pings carry no payload).
+                tcp.write_all(&[0x8a, 0x80, 0, 0, 0, 0]).await.unwrap();
+            }
+            bytes.drain(..header + len);
+        }
+    }
+    assert!(pings >= 10, "{pings} pings in 1.5 s at a 100 ms interval");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_echoes_t0_and_id_with_t1_not_after_t2() {
     let server = TestServer::start().await;

@@ -85,6 +85,7 @@ impl Engine {
             }
             if now >= self.pings.next() {
                 self.ping_sweep(now);
+                self.flush_wakes(&waiting).await;
             }
             if now >= next_housekeeping {
                 self.housekeeping(now);

@@ -289,7 +289,11 @@ pub fn spawn(
         presence_dirty: HashSet::new(),
         next_token_refresh: Instant::now(),
         conns: HashMap::default(),
-        pings: pings::PingSweep::new(config.ping_interval(), Instant::now()),
+        pings: pings::PingSweep::new(
+            config.ping_interval(),
+            config.ping_timeout(),
+            Instant::now(),
+        ),
         stopping: false,
         sessions: HashMap::new(),
         ticking: HashSet::new(),

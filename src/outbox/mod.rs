@@ -33,6 +33,7 @@ mod write;
 pub use write::{write_batch, BatchScratch, Sink, WireFrame, Written};
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -184,6 +185,11 @@ pub struct Outbox<F> {
     /// cache misses a recipient in a fan-out's profile. The sink owns the socket for as
     /// long as this outbox holds the sink, so the number stays this socket's.
     socket: Option<RawFd>,
+    /// What the connection's task last said of its peer, for the engine's ping sweep (see
+    /// [`Outbox::may_ping_directly`]): when it last read a whole message (server-clock ms),
+    /// and whether a message is begun and not finished.
+    heard_ms: AtomicU64,
+    unfinished: AtomicBool,
 }
 
 impl<F: Frame> Outbox<F> {
@@ -206,6 +212,8 @@ impl<F: Frame> Outbox<F> {
             socket_io: false,
             sink: None,
             socket: None,
+            heard_ms: AtomicU64::new(0),
+            unfinished: AtomicBool::new(false),
         }
     }
 
@@ -374,6 +382,25 @@ impl<F: Frame> Outbox<F> {
     /// while the writer was busy is remembered, so none is lost.
     pub async fn ready(&self) {
         std::future::poll_fn(|cx| self.signal.poll_take(cx, signal::WORK).map(drop)).await;
+    }
+
+    /// The connection's task read a whole message from its peer at `at_ms` (server clock).
+    pub fn heard(&self, at_ms: u64) {
+        self.heard_ms.store(at_ms, Ordering::Relaxed);
+    }
+
+    /// The connection's task has a message begun and not finished (or no longer has).
+    pub fn set_unfinished(&self, unfinished: bool) {
+        self.unfinished.store(unfinished, Ordering::Relaxed);
+    }
+
+    /// Whether the engine's ping sweep may queue this connection's ping itself: its peer
+    /// was heard from less than `within_ms` before `now_ms` and has no message unfinished,
+    /// so the task's own check (`ws::connection`) would only ping. Otherwise the sweep wakes
+    /// the task, which checks and may close the connection (4000, 4003).
+    pub fn may_ping_directly(&self, now_ms: u64, within_ms: u64) -> bool {
+        !self.unfinished.load(Ordering::Relaxed)
+            && now_ms.saturating_sub(self.heard_ms.load(Ordering::Relaxed)) < within_ms
     }
 
     /// Tells the connection's task it is due a ping (the engine's ping sweep).

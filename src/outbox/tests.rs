@@ -19,6 +19,25 @@ fn drain(o: &Outbox<Bytes>) -> (Vec<Bytes>, Drained) {
 }
 
 #[test]
+fn the_sweep_pings_directly_only_a_peer_heard_lately_with_nothing_unfinished() {
+    let outbox = outbox(10, 1_000);
+    outbox.heard(10_000);
+    assert!(outbox.may_ping_directly(10_000 + 4_949, 4_950));
+    assert!(
+        !outbox.may_ping_directly(10_000 + 4_950, 4_950),
+        "left to the task's check"
+    );
+    outbox.set_unfinished(true);
+    assert!(
+        !outbox.may_ping_directly(10_001, 4_950),
+        "a message to time out, maybe"
+    );
+    outbox.set_unfinished(false);
+    outbox.heard(20_000);
+    assert!(outbox.may_ping_directly(20_100, 4_950));
+}
+
+#[test]
 fn state_frames_arrive_in_order() {
     let o = outbox(10, 1000);
     assert_eq!(o.push(Bytes::from_static(b"a")), Ok(true));

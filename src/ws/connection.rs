@@ -72,6 +72,8 @@ pub(super) fn serve(
         url_grant: conn.url_grant,
     };
     let opening = ctx.engine.send(open);
+    let last_seen = Instant::now();
+    conn.outbox.heard(ctx.clock.at(last_seen.into_std()) as u64);
     Connection {
         reader: Reader::new(key, &ctx),
         messages,
@@ -81,7 +83,8 @@ pub(super) fn serve(
         _permit: permit,
         phase: Phase::Opening(opening),
         span: (!span.is_disabled()).then(|| Box::new(span)),
-        last_seen: Instant::now(),
+        last_seen,
+        unfinished_told: false,
         closing_until: None,
         blocked: false,
         close_sent: false,
@@ -111,8 +114,11 @@ struct Connection {
     /// The connection's log span, entered while it is polled; none when debug logs are
     /// off (boxed: a `Span` is 40 bytes, in every connection's task).
     span: Option<Box<tracing::Span>>,
-    /// When the peer was last heard from (any frame, pongs included).
+    /// When the peer was last heard from (any frame, pongs included). Also told to the
+    /// outbox, with whether a message is unfinished (`unfinished_told`, what it was told
+    /// last), so that the engine's ping sweep can ping a live peer without waking this task.
     last_seen: Instant,
+    unfinished_told: bool,
     /// Set once the outbox is closed: what is queued, then our close frame, then the peer's
     /// close must all happen by then. Boxed, and only then: a timer in every idle
     /// connection would cost its size in each.
@@ -216,6 +222,11 @@ impl Connection {
         if let Poll::Ready(message) = self.messages.poll_next(cx) {
             return Poll::Ready(self.on_read(message));
         }
+        let unfinished = self.messages.partial_since().is_some();
+        if unfinished != self.unfinished_told {
+            self.unfinished_told = unfinished;
+            self.outbox.set_unfinished(unfinished);
+        }
         if let Some(until) = &mut self.closing_until {
             if until.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Step::End);
@@ -232,6 +243,8 @@ impl Connection {
             return Step::End;
         };
         self.last_seen = Instant::now();
+        self.outbox
+            .heard(self.ctx.clock.at(self.last_seen.into_std()) as u64);
         if self.closing_until.is_some() {
             return match message {
                 Ok(_) => Step::Write,
