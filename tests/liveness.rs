@@ -78,18 +78,25 @@ mod mute {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_answering_pings_is_closed_with_4000() {
+/// A server that pings every 100 ms and gives up on a peer after 1 s of silence, and a
+/// hand-written client that joined session "band" on it.
+async fn pinging_server_and_hand_written_member() -> (TestServer, tokio::net::TcpStream) {
     let server = TestServer::start_with(|c| {
         c.socket_ping_interval = 100;
         c.socket_ping_timeout = 1_000;
     })
     .await;
-    let mut silent = mute::connect_and_send(
+    let member = mute::connect_and_send(
         server.addr,
         r#"{"type":"join_session","data":{"sessionId":"band"}}"#,
     )
     .await;
+    (server, member)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed_with_4000() {
+    let (server, mut silent) = pinging_server_and_hand_written_member().await;
     let (mut active, _) = join_follower(&server, "band").await;
     room_stats_counts(&mut active, 2, 0).await;
 
@@ -130,16 +137,8 @@ async fn a_client_that_stops_answering_pings_is_closed_with_4000() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_answers_pings_gets_one_every_interval() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let server = TestServer::start_with(|c| {
-        c.socket_ping_interval = 100;
-        c.socket_ping_timeout = 1_000;
-    })
-    .await;
-    let mut tcp = mute::connect_and_send(
-        server.addr,
-        r#"{"type":"join_session","data":{"sessionId":"band"}}"#,
-    )
-    .await;
+    // Kept, not dropped: the server runs as long as this binding lives.
+    let (_server, mut tcp) = pinging_server_and_hand_written_member().await;
     let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
     let (mut pings, mut bytes, mut chunk) = (0, Vec::new(), [0u8; 4096]);
     while let Ok(read) = tokio::time::timeout_at(until, tcp.read(&mut chunk)).await {
