@@ -218,29 +218,29 @@ fn write_part<F: WireFrame>(
             guard,
         });
     }
-    held.retain_mut(|outbox| {
-        if outbox.guard.queue.len() != 1 {
-            scratch.alone.push(outbox.index);
+    held.retain_mut(|held| {
+        if held.guard.queue.len() != 1 {
+            scratch.alone.push(held.index);
             return false;
         }
-        outbox.guard.prepare_front(1, outbox.deflate, clock);
+        held.guard.prepare_front(1, held.deflate, clock);
         true
     });
     let batched = held.len();
     {
         let sends: Vec<uring_send::Send<'_>> = held
             .iter()
-            .map(|outbox| {
-                let (_, frame) = outbox.guard.queue.front().expect("holds one frame");
-                (outbox.socket, frame.wire(outbox.deflate).as_ref())
+            .map(|held| {
+                let (_, frame) = held.guard.queue.front().expect("holds one frame");
+                (held.socket, frame.wire(held.deflate).as_ref())
             })
             .collect();
         batch.send_all(&sends, &mut scratch.results);
     }
     // The kernel's sends pushed the outboxes out of the cache: ask for all of them at once
     // again.
-    for outbox in &held {
-        outbox.guard.prefetch();
+    for held in &held {
+        held.guard.prefetch();
     }
     for (mut held, result) in held.into_iter().zip(scratch.results.drain(..)) {
         let outbox = &outboxes[held.index];
