@@ -8,7 +8,7 @@ use crate::clock::ServerClock;
 use crate::deflate::Deflater;
 use crate::frames::{sse_event, EncodedText, WsFrame};
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PushError};
+use crate::outbox::{Outbox, PushError, PREFETCH_AHEAD};
 use bandsync_protocol::server::{RoomStats, ScrollTick};
 use bandsync_protocol::{encode_server_frame, RequestId, ServerEvent};
 use bytes::Bytes;
@@ -67,11 +67,6 @@ impl Wakes {
         }
     }
 }
-
-/// How many recipients ahead a broadcast asks for the outbox it will push to (see
-/// [`Outbox::prefetch`]): far enough for the load to arrive in time, near enough that it is
-/// still cached when the push comes.
-pub(super) const PREFETCH_AHEAD: usize = 8;
 
 /// Prefetches the outbox [`PREFETCH_AHEAD`] members after the one at `index`.
 fn prefetch_member(members: &super::session::Members, index: usize) {

@@ -433,6 +433,11 @@ impl<F: Frame> Outbox<F> {
     }
 }
 
+/// How many outboxes ahead a walk over many of them (a broadcast's pushes, a batch's
+/// writes) asks for the one it will touch (see [`Outbox::prefetch`]): far enough for the
+/// load to arrive in time, near enough that it is still cached when the walk gets there.
+pub const PREFETCH_AHEAD: usize = 8;
+
 /// Starts loading the cache line that holds `value` (see [`Outbox::prefetch`]).
 #[inline(always)]
 fn prefetch<T>(value: &T) {

@@ -9,7 +9,7 @@
 //! when the socket failed. A frame the socket took only part of stays at the front as its
 //! unwritten rest (`started`), so the next write, from whichever side, continues it.
 
-use super::{Class, CloseReason, Frame, Outbox};
+use super::{Class, CloseReason, Frame, Outbox, PREFETCH_AHEAD};
 use crate::clock::ServerClock;
 use crate::metrics::Metrics;
 use bytes::Bytes;
@@ -274,9 +274,6 @@ struct Held<'a, F> {
     deflate: bool,
     guard: MutexGuard<'a, super::Inner<F>>,
 }
-
-/// How many outboxes ahead a batch asks for the next one (see [`Outbox::prefetch`]).
-const PREFETCH_AHEAD: usize = 8;
 
 /// What [`write_batch`] reuses from one batch to the next.
 #[derive(Default)]
