@@ -3,6 +3,11 @@
 //! the segment to the receiver), with no WebSocket framing, no tokio and no bandsync code.
 //! Any server that writes each message to each socket pays at least this.
 //!
+//! Its receiver spins on non-blocking reads, so it leaves out what waking a receiver asleep
+//! in `epoll_wait` adds to the write, which every real client costs: it is a lower bound,
+//! below any scenario. `bandsync-bench --spawn-server floor` measures the same bare write
+//! in a scenario's own conditions (`benches/reference/floor`).
+//!
 //! `cargo bench --bench write_floor` prints one JSON line per socket count.
 
 use std::io::{Read, Write};

@@ -92,6 +92,7 @@ EXIT STATUS
 EXAMPLES
   bandsync-bench --spawn fanout -n 1000 -d 5
   bandsync-bench --spawn --spawn-server uws fanout -n 1000 -d 5   # the uWebSockets.js reference
+  bandsync-bench --spawn --spawn-server floor fanout -n 1000 -d 5 # one bare send per recipient
   BATCH_INTERVAL_MS=0 bandsync-bench --spawn --server-arg=--scroll-tick-interval=16 ticks,sse
   bandsync-bench --url ws://127.0.0.1:3001 --server-pid $(pgrep -x bandsync) connect -n 10000
   bandsync-bench --spawn audio-seed -d 5 --receiver-transport sse
@@ -275,9 +276,10 @@ pub struct Cli {
     /// BEARER_TOKEN set to --token.
     #[arg(long)]
     pub spawn: bool,
-    /// Which server --spawn starts: bandsync, or the uWebSockets.js reference server that
+    /// Which server --spawn starts: bandsync, the uWebSockets.js reference server that
     /// serves the same protocol (fanout, ticks and connect only; needs Node 20 and
-    /// benches/reference/install.sh). Pinned and measured like bandsync.
+    /// benches/reference/install.sh), or the floor (the same scenarios; one bare send per
+    /// recipient; cargo build --release -p floor). Pinned and measured like bandsync.
     #[arg(long, value_enum, value_name = "SERVER", default_value = "bandsync")]
     pub spawn_server: ServerKind,
     /// Node.js for --spawn-server uws (a path, or a name looked up on PATH).
@@ -287,6 +289,9 @@ pub struct Cli {
     /// source tree this bench was built from].
     #[arg(long, value_name = "PATH")]
     pub uws_script: Option<PathBuf>,
+    /// The floor server's binary [default: floor next to this executable].
+    #[arg(long, value_name = "PATH")]
+    pub floor_bin: Option<PathBuf>,
     /// Server binary for --spawn instead of the one next to this executable.
     #[arg(long, value_name = "PATH", requires = "spawn")]
     pub server_bin: Option<PathBuf>,

@@ -319,6 +319,7 @@ impl Cli {
                 server: self.spawn_server,
                 node: self.node,
                 uws_script: self.uws_script,
+                floor_bin: self.floor_bin,
                 binary: self.server_bin,
                 args: self.server_args,
                 cpus: self.server_cpus,

@@ -1,9 +1,10 @@
 //! Reference servers the bench can spawn instead of bandsync (`--spawn-server`), serving the
-//! same `/ws` protocol so a scenario measures both the same way: today uWebSockets.js
-//! (`benches/reference/uws/server.mjs`, installed by `benches/reference/install.sh`).
+//! same `/ws` protocol so a scenario measures both the same way: uWebSockets.js
+//! (`benches/reference/uws/server.mjs`, installed by `benches/reference/install.sh`), and
+//! the floor (`benches/reference/floor`: one bare `send` per recipient and nothing else).
 //!
 //! A reference server is pinned like bandsync (`--server-cpus`) and read through the same
-//! `/proc/PID` (taskset execs `node`, so the child's pid is the server's). Before a
+//! `/proc/PID` (taskset execs the server, so the child's pid is the server's). Before a
 //! scenario uses it, [`check_protocol`] makes it prove it speaks the protocol: a server
 //! that answers a join with anything but its snapshot fails the run loudly instead of
 //! producing figures for a broken server.
@@ -34,6 +35,9 @@ pub enum ServerKind {
     Bandsync,
     /// uWebSockets.js v20.30 on Node (benches/reference/uws/server.mjs).
     Uws,
+    /// The floor: a broadcast framed once and written with one bare send(2) per member
+    /// (benches/reference/floor, built on its own with cargo).
+    Floor,
 }
 
 impl ServerKind {
@@ -41,15 +45,16 @@ impl ServerKind {
         match self {
             ServerKind::Bandsync => "bandsync",
             ServerKind::Uws => "uws",
+            ServerKind::Floor => "floor",
         }
     }
 
-    /// Whether this server serves what `scenario` uses (the reference serves only the
+    /// Whether this server serves what `scenario` uses (the references serve only the
     /// sync protocol's join, tempo, play, heartbeat and ticks).
     pub fn serves(self, scenario: Scenario) -> bool {
         match self {
             ServerKind::Bandsync => true,
-            ServerKind::Uws => matches!(
+            ServerKind::Uws | ServerKind::Floor => matches!(
                 scenario,
                 Scenario::Fanout | Scenario::Ticks | Scenario::Connect
             ),
@@ -64,32 +69,72 @@ pub fn uws_script(opts: &SpawnOptions) -> PathBuf {
     })
 }
 
-/// Starts the uWS reference server on a free port (it picks one and prints it), waits for
-/// `/health`, then checks that it speaks the protocol.
-pub async fn spawn_uws(opts: &SpawnOptions, tag: &str) -> anyhow::Result<(Endpoints, Spawned)> {
-    let script = uws_script(opts);
-    if !script.is_file() {
-        bail!("no uWS reference server at {}", script.display());
+/// The floor's binary: `--floor-bin`, else `floor` next to this executable (both are
+/// workspace members, built to the same directory).
+pub fn floor_bin(opts: &SpawnOptions) -> anyhow::Result<PathBuf> {
+    match &opts.floor_bin {
+        Some(path) => Ok(path.clone()),
+        None => Ok(std::env::current_exe()
+            .context("locating my own executable")?
+            .with_file_name("floor")),
     }
-    let addon = script
-        .with_file_name("node_modules")
-        .join("@trufflesuite/uws-js-unofficial");
-    if !addon.is_dir() {
-        bail!(
-            "uWebSockets.js is not installed next to {} (run benches/reference/install.sh)",
-            script.display()
-        );
-    }
+}
+
+/// The command that starts `opts.server` (a reference server) on a free port of its
+/// choosing, pinned like bandsync.
+fn reference_command(opts: &SpawnOptions) -> anyhow::Result<std::process::Command> {
+    let command = match opts.server {
+        ServerKind::Uws => {
+            let script = uws_script(opts);
+            if !script.is_file() {
+                bail!("no uWS reference server at {}", script.display());
+            }
+            let addon = script
+                .with_file_name("node_modules")
+                .join("@trufflesuite/uws-js-unofficial");
+            if !addon.is_dir() {
+                bail!(
+                    "uWebSockets.js is not installed next to {} (run benches/reference/install.sh)",
+                    script.display()
+                );
+            }
+            let mut command = pinned(&opts.node, opts.cpus.as_deref());
+            command
+                .arg(script)
+                .args(["--host", "127.0.0.1", "--port", "0"]);
+            command
+        }
+        ServerKind::Floor => {
+            let binary = floor_bin(opts)?;
+            if !binary.is_file() {
+                bail!(
+                    "no floor server at {} (cargo build --release -p floor, or pass --floor-bin)",
+                    binary.display()
+                );
+            }
+            let mut command = pinned(&binary, opts.cpus.as_deref());
+            command.args(["--port", "0"]);
+            command
+        }
+        ServerKind::Bandsync => bail!("bandsync is not a reference server"),
+    };
+    Ok(command)
+}
+
+/// Starts the reference server `opts.server` on a free port (it picks one and prints it),
+/// waits for `/health`, then checks that it speaks the protocol.
+pub async fn spawn_reference(
+    opts: &SpawnOptions,
+    tag: &str,
+) -> anyhow::Result<(Endpoints, Spawned)> {
+    let name = opts.server.name();
+    let mut command = reference_command(opts)?;
     let log = std::env::temp_dir().join(format!(
-        "bandsync-bench-{}-{tag}-uws.log",
+        "bandsync-bench-{}-{tag}-{name}.log",
         std::process::id()
     ));
     let log_file =
         std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-    let mut command = pinned(&opts.node, opts.cpus.as_deref());
-    command
-        .arg(&script)
-        .args(["--host", "127.0.0.1", "--port", "0"]);
     std::os::unix::process::CommandExt::process_group(&mut command, 0);
     command
         .stdin(Stdio::null())
@@ -97,7 +142,7 @@ pub async fn spawn_uws(opts: &SpawnOptions, tag: &str) -> anyhow::Result<(Endpoi
         .stderr(log_file);
     let mut child = command
         .spawn()
-        .with_context(|| format!("starting {} {}", opts.node.display(), script.display()))?;
+        .with_context(|| format!("starting the {name} reference server"))?;
     let stdout = child.stdout.take().context("the server's stdout")?;
     let mut spawned = Spawned::new(child, log);
     // A blocking read on its own thread: it ends with the line, or at EOF once the child
@@ -110,13 +155,13 @@ pub async fn spawn_uws(opts: &SpawnOptions, tag: &str) -> anyhow::Result<(Endpoi
     let line = match tokio::time::timeout(STARTUP_TIMEOUT, line).await {
         Ok(joined) => joined.context("reading the server's stdout")??,
         Err(_) => bail!(
-            "the uWS server printed no port within {STARTUP_TIMEOUT:?}; log {}",
+            "the {name} server printed no port within {STARTUP_TIMEOUT:?}; log {}",
             spawned.log.display()
         ),
     };
     let port = parse_port_line(&line).with_context(|| {
         format!(
-            "the uWS server did not start; log {}:\n{}",
+            "the {name} server did not start; log {}:\n{}",
             spawned.log.display(),
             crate::target::log_tail(&spawned.log)
         )
@@ -130,7 +175,9 @@ pub async fn spawn_uws(opts: &SpawnOptions, tag: &str) -> anyhow::Result<(Endpoi
     };
     check_protocol(&endpoints.ws_url, tag)
         .await
-        .context("the uWS reference server does not answer bandsync's protocol")?;
+        .with_context(|| {
+            format!("the {name} reference server does not answer bandsync's protocol")
+        })?;
     Ok((endpoints, spawned))
 }
 
@@ -227,6 +274,22 @@ mod tests {
         let opts = p.spawn.unwrap();
         assert_eq!(opts.server, ServerKind::Uws);
         assert!(uws_script(&opts).ends_with("reference/uws/server.mjs"));
+        let floor = plan(&[
+            "--spawn",
+            "--spawn-server",
+            "floor",
+            "--floor-bin",
+            "/x/floor",
+            "ticks",
+        ])
+        .unwrap()
+        .spawn
+        .unwrap();
+        assert_eq!(floor.server, ServerKind::Floor);
+        assert_eq!(floor_bin(&floor).unwrap(), Path::new("/x/floor"));
+        assert!(plan(&["--spawn", "--spawn-server", "floor", "audio"])
+            .unwrap_err()
+            .contains("fanout, ticks and connect only"));
         let bandsync = plan(&["--spawn", "fanout"]).unwrap().spawn.unwrap();
         assert_eq!(bandsync.server, ServerKind::Bandsync);
         assert!(plan(&["--spawn-server", "uws", "fanout"])
@@ -248,6 +311,8 @@ mod tests {
 
     #[test]
     fn the_reference_serves_only_the_sync_scenarios() {
+        assert!(ServerKind::Floor.serves(Scenario::Ticks));
+        assert!(!ServerKind::Floor.serves(Scenario::Sse));
         assert!(ServerKind::Uws.serves(Scenario::Fanout));
         assert!(ServerKind::Uws.serves(Scenario::Connect));
         assert!(!ServerKind::Uws.serves(Scenario::Sse));

@@ -77,6 +77,8 @@ pub struct SpawnOptions {
     pub node: PathBuf,
     /// The uWS reference server's script (`None`: the one in this source tree).
     pub uws_script: Option<PathBuf>,
+    /// The floor server's binary (`None`: its release build in this source tree).
+    pub floor_bin: Option<PathBuf>,
 }
 
 /// A server process the bench started; killed when dropped.
@@ -237,15 +239,15 @@ pub fn server_extras(plan: &Plan, scenario: Scenario, s: &Settings) -> ServerExt
 /// child inherits the environment (BATCH_INTERVAL_MS=.. and the like pass through) plus
 /// `extras.env`, and the raised RLIMIT_NOFILE. Logs go to a file, at `warn` unless
 /// LOG_LEVEL or `--log-level` says otherwise (per-connection info logs would skew the
-/// numbers). `--spawn-server uws` starts the reference server instead
-/// ([`crate::reference::spawn_uws`]).
+/// numbers). `--spawn-server uws|floor` starts a reference server instead
+/// ([`crate::reference::spawn_reference`]).
 pub async fn spawn(
     opts: &SpawnOptions,
     tag: &str,
     extras: &ServerExtras,
 ) -> anyhow::Result<(Endpoints, Spawned)> {
-    if opts.server == ServerKind::Uws {
-        return crate::reference::spawn_uws(opts, tag).await;
+    if opts.server != ServerKind::Bandsync {
+        return crate::reference::spawn_reference(opts, tag).await;
     }
     let binary = find_binary(opts)?;
     let port = free_port()?;
@@ -332,6 +334,7 @@ mod tests {
             server: ServerKind::Bandsync,
             node: "node".into(),
             uws_script: None,
+            floor_bin: None,
             binary: None,
             args: vec!["--share-audio-rate=50".into(), "--log-level".into()],
             cpus: None,
