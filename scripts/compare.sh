@@ -2,7 +2,8 @@
 # bandsync beside uWebSockets.js (benches/reference/uws) and the floor (benches/reference/floor:
 # one bare send per recipient, nothing else), one run: each scenario of issue 12 against a
 # fresh bandsync and a fresh uWS reference server serving the same protocol (and, at n =
-# 1,000 and for the joins, a fresh floor), the server pinned to CPU 1 and the load client (one
+# 1,000 and for the joins, a fresh floor; at n = 1,000 also the floor sending through
+# io_uring, as bandsync's engine does, where the kernel allows it), the server pinned to CPU 1 and the load client (one
 # thread) to CPU 0, all measured the same way (/proc of the spawned pid). One JSON line per
 # run on stdout; a Markdown table of every figure and the ratios bandsync / uWS and bandsync /
 # floor on stderr. Loopback only; five to twelve minutes.
@@ -34,8 +35,10 @@ run() {
 
 # The issue's table (20 set_tempo/s; 10,000 joins over 500 sessions), then n = 10,000.
 status=0
-for server in bandsync uws floor; do run "$server" fanout -n 1000 --rate 20 -d "$secs" || status=1; done
-for server in bandsync uws floor; do run "$server" ticks -n 1000 -d "$secs" || status=1; done
+floors=(floor floor-uring)
+[ "$(cat /proc/sys/kernel/io_uring_disabled 2>/dev/null || echo 0)" = 0 ] || floors=(floor)
+for server in bandsync uws "${floors[@]}"; do run "$server" fanout -n 1000 --rate 20 -d "$secs" || status=1; done
+for server in bandsync uws "${floors[@]}"; do run "$server" ticks -n 1000 -d "$secs" || status=1; done
 for server in bandsync uws floor; do run "$server" connect -n 10000 --sessions 500 -d 2 || status=1; done
 # 10,000 connections opening while ticks already flow take a minute or more on a busy machine.
 big=(--timeout "$((secs + 240))")
@@ -50,8 +53,8 @@ jq -rs '
     then ($a / $b * 100 | round / 100 | tostring) else "-" end;
   def row($what; $sc; $n; f):
     pick($sc; $n; "bandsync"; f) as $b | pick($sc; $n; "uws"; f) as $u
-    | pick($sc; $n; "floor"; f) as $f
-    | "| \($what) | \($b | show) | \($u | show) | \(ratio($b; $u)) | \($f | show) | \(ratio($b; $f)) |";
+    | pick($sc; $n; "floor"; f) as $f | pick($sc; $n; "floor-uring"; f) as $r
+    | "| \($what) | \($b | show) | \($u | show) | \(ratio($b; $u)) | \($f | show) | \(ratio($b; $f)) | \($r | show) | \(ratio($b; $r)) |";
   def fanout($n):
     row("fanout n=\($n): server CPU per delivery (us)"; "fanout"; $n; .server_cpu.us_per_delivery),
     row("fanout n=\($n): kernel share of server CPU (%)"; "fanout"; $n; .server_cpu.kernel_percent),
@@ -66,8 +69,8 @@ jq -rs '
     row("ticks n=\($n): kernel share of server CPU (%, skewed by the 16 ms timer)"; "ticks"; $n; .server_cpu.kernel_percent),
     row("ticks n=\($n): lag p99 (us)"; "ticks"; $n; .lag_us.p99),
     row("ticks n=\($n): load client CPU per message (us)"; "ticks"; $n; .client_cpu.us_per_msg);
-  "| figure | bandsync | uWS | bandsync / uWS | floor | bandsync / floor |",
-  "|---|---|---|---|---|---|",
+  "| figure | bandsync | uWS | bandsync / uWS | floor | bandsync / floor | floor, io_uring | bandsync / that |",
+  "|---|---|---|---|---|---|---|---|",
   fanout(1000), ticks(1000),
   row("connect 10,000 over 500 sessions: RSS per idle connection (KiB)"; "connect"; 10000; .rss_kib.per_connection),
   row("connect 10,000: joins per second"; "connect"; 10000; .joins_per_s),

@@ -279,7 +279,8 @@ pub struct Cli {
     /// Which server --spawn starts: bandsync, the uWebSockets.js reference server that
     /// serves the same protocol (fanout, ticks and connect only; needs Node 20 and
     /// benches/reference/install.sh), or the floor (the same scenarios; one bare send per
-    /// recipient; cargo build --release -p floor). Pinned and measured like bandsync.
+    /// recipient; cargo build --release -p floor; floor-uring: its sends through
+    /// io_uring). Pinned and measured like bandsync.
     #[arg(long, value_enum, value_name = "SERVER", default_value = "bandsync")]
     pub spawn_server: ServerKind,
     /// Node.js for --spawn-server uws (a path, or a name looked up on PATH).

@@ -36,8 +36,11 @@ pub enum ServerKind {
     /// uWebSockets.js v20.30 on Node (benches/reference/uws/server.mjs).
     Uws,
     /// The floor: a broadcast framed once and written with one bare send(2) per member
-    /// (benches/reference/floor, built on its own with cargo).
+    /// (benches/reference/floor).
     Floor,
+    /// The floor with its broadcasts' sends submitted through io_uring, as bandsync's
+    /// engine submits them (the floor binary with --io-uring).
+    FloorUring,
 }
 
 impl ServerKind {
@@ -46,6 +49,7 @@ impl ServerKind {
             ServerKind::Bandsync => "bandsync",
             ServerKind::Uws => "uws",
             ServerKind::Floor => "floor",
+            ServerKind::FloorUring => "floor-uring",
         }
     }
 
@@ -54,7 +58,7 @@ impl ServerKind {
     pub fn serves(self, scenario: Scenario) -> bool {
         match self {
             ServerKind::Bandsync => true,
-            ServerKind::Uws | ServerKind::Floor => matches!(
+            ServerKind::Uws | ServerKind::Floor | ServerKind::FloorUring => matches!(
                 scenario,
                 Scenario::Fanout | Scenario::Ticks | Scenario::Connect
             ),
@@ -104,7 +108,7 @@ fn reference_command(opts: &SpawnOptions) -> anyhow::Result<std::process::Comman
                 .args(["--host", "127.0.0.1", "--port", "0"]);
             command
         }
-        ServerKind::Floor => {
+        ServerKind::Floor | ServerKind::FloorUring => {
             let binary = floor_bin(opts)?;
             if !binary.is_file() {
                 bail!(
@@ -114,6 +118,9 @@ fn reference_command(opts: &SpawnOptions) -> anyhow::Result<std::process::Comman
             }
             let mut command = pinned(&binary, opts.cpus.as_deref());
             command.args(["--port", "0"]);
+            if opts.server == ServerKind::FloorUring {
+                command.arg("--io-uring");
+            }
             command
         }
         ServerKind::Bandsync => bail!("bandsync is not a reference server"),

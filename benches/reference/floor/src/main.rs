@@ -11,6 +11,8 @@
 //!   that produced it. So the scenario's server CPU per delivery, measured by the same
 //!   load client in the same conditions (its followers asleep in `epoll_wait` between
 //!   broadcasts), is the cost of that write and of nothing else a server adds.
+//!   `--io-uring` submits each broadcast's sends through io_uring instead, as bandsync's
+//!   engine does: the floor of that design.
 //!
 //! One thread (tokio's current-thread runtime), one task per connection, no limits, no
 //! queues, no pings, no checks beyond what the scenarios need. It is a measuring stick,
@@ -19,6 +21,7 @@
 //! ```sh
 //! cargo build --release -p floor -p bandsync-bench
 //! bandsync-bench --spawn --spawn-server floor --server-cpus 1 --threads 1 fanout -n 1000 --rate 20
+//! bandsync-bench --spawn --spawn-server floor-uring ...   # the same with --io-uring
 //! # or by hand (it prints {"port":N} once listening):
 //! taskset -c 1 target/release/floor --port 20180 &
 //! taskset -c 0 target/release/bandsync-bench --url ws://127.0.0.1:20180/ws \
@@ -205,6 +208,15 @@ fn main() {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
+    if std::env::args().any(|a| a == "--io-uring") {
+        match uring_send::SendBatch::new(session::RING_ENTRIES) {
+            Ok(ring) => session::RING.set(Some(ring)),
+            Err(e) => {
+                eprintln!("floor: --io-uring, but no io_uring here: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,7 +4,9 @@
 //!
 //! Every write is one `send(2)` of a whole frame on the non-blocking socket, straight from
 //! the code that produced it: a broadcast frames its JSON once and sends the same bytes to
-//! each member, the bare loopback write of `cargo bench --bench write_floor`. A frame the
+//! each member, the bare loopback write of `cargo bench --bench write_floor`. With
+//! `--io-uring` a broadcast's sends go instead through io_uring, 256 a submission, as
+//! bandsync's engine submits them (`uring-send`): the floor of that design. A frame the
 //! kernel does not take whole cuts that member off (the bench counts its deliveries as
 //! lost): the floor keeps no queues.
 
@@ -12,6 +14,7 @@ use crate::wire::text_frame;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
@@ -23,7 +26,16 @@ const SNAPSHOT_MEMBER_LIMIT: usize = 100;
 /// The tick grid's period (bandsync's default `SCROLL_TICK_INTERVAL`).
 pub const TICK_MS: f64 = 16.0;
 
+/// Sends per io_uring submission, as bandsync's engine (`engine/writers.rs`) batches them.
+pub const RING_ENTRIES: u32 = 256;
+
 pub type Sessions = Rc<RefCell<HashMap<String, Session>>>;
+
+thread_local! {
+    /// The ring broadcasts are submitted through, with `--io-uring`; `None`: one `send`
+    /// each. The floor runs on one thread.
+    pub static RING: RefCell<Option<uring_send::SendBatch>> = const { RefCell::new(None) };
+}
 
 pub struct Member {
     pub id: u64,
@@ -73,8 +85,12 @@ pub fn envelope(kind: &str, id_json: Option<&str>, data: &str, t: f64) -> String
 pub fn send_frame(stream: &TcpStream, frame: &[u8]) {
     let socket = socket2::SockRef::from(stream);
     if socket.send(frame).ok() != Some(frame.len()) {
-        let _ = socket.shutdown(Shutdown::Both);
+        cut(stream);
     }
+}
+
+fn cut(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Both);
 }
 
 fn client_id(id: u64) -> String {
@@ -133,11 +149,30 @@ impl Session {
         )
     }
 
-    /// Frames `json` once and sends the same bytes to every member.
+    /// Frames `json` once and sends the same bytes to every member: through the ring when
+    /// there is one, else one `send` each.
     fn broadcast(&self, json: &str) {
         let frame = text_frame(json);
-        for member in &self.members {
-            send_frame(&member.stream, &frame);
+        let submitted = RING.with_borrow_mut(|ring| {
+            let ring = ring.as_mut()?;
+            let sends: Vec<uring_send::Send<'_>> = self
+                .members
+                .iter()
+                .map(|member| (member.stream.as_raw_fd(), &frame[..]))
+                .collect();
+            let mut results = Vec::with_capacity(sends.len());
+            ring.send_all(&sends, &mut results);
+            for (member, result) in self.members.iter().zip(&results) {
+                if result.as_ref().ok() != Some(&frame.len()) {
+                    cut(&member.stream);
+                }
+            }
+            Some(())
+        });
+        if submitted.is_none() {
+            for member in &self.members {
+                send_frame(&member.stream, &frame);
+            }
         }
     }
 
