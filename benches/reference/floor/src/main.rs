@@ -82,7 +82,8 @@ async fn read_more(stream: &TcpStream, buf: &mut [u8], have: &mut usize) -> Opti
 
 /// One connection: its request, then (for `/ws`) its frames until it closes.
 async fn serve(stream: TcpStream, sessions: Sessions, id: u64) -> Option<()> {
-    let stream = Rc::new(stream);
+    // Every write of this task goes straight to the descriptor (no tokio readiness).
+    let socket = socket2::SockRef::from(&stream);
     let mut buf = vec![0u8; READ_BYTES];
     let mut have = 0;
     let (accept, head) = loop {
@@ -90,7 +91,7 @@ async fn serve(stream: TcpStream, sessions: Sessions, id: u64) -> Option<()> {
         match wire::parse_request(&buf[..have]).ok()? {
             None => continue,
             Some(Request::Health) => {
-                session::send_frame(&stream, wire::HEALTH_RESPONSE);
+                session::send_frame(&socket, wire::HEALTH_RESPONSE);
                 return None;
             }
             Some(Request::Upgrade { accept, head }) => break (accept, head),
@@ -98,7 +99,7 @@ async fn serve(stream: TcpStream, sessions: Sessions, id: u64) -> Option<()> {
     };
     buf.copy_within(head..have, 0);
     have -= head;
-    session::send_frame(&stream, wire::upgrade_response(&accept).as_bytes());
+    session::send_frame(&socket, wire::upgrade_response(&accept).as_bytes());
     let mut joined: Option<String> = None;
     let result = async {
         loop {
@@ -108,9 +109,9 @@ async fn serve(stream: TcpStream, sessions: Sessions, id: u64) -> Option<()> {
                     0x1 => {
                         let t1 = session::now_ms();
                         let answer =
-                            on_text(&buf[frame.payload], &sessions, &stream, id, &mut joined, t1);
+                            on_text(&buf[frame.payload], &sessions, &socket, id, &mut joined, t1);
                         if let Some(json) = answer {
-                            session::send_frame(&stream, &wire::text_frame(&json));
+                            session::send_frame(&socket, &wire::text_frame(&json));
                         }
                     }
                     _ => {}
@@ -133,7 +134,7 @@ async fn serve(stream: TcpStream, sessions: Sessions, id: u64) -> Option<()> {
 fn on_text(
     payload: &[u8],
     sessions: &Sessions,
-    stream: &Rc<TcpStream>,
+    socket: &socket2::Socket,
     id: u64,
     joined: &mut Option<String>,
     t1: f64,
@@ -159,7 +160,7 @@ fn on_text(
                 session::stats_changed(sessions, &old);
             }
             let wants_leader = data.role.as_deref() == Some("leader");
-            session::join(sessions, &session_id, wants_leader, id, request, stream);
+            session::join(sessions, &session_id, wants_leader, id, request, socket);
             session::stats_changed(sessions, &session_id);
             *joined = Some(session_id);
             return None;
