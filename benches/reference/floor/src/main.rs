@@ -148,13 +148,22 @@ fn on_text(
     };
     let request = envelope.id.as_ref().map(serde_json::Value::to_string);
     let request = request.as_deref();
+    let missing = |field: &str| {
+        let message = format!("`{}` needs `data.{field}`", envelope.kind);
+        Some(session::error(request, "INVALID_MESSAGE", &message))
+    };
     let data = envelope.data;
     let command = match envelope.kind {
         "heartbeat" => {
-            return Some(session::heartbeat_response(request, data.t0?, t1));
+            let Some(t0) = data.t0 else {
+                return missing("t0");
+            };
+            return Some(session::heartbeat_response(request, t0, t1));
         }
         "join_session" => {
-            let session_id = data.session_id?;
+            let Some(session_id) = data.session_id else {
+                return missing("sessionId");
+            };
             if let Some(old) = joined.take() {
                 session::leave(sessions, &old, id);
                 session::stats_changed(sessions, &old);
@@ -166,12 +175,21 @@ fn on_text(
             return None;
         }
         "leave_session" => {
-            let old = joined.take()?;
+            let Some(old) = joined.take() else {
+                return Some(session::error(
+                    request,
+                    "NOT_IN_SESSION",
+                    "not in a session",
+                ));
+            };
             session::leave(sessions, &old, id);
             session::stats_changed(sessions, &old);
             return None;
         }
-        "set_tempo" => Command::SetTempo(data.tempo?),
+        "set_tempo" => match data.tempo {
+            Some(tempo) => Command::SetTempo(tempo),
+            None => return missing("tempo"),
+        },
         "play" => Command::Play(data.beat),
         "pause" => Command::Pause,
         "sync_request" => Command::Sync,

@@ -168,4 +168,15 @@ fn commands_and_ticks_reach_every_member(floor: &Floor) {
         (json!(3), json!(12.5))
     );
     assert!(beat["data"]["t2"].as_f64().unwrap() >= beat["data"]["t1"].as_f64().unwrap());
+
+    send(
+        &mut follower,
+        json!({"type": "heartbeat", "id": 4, "data": {}}),
+    );
+    let refused = next_of(&mut follower, "error");
+    assert_eq!(refused["id"], 4);
+    assert_eq!(
+        refused["data"]["code"], "INVALID_MESSAGE",
+        "no t0: refused, not ignored"
+    );
 }
