@@ -10,7 +10,9 @@
 //! producing figures for a broken server.
 
 use crate::cli::Scenario;
-use crate::target::{pinned, wait_healthy, Endpoints, SpawnOptions, Spawned};
+use crate::target::{
+    beside_this_executable, pinned, wait_healthy, Endpoints, SpawnOptions, Spawned,
+};
 use anyhow::{bail, ensure, Context as _};
 use bandsync_client::protocol::{JoinSession, Role};
 use bandsync_client::WsClient;
@@ -78,9 +80,7 @@ pub fn uws_script(opts: &SpawnOptions) -> PathBuf {
 pub fn floor_bin(opts: &SpawnOptions) -> anyhow::Result<PathBuf> {
     match &opts.floor_bin {
         Some(path) => Ok(path.clone()),
-        None => Ok(std::env::current_exe()
-            .context("locating my own executable")?
-            .with_file_name("floor")),
+        None => beside_this_executable("floor"),
     }
 }
 

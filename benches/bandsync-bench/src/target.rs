@@ -77,7 +77,7 @@ pub struct SpawnOptions {
     pub node: PathBuf,
     /// The uWS reference server's script (`None`: the one in this source tree).
     pub uws_script: Option<PathBuf>,
-    /// The floor server's binary (`None`: its release build in this source tree).
+    /// The floor server's binary (`None`: `floor` next to this executable).
     pub floor_bin: Option<PathBuf>,
 }
 
@@ -115,9 +115,7 @@ impl Drop for Spawned {
 fn find_binary(opts: &SpawnOptions) -> anyhow::Result<PathBuf> {
     let path = match &opts.binary {
         Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("locating my own executable")?
-            .with_file_name("bandsync"),
+        None => beside_this_executable("bandsync")?,
     };
     if !path.is_file() {
         bail!(
@@ -126,6 +124,14 @@ fn find_binary(opts: &SpawnOptions) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// The binary `name` in this executable's directory, where cargo builds every binary of
+/// the workspace.
+pub fn beside_this_executable(name: &str) -> anyhow::Result<PathBuf> {
+    Ok(std::env::current_exe()
+        .context("locating my own executable")?
+        .with_file_name(name))
 }
 
 pub fn on_path(program: &str) -> bool {

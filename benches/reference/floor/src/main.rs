@@ -125,7 +125,6 @@ async fn serve(stream: TcpStream, sessions: Sessions, id: u64) -> Option<()> {
     .await;
     if let Some(session_id) = joined {
         session::leave(&sessions, &session_id, id);
-        session::stats_changed(&sessions, &session_id);
     }
     result
 }
@@ -166,11 +165,9 @@ fn on_text(
             };
             if let Some(old) = joined.take() {
                 session::leave(sessions, &old, id);
-                session::stats_changed(sessions, &old);
             }
             let wants_leader = data.role.as_deref() == Some("leader");
             session::join(sessions, &session_id, wants_leader, id, request, socket);
-            session::stats_changed(sessions, &session_id);
             *joined = Some(session_id);
             return None;
         }
@@ -183,7 +180,6 @@ fn on_text(
                 ));
             };
             session::leave(sessions, &old, id);
-            session::stats_changed(sessions, &old);
             return None;
         }
         "set_tempo" => match data.tempo {

@@ -36,12 +36,12 @@ thread_local! {
     pub static RING: RefCell<Option<uring_send::SendBatch>> = const { RefCell::new(None) };
 }
 
-pub struct Member {
-    pub id: u64,
+struct Member {
+    id: u64,
     /// A duplicate of the connection's descriptor, held here so a broadcast reads each
     /// member's descriptor from this vector instead of reaching it through the task's
     /// `TcpStream` (a cache miss or two per member, 4 % of the floor's samples).
-    pub socket: socket2::Socket,
+    socket: socket2::Socket,
 }
 
 pub struct Session {
@@ -223,7 +223,7 @@ pub fn tick_all(sessions: &Sessions, k: u64) {
 
 /// The session's members changed: `room_stats` now, or once the interval since the last
 /// one has passed.
-pub fn stats_changed(sessions: &Sessions, session_id: &str) {
+fn stats_changed(sessions: &Sessions, session_id: &str) {
     let wait = {
         let mut map = sessions.borrow_mut();
         let Some(session) = map.get_mut(session_id) else {
@@ -250,9 +250,22 @@ pub fn stats_changed(sessions: &Sessions, session_id: &str) {
     });
 }
 
-/// Adds member `id` to `session_id` (its leader if it asks and the seat is free) and sends
-/// it the snapshot answering request `request`.
+/// Adds member `id` to `session_id` (its leader if it asks and the seat is free), sends it
+/// the snapshot answering request `request`, and the session its `room_stats`.
 pub fn join(
+    sessions: &Sessions,
+    session_id: &str,
+    wants_leader: bool,
+    id: u64,
+    request: Option<&str>,
+    socket: &socket2::Socket,
+) {
+    add_member(sessions, session_id, wants_leader, id, request, socket);
+    stats_changed(sessions, session_id);
+}
+
+/// [`join`] but the `room_stats`, which need the sessions' lock this holds.
+fn add_member(
     sessions: &Sessions,
     session_id: &str,
     wants_leader: bool,
@@ -315,9 +328,15 @@ pub fn join(
     );
 }
 
-/// Removes member `id` from `session_id` (and the session once empty); a leaving leader
-/// frees the seat.
+/// Removes member `id` from `session_id` (and the session once empty), and sends the rest
+/// their `room_stats`; a leaving leader frees the seat.
 pub fn leave(sessions: &Sessions, session_id: &str, id: u64) {
+    remove_member(sessions, session_id, id);
+    stats_changed(sessions, session_id);
+}
+
+/// [`leave`] but the `room_stats`.
+fn remove_member(sessions: &Sessions, session_id: &str, id: u64) {
     let mut map = sessions.borrow_mut();
     let Some(session) = map.get_mut(session_id) else {
         return;
